@@ -1,0 +1,48 @@
+# The two commands of the README:
+#   make serve   install what is missing, build Release, start the server
+#   make test    install what is missing, build, run every test
+BUILD_DIR ?= build
+BUILD_TYPE ?= Release
+JOBS ?= 2
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build test serve bench sanitize golden format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD_DIR) -j$(JOBS)
+
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
+
+# The gRPC service lands with issue #3; until then this builds and says what
+# it will serve.
+serve: build
+	@echo "attention_server is not built yet (service issue). Will serve on 127.0.0.1:50051:"
+	@echo "  demo-sa, demo-mha, demo-gqa, demo-mqa, demo-mla"
+	@echo "Core library and benchmark are built: $(BUILD_DIR)/bin/attention_bench"
+
+bench: build
+	@$(BUILD_DIR)/bin/attention_bench
+
+# Address + undefined-behaviour sanitizers over the whole test suite.
+sanitize: deps
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_SANITIZE=address,undefined >/dev/null
+	@cmake --build build-asan -j$(JOBS)
+	@cd build-asan && ctest --output-on-failure
+
+# Regenerates tests/golden/data from the PyTorch reference modules (needs python3-torch).
+golden:
+	@scripts/install-deps.sh --golden
+	@/usr/bin/python3 tests/golden/make_golden.py
+
+format:
+	@clang-format -i $$(git ls-files '*.h' '*.cc')
+
+clean:
+	@rm -rf $(BUILD_DIR) build-asan

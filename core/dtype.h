@@ -1,0 +1,40 @@
+// Conversions between the wire's 16-bit float formats and float32, the
+// compute type of core/.
+//
+// FLOAT16 is IEEE 754 binary16; BFLOAT16 is the upper half of a binary32.
+// Float32 -> 16-bit rounds to nearest, ties to even; NaN stays NaN (quiet),
+// values beyond the range become infinity. All functions are thread-safe.
+#ifndef ATTENTION_CORE_DTYPE_H_
+#define ATTENTION_CORE_DTYPE_H_
+
+#include <cstdint>
+
+namespace attention {
+
+enum class DType { kFloat32, kFloat16, kBfloat16, kBool };
+
+// Bytes per element on the wire.
+int DTypeSize(DType dtype);
+const char* DTypeName(DType dtype);
+
+float HalfToFloat(uint16_t h);
+uint16_t FloatToHalf(float f);
+float Bfloat16ToFloat(uint16_t b);
+uint16_t FloatToBfloat16(float f);
+
+// Bulk versions over n elements (F16C-accelerated for FLOAT16).
+void HalfToFloat(const uint16_t* in, float* out, int64_t n);
+void FloatToHalf(const float* in, uint16_t* out, int64_t n);
+void Bfloat16ToFloat(const uint16_t* in, float* out, int64_t n);
+void FloatToBfloat16(const float* in, uint16_t* out, int64_t n);
+
+// Decodes n little-endian elements of `dtype` at `bytes` into float32
+// (BOOL: 1.0f for nonzero). `bytes` need not be aligned.
+void DecodeToFloat(DType dtype, const void* bytes, int64_t n, float* out);
+// Encodes n floats as `dtype` (FLOAT32, FLOAT16 or BFLOAT16) into `bytes`,
+// which must hold n * DTypeSize(dtype) bytes.
+void EncodeFromFloat(DType dtype, const float* in, int64_t n, void* bytes);
+
+}  // namespace attention
+
+#endif  // ATTENTION_CORE_DTYPE_H_

@@ -1,0 +1,155 @@
+// Whole attention layers of the reference designs, with PyTorch state_dict
+// names and nn.Linear layout (weight [out, in], y = x Wᵀ + b).
+//
+//   self_attention  one head, d_k != d_v allowed, no output projection:
+//                   w_q [d_k, d_model], w_k [d_k, d_model], w_v [d_v, d_model]
+//   mha             W_q, W_k, W_v, W_o [d_model, d_model]; H heads of
+//                   d_head = d_model / H (lower-case w_q... accepted on load)
+//   gqa             W_q, W_o [d_model, d_model]; W_k, W_v [Hkv·d_head, d_model];
+//                   d_head = d_model / Hq; query head h uses kv head h/(Hq/Hkv)
+//   mqa             gqa with Hkv = 1
+//   mla             DeepSeek-V2 multi-head latent attention, no biases:
+//                   q_proj [H·(dn+dr), d_model], or q_a_proj [qr, d_model],
+//                   q_a_layernorm [qr], q_b_proj [H·(dn+dr), qr];
+//                   kv_a_proj_with_mqa [r+dr, d_model], kv_a_layernorm [r],
+//                   kv_b_proj [H·(dn+dv), r], o_proj [d_model, H·dv]
+//                   (r kv_lora_rank, qr q_lora_rank, dn qk_nope_head_dim,
+//                   dr qk_rope_head_dim, dv v_head_dim); RMSNorm eps 1e-6;
+//                   rotate-half RoPE on q_rope and the shared k_rope;
+//                   scale 1/sqrt(dn + dr).
+// Biases (`*.bias`, [out]) exist for all but mla when config.bias is true.
+//
+// Forward shapes:
+//   query   [B, Lq, d_model]
+//   key     [B, Lk, d_model]  (absent: query — self-attention)
+//   value   [B, Lk, d_model]  (absent: key; mla takes keys and values from key)
+//   output  [B, Lq, d_model]  (self_attention: [B, Lq, d_v])
+//   weights [B, H, Lq, Lk]    (H = 1 for self_attention)
+// The mask is that of sdpa.h, broadcast to [B, H, Lq, Lk].
+//
+// Modules are immutable after creation; Forward may be called concurrently.
+#ifndef ATTENTION_CORE_MODULE_H_
+#define ATTENTION_CORE_MODULE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/sdpa.h"
+#include "core/tensor.h"
+
+namespace attention {
+
+enum class Variant { kSelfAttention, kMha, kGqa, kMqa, kMla };
+
+// "self_attention", "mha", "gqa", "mqa", "mla" (the contract's field names).
+const char* VariantFieldName(Variant variant);
+
+struct ModuleConfig {
+  Variant variant = Variant::kMha;
+  int64_t d_model = 0;
+  bool bias = true;  // ignored by mla (no biases)
+  // self_attention
+  int64_t d_k = 0, d_v = 0;
+  // mha, mqa: num_heads; gqa: num_heads is num_q_heads, plus num_kv_heads.
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  // mla
+  int64_t q_lora_rank = 0;  // 0: q_proj, no query compression
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+  int64_t v_head_dim = 0;
+  double rope_theta = 0.0;  // 0: 10000
+};
+
+// Largest value any config dimension may take.
+inline constexpr int64_t kMaxConfigDim = int64_t{1} << 20;
+
+// INVALID_ARGUMENT naming the field ("config.gqa.num_kv_heads: ...") if the
+// config is inconsistent.
+absl::Status ValidateConfig(const ModuleConfig& config);
+
+// Query heads H and key/value heads Hkv of the attention inside the layer
+// (self_attention: 1, 1; mla: H, H in the naive form).
+int64_t NumQueryHeads(const ModuleConfig& config);
+int64_t NumKvHeads(const ModuleConfig& config);
+// Width of the layer's output: d_v for self_attention, else d_model.
+int64_t OutputDim(const ModuleConfig& config);
+
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// The state_dict of a valid config, in a fixed order.
+std::vector<WeightSpec> ExpectedWeights(const ModuleConfig& config);
+int64_t ParameterCount(const ModuleConfig& config);
+// Float32 bytes the KV cache holds per token (one batch row): MHA 2·H·d_head,
+// GQA 2·Hkv·d_head, MQA 2·d_head, self_attention d_k + d_v, MLA
+// kv_lora_rank + qk_rope_head_dim; times 4.
+int64_t KvCacheBytesPerToken(const ModuleConfig& config);
+
+using WeightMap = std::map<std::string, Tensor>;
+
+enum class MlaForm {
+  kNaive,     // up-project c_KV into per-head K and V, attend per head
+  kAbsorbed,  // W_UK folded into the query, W_UV into the output, attend over the latent
+};
+
+struct ForwardInput {
+  const Tensor* query = nullptr;
+  const Tensor* key = nullptr;    // optional
+  const Tensor* value = nullptr;  // optional
+  MaskSpec mask;
+  bool return_weights = false;
+  MlaForm mla_form = MlaForm::kNaive;
+};
+
+struct ForwardResult {
+  Tensor output;   // [B, Lq, OutputDim]
+  Tensor weights;  // [B, H, Lq, Lk] when asked for
+  double flops = 0;  // multiply-adds × 2 of projections and attention
+};
+
+class AttentionModule {
+ public:
+  // Takes the state_dict by value. INVALID_ARGUMENT for a bad config or for
+  // a missing, unexpected, duplicated (W_q and w_q) or mis-shaped tensor,
+  // naming it with expected and actual shape.
+  static absl::StatusOr<std::unique_ptr<AttentionModule>> Create(const ModuleConfig& config,
+                                                                 WeightMap weights);
+  // Deterministic init from `seed`: nn.Linear's U(-1/sqrt(in), 1/sqrt(in)) for
+  // weights and biases, ones for RMSNorm weights.
+  static absl::StatusOr<std::unique_ptr<AttentionModule>> CreateRandom(const ModuleConfig& config,
+                                                                       uint64_t seed);
+
+  virtual ~AttentionModule() = default;
+  AttentionModule(const AttentionModule&) = delete;
+  AttentionModule& operator=(const AttentionModule&) = delete;
+
+  const ModuleConfig& config() const { return config_; }
+  // Canonical names (W_q, not w_q) to tensors.
+  const WeightMap& weights() const { return weights_; }
+  int64_t parameter_count() const { return ParameterCount(config_); }
+  int64_t kv_cache_bytes_per_token() const { return KvCacheBytesPerToken(config_); }
+
+  // Errors: INVALID_ARGUMENT naming "query", "key", "value" or "mask.*".
+  virtual absl::StatusOr<ForwardResult> Forward(const ForwardInput& input) const = 0;
+
+ protected:
+  AttentionModule(ModuleConfig config, WeightMap weights)
+      : config_(config), weights_(std::move(weights)) {}
+  const Tensor& W(const std::string& name) const { return weights_.at(name); }
+
+ private:
+  ModuleConfig config_;
+  WeightMap weights_;
+};
+
+}  // namespace attention
+
+#endif  // ATTENTION_CORE_MODULE_H_

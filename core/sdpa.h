@@ -1,0 +1,90 @@
+// Scaled-dot-product attention over projected heads, with MHA/GQA/MQA head
+// sharing and the masks of the service contract (shared/API.md).
+//
+// Shapes (one line per tensor; B batch, Hq query heads, Hkv key/value heads,
+// Lq queries, Lk keys, Dk query/key width, Dv value width):
+//   query   [B, Hq,  Lq, Dk]
+//   key     [B, Hkv, Lk, Dk]
+//   value   [B, Hkv, Lk, Dv]
+//   output  [B, Hq,  Lq, Dv]
+//   weights [B, Hq,  Lq, Lk]   (dense, only when asked for)
+// Broadcast rule, stated once: Hq % Hkv == 0 and query head h reads kv head
+// h / (Hq / Hkv), as torch's repeat_interleave; K/V are never copied.
+//
+// Scores are q·kᵀ · scale (scale 0 means 1/sqrt(Dk)). Masks AND together; a
+// masked score becomes -1e9 before the softmax, exactly as the reference
+// modules' masked_fill, so a fully masked row averages all values.
+//   causal:       query i sees key j iff j <= i + (Lk - Lq) (bottom-right).
+//   key_lengths:  one per batch row, in 1..Lk; keys j >= length are masked.
+//   keep:         nonzero = keep; its shape broadcasts (NumPy rules, rank
+//                 <= 4, right-aligned) to [B, Hq, Lq, Lk].
+//
+// Errors: INVALID_ARGUMENT for any shape or mask inconsistency, with a message
+// naming the field ("query", "key", "value", "mask.key_lengths", "mask.keep"),
+// the expected and the actual value; INTERNAL if oneDNN fails.
+// Thread-safety: all functions may be called concurrently.
+#ifndef ATTENTION_CORE_SDPA_H_
+#define ATTENTION_CORE_SDPA_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/tensor.h"
+
+namespace attention {
+
+struct MaskSpec {
+  bool causal = false;
+  std::vector<int64_t> key_lengths;  // empty, or one per batch row
+  std::vector<int64_t> keep_shape;   // shape of `keep`; rank 0..4
+  std::vector<uint8_t> keep;         // empty = no keep mask
+
+  bool has_keep() const { return !keep.empty(); }
+  bool empty() const { return !causal && key_lengths.empty() && keep.empty(); }
+};
+
+struct SdpaOptions {
+  float scale = 0.0f;  // 0: 1/sqrt(Dk)
+  bool return_weights = false;
+};
+
+// Checks shapes and mask against each other (see the header comment).
+absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& value,
+                          const MaskSpec& mask);
+
+// The fast kernel: oneDNN matmuls over query tiles, parallel over
+// B × Hkv × tiles. Writes `output` (any strides) and, when `weights` is not
+// null, the dense [B, Hq, Lq, Lk] probabilities.
+absl::Status Sdpa(const View4& query, const View4& key, const View4& value, const MaskSpec& mask,
+                  float scale, const MutView4& output, float* weights);
+
+// The plain reference: loops in double precision, no oneDNN. Same contract.
+absl::Status SdpaReference(const View4& query, const View4& key, const View4& value,
+                           const MaskSpec& mask, float scale, const MutView4& output,
+                           float* weights);
+
+struct AttentionResult {
+  Tensor output;   // [B, Hq, Lq, Dv]
+  Tensor weights;  // [B, Hq, Lq, Lk] when asked for, else empty
+};
+
+// Owning conveniences over dense rank-4 tensors.
+absl::StatusOr<AttentionResult> Attend(const Tensor& query, const Tensor& key, const Tensor& value,
+                                       const MaskSpec& mask, const SdpaOptions& options);
+absl::StatusOr<AttentionResult> AttendReference(const Tensor& query, const Tensor& key,
+                                                const Tensor& value, const MaskSpec& mask,
+                                                const SdpaOptions& options);
+
+// "mha" (Hkv == Hq), "mqa" (Hkv == 1 < Hq) or "gqa".
+const char* VariantName(int64_t hq, int64_t hkv);
+
+// FLOPs of attention: 2·B·Hq·Lq·Lk·(Dk + Dv), causal counts the visible half
+// (exactly: the number of visible (i, j) pairs).
+double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int64_t dv,
+                 bool causal);
+
+}  // namespace attention
+
+#endif  // ATTENTION_CORE_SDPA_H_

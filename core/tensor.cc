@@ -1,0 +1,63 @@
+#include "core/tensor.h"
+
+#include <utility>
+
+#include "absl/strings/str_join.h"
+
+namespace attention {
+
+int64_t NumElements(absl::Span<const int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) return -1;
+    if (d != 0 && n > INT64_MAX / d) return -1;
+    n *= d;
+  }
+  return n;
+}
+
+std::string ShapeString(absl::Span<const int64_t> shape) {
+  return "[" + absl::StrJoin(shape, ", ") + "]";
+}
+
+Tensor::Tensor(std::vector<int64_t> shape)
+    : shape_(std::move(shape)), values_(static_cast<size_t>(NumElements(shape_)), 0.0f) {}
+
+Tensor::Tensor(std::vector<int64_t> shape, std::vector<float> values)
+    : shape_(std::move(shape)), values_(std::move(values)) {}
+
+View4 View4::Dense(const float* data, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+  View4 v;
+  v.data = data;
+  v.dims[0] = d0;
+  v.dims[1] = d1;
+  v.dims[2] = d2;
+  v.dims[3] = d3;
+  v.strides[2] = d3;
+  v.strides[1] = d2 * d3;
+  v.strides[0] = d1 * d2 * d3;
+  return v;
+}
+
+View4 View4::Of(const Tensor& t) {
+  return Dense(t.data(), t.dim(0), t.dim(1), t.dim(2), t.dim(3));
+}
+
+MutView4 MutView4::Dense(float* data, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+  MutView4 v;
+  v.data = data;
+  v.dims[0] = d0;
+  v.dims[1] = d1;
+  v.dims[2] = d2;
+  v.dims[3] = d3;
+  v.strides[2] = d3;
+  v.strides[1] = d2 * d3;
+  v.strides[0] = d1 * d2 * d3;
+  return v;
+}
+
+MutView4 MutView4::Of(Tensor& t) {
+  return Dense(t.data(), t.dim(0), t.dim(1), t.dim(2), t.dim(3));
+}
+
+}  // namespace attention

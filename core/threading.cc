@@ -1,0 +1,49 @@
+#include "core/threading.h"
+
+#include <omp.h>
+
+#include <cstdio>
+#include <string>
+
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace attention {
+
+void SetComputeThreads(int threads) { omp_set_num_threads(threads < 1 ? 1 : threads); }
+
+int ComputeThreads() { return omp_get_max_threads(); }
+
+const char* OneDnnVersion() {
+  static const std::string version = [] {
+    const dnnl_version_t* v = dnnl::version();
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%d.%d.%d", v->major, v->minor, v->patch);
+    return std::string(buf);
+  }();
+  return version.c_str();
+}
+
+const char* CpuIsa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx2_vnni:
+      return "avx2_vnni";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    case dnnl::cpu_isa::avx:
+      return "avx";
+    case dnnl::cpu_isa::sse41:
+      return "sse41";
+    default:
+      return "other";
+  }
+}
+
+}  // namespace attention

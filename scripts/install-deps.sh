@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian bookworm packages the build and the tests need.
+# Idempotent: does nothing (and needs no network) when all are present.
+#   scripts/install-deps.sh            build + test dependencies
+#   scripts/install-deps.sh --golden   also python3-torch/numpy to regenerate golden files
+set -euo pipefail
+
+packages=(
+  g++ make cmake pkg-config
+  libdnnl-dev          # oneDNN 2.6.3: the matrix primitives of core/
+  libabsl-dev          # absl::Status, StatusOr, containers, synchronization
+  libgtest-dev libgmock-dev
+)
+if [[ "${1:-}" == "--golden" ]]; then
+  packages+=(python3-torch python3-numpy)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
