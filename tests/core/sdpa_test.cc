@@ -1,1 +1,311 @@
+// Property tests: the oneDNN kernel against the plain double-precision
+// reference over a sweep of shapes, masks and memory layouts.
+#include "core/sdpa.h"
+
 #include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <tuple>
+
+#include "absl/strings/match.h"
+#include "core/workload.h"
+#include "tests/core/test_util.h"
+
+namespace attention {
+namespace {
+
+enum class MaskKind { kNone, kCausal, kKeyLengths, kKeepLqLk, kKeepB11Lk, kKeepFull, kAll };
+
+std::string MaskName(MaskKind k) {
+  switch (k) {
+    case MaskKind::kNone:
+      return "NoMask";
+    case MaskKind::kCausal:
+      return "Causal";
+    case MaskKind::kKeyLengths:
+      return "KeyLengths";
+    case MaskKind::kKeepLqLk:
+      return "KeepLqLk";
+    case MaskKind::kKeepB11Lk:
+      return "KeepB11Lk";
+    case MaskKind::kKeepFull:
+      return "KeepFull";
+    case MaskKind::kAll:
+      return "CausalLengthsKeep";
+  }
+  return "";
+}
+
+// Random keep bytes (~70% kept); the first row of every [.., Lq, Lk] slice
+// fully masked when `mask_first_row`.
+std::vector<uint8_t> RandomKeep(const std::vector<int64_t>& shape, uint32_t seed,
+                                bool mask_first_row) {
+  std::mt19937 gen(seed);
+  std::vector<uint8_t> keep(NumElements(shape));
+  for (auto& k : keep) k = gen() % 10 < 7;
+  if (mask_first_row && shape.size() >= 2) {
+    const int64_t lk = shape.back(), lq = shape[shape.size() - 2];
+    for (size_t base = 0; base < keep.size(); base += lq * lk) {
+      std::fill(keep.begin() + base, keep.begin() + base + lk, 0);
+    }
+  }
+  return keep;
+}
+
+MaskSpec MakeMask(MaskKind kind, const Workload& w, uint32_t seed) {
+  MaskSpec m;
+  std::mt19937 gen(seed);
+  switch (kind) {
+    case MaskKind::kNone:
+      break;
+    case MaskKind::kCausal:
+      m.causal = true;
+      break;
+    case MaskKind::kKeyLengths:
+      for (int64_t b = 0; b < w.b; ++b) m.key_lengths.push_back(1 + gen() % w.lk);
+      break;
+    case MaskKind::kKeepLqLk:
+      m.keep_shape = {w.lq, w.lk};
+      m.keep = RandomKeep(m.keep_shape, seed, true);
+      break;
+    case MaskKind::kKeepB11Lk:
+      m.keep_shape = {w.b, 1, 1, w.lk};
+      m.keep = RandomKeep(m.keep_shape, seed, false);
+      break;
+    case MaskKind::kKeepFull:
+      m.keep_shape = {w.b, w.hq, w.lq, w.lk};
+      m.keep = RandomKeep(m.keep_shape, seed, false);
+      break;
+    case MaskKind::kAll:
+      m.causal = true;
+      for (int64_t b = 0; b < w.b; ++b) m.key_lengths.push_back(1 + gen() % w.lk);
+      m.keep_shape = {w.hq, 1, w.lk};
+      m.keep = RandomKeep(m.keep_shape, seed, false);
+      break;
+  }
+  return m;
+}
+
+// [B, H, L, D] copied into [B, L, H, D] storage, and the view that reads it
+// back as [B, H, L, D].
+struct Strided {
+  std::vector<float> storage;
+  View4 view;
+};
+
+Strided ToBlhd(const Tensor& t) {
+  const int64_t b = t.dim(0), h = t.dim(1), l = t.dim(2), d = t.dim(3);
+  Strided s;
+  s.storage.resize(t.size());
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t j = 0; j < h; ++j)
+      for (int64_t k = 0; k < l; ++k)
+        for (int64_t x = 0; x < d; ++x)
+          s.storage[((i * l + k) * h + j) * d + x] = t.data()[((i * h + j) * l + k) * d + x];
+  s.view.data = s.storage.data();
+  s.view.dims[0] = b, s.view.dims[1] = h, s.view.dims[2] = l, s.view.dims[3] = d;
+  s.view.strides[0] = l * h * d, s.view.strides[1] = d, s.view.strides[2] = h * d;
+  return s;
+}
+
+const Workload kShapes[] = {
+    {"MhaSmall", 2, 4, 4, 7, 9, 16, 16},
+    {"GqaDkNeDv", 2, 6, 2, 5, 11, 8, 12},
+    {"MqaOddDims", 2, 8, 1, 3, 17, 13, 7},
+    {"DecodeLq1", 3, 8, 2, 1, 33, 64, 64},
+    {"SingleKeyLk1", 2, 4, 2, 5, 1, 8, 8},
+    {"AllOnes", 1, 1, 1, 1, 1, 1, 1},
+    {"ManyQueryTiles", 1, 2, 1, 300, 257, 24, 40},
+    {"LongDecode", 2, 4, 4, 1, 1000, 32, 32},
+    {"MoreQueriesThanKeys", 2, 2, 1, 9, 4, 8, 8},
+};
+
+class SdpaSweep : public testing::TestWithParam<std::tuple<Workload, MaskKind, bool>> {};
+
+TEST_P(SdpaSweep, MatchesDoublePrecisionReference) {
+  const auto& [w, mask_kind, strided] = GetParam();
+  const Tensor q = RandomTensor({w.b, w.hq, w.lq, w.dk}, 1);
+  const Tensor k = RandomTensor({w.b, w.hkv, w.lk, w.dk}, 2);
+  const Tensor v = RandomTensor({w.b, w.hkv, w.lk, w.dv}, 3);
+  const MaskSpec mask = MakeMask(mask_kind, w, 4);
+
+  auto ref = AttendReference(q, k, v, mask, {0.0f, true});
+  ASSERT_OK(ref);
+
+  Tensor out({w.b, w.hq, w.lq, w.dv});
+  Tensor weights({w.b, w.hq, w.lq, w.lk});
+  if (strided) {
+    // Heads read from [B, L, H, D] buffers and written to one.
+    const Strided qs = ToBlhd(q), ks = ToBlhd(k), vs = ToBlhd(v);
+    std::vector<float> out_blhd(out.size());
+    MutView4 ov;
+    ov.data = out_blhd.data();
+    ov.dims[0] = w.b, ov.dims[1] = w.hq, ov.dims[2] = w.lq, ov.dims[3] = w.dv;
+    ov.strides[0] = w.lq * w.hq * w.dv, ov.strides[1] = w.dv, ov.strides[2] = w.hq * w.dv;
+    ASSERT_OK(Sdpa(qs.view, ks.view, vs.view, mask, 0.0f, ov, weights.data()));
+    for (int64_t i = 0; i < w.b; ++i)
+      for (int64_t h = 0; h < w.hq; ++h)
+        for (int64_t l = 0; l < w.lq; ++l)
+          for (int64_t d = 0; d < w.dv; ++d)
+            out.data()[((i * w.hq + h) * w.lq + l) * w.dv + d] = *(ov.Row(i, h, l) + d);
+  } else {
+    ASSERT_OK(Sdpa(View4::Of(q), View4::Of(k), View4::Of(v), mask, 0.0f, MutView4::Of(out),
+                   weights.data()));
+  }
+  EXPECT_LT(RelError(out, ref->output), w.Tolerance());
+  EXPECT_LT(RelError(weights, ref->weights), w.Tolerance());
+
+  // Without weights the kernel takes its scratch path: same output.
+  auto no_weights = Attend(q, k, v, mask, {0.0f, false});
+  ASSERT_OK(no_weights);
+  EXPECT_TRUE(no_weights->weights.empty());
+  EXPECT_LT(RelError(no_weights->output, ref->output), w.Tolerance());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, SdpaSweep,
+    testing::Combine(testing::ValuesIn(kShapes),
+                     testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeyLengths,
+                                     MaskKind::kKeepLqLk, MaskKind::kKeepB11Lk,
+                                     MaskKind::kKeepFull, MaskKind::kAll),
+                     testing::Bool()),
+    [](const auto& p) {
+      return std::get<0>(p.param).name + "_" + MaskName(std::get<1>(p.param)) +
+             (std::get<2>(p.param) ? "_Strided" : "_Dense");
+    });
+
+TEST(Sdpa, GqaMatchesRepeatInterleavedMha) {
+  // Expanding K/V with repeat_interleave and running MHA gives the same result.
+  const int64_t b = 2, hq = 6, hkv = 3, lq = 4, lk = 10, d = 8, group = hq / hkv;
+  const Tensor q = RandomTensor({b, hq, lq, d}, 11);
+  const Tensor k = RandomTensor({b, hkv, lk, d}, 12);
+  const Tensor v = RandomTensor({b, hkv, lk, d}, 13);
+  Tensor k_rep({b, hq, lk, d}), v_rep({b, hq, lk, d});
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t h = 0; h < hq; ++h)
+      for (int64_t x = 0; x < lk * d; ++x) {
+        k_rep.data()[(i * hq + h) * lk * d + x] = k.data()[(i * hkv + h / group) * lk * d + x];
+        v_rep.data()[(i * hq + h) * lk * d + x] = v.data()[(i * hkv + h / group) * lk * d + x];
+      }
+  auto gqa = Attend(q, k, v, {}, {});
+  auto mha = Attend(q, k_rep, v_rep, {}, {});
+  ASSERT_OK(gqa);
+  ASSERT_OK(mha);
+  EXPECT_LT(RelError(gqa->output, mha->output), 1e-6);
+}
+
+TEST(Sdpa, FullyMaskedRowAveragesAllValues) {
+  const Tensor q = RandomTensor({1, 1, 2, 4}, 1);
+  const Tensor k = RandomTensor({1, 1, 3, 4}, 2);
+  const Tensor v = RandomTensor({1, 1, 3, 5}, 3);
+  MaskSpec mask;
+  mask.keep_shape = {2, 3};
+  mask.keep = {0, 0, 0, 1, 0, 1};
+  auto r = Attend(q, k, v, mask, {0.0f, true});
+  ASSERT_OK(r);
+  for (int64_t d = 0; d < 5; ++d) {
+    const float mean = (v.data()[d] + v.data()[5 + d] + v.data()[10 + d]) / 3.0f;
+    EXPECT_NEAR(r->output.data()[d], mean, 1e-6);
+  }
+  for (int j = 0; j < 3; ++j) EXPECT_NEAR(r->weights.data()[j], 1.0f / 3.0f, 1e-7);
+  EXPECT_EQ(r->weights.data()[3 + 1], 0.0f);  // masked in a row that sees keys: exactly 0
+}
+
+TEST(Sdpa, ExplicitScaleIsUsed) {
+  const Tensor q = RandomTensor({1, 2, 3, 8}, 1);
+  const Tensor k = RandomTensor({1, 2, 5, 8}, 2);
+  const Tensor v = RandomTensor({1, 2, 5, 8}, 3);
+  Tensor q_scaled = q;
+  for (float& x : q_scaled.values()) x *= 0.25f * std::sqrt(8.0f);
+  auto a = Attend(q, k, v, {}, {0.25f, false});
+  auto b = Attend(q_scaled, k, v, {}, {0.0f, false});
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  EXPECT_LT(RelError(a->output, b->output), 1e-5);
+}
+
+TEST(Sdpa, CausalIsBottomRightAligned) {
+  // Lq = 2, Lk = 4: query 0 sees keys 0..2, query 1 sees 0..3.
+  const Tensor q = RandomTensor({1, 1, 2, 4}, 1);
+  const Tensor k = RandomTensor({1, 1, 4, 4}, 2);
+  const Tensor v = RandomTensor({1, 1, 4, 4}, 3);
+  MaskSpec mask;
+  mask.causal = true;
+  auto r = Attend(q, k, v, mask, {0.0f, true});
+  ASSERT_OK(r);
+  const float* w = r->weights.data();
+  EXPECT_GT(w[2], 0.0f);
+  EXPECT_EQ(w[3], 0.0f);
+  EXPECT_GT(w[4 + 3], 0.0f);
+}
+
+struct BadInput {
+  std::string name;
+  std::vector<int64_t> q, k, v;
+  MaskSpec mask;
+  std::string field;  // the message names it
+  std::string detail;  // and says what was expected / what came
+};
+
+class SdpaBadInput : public testing::TestWithParam<BadInput> {};
+
+TEST_P(SdpaBadInput, IsInvalidArgumentNamingTheField) {
+  const BadInput& c = GetParam();
+  auto r = Attend(Tensor(c.q), Tensor(c.k), Tensor(c.v), c.mask, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(r.status().message(), c.field)) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), c.detail)) << r.status();
+}
+
+MaskSpec Lengths(std::vector<int64_t> l) {
+  MaskSpec m;
+  m.key_lengths = std::move(l);
+  return m;
+}
+MaskSpec Keep(std::vector<int64_t> shape, int64_t n) {
+  MaskSpec m;
+  m.keep_shape = std::move(shape);
+  m.keep.assign(n, 1);
+  return m;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, SdpaBadInput,
+    testing::Values(
+        BadInput{"QueryRank3", {2, 4, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, {}, "query", "rank 4"},
+        BadInput{"ZeroLq", {2, 4, 0, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, {}, "query", ">= 1"},
+        BadInput{"KeyBatch", {2, 4, 3, 8}, {3, 4, 5, 8}, {2, 4, 5, 8}, {}, "key", "expected 2, got 3"},
+        BadInput{"KeyDk", {2, 4, 3, 8}, {2, 4, 5, 7}, {2, 4, 5, 8}, {}, "key", "expected 8, got 7"},
+        BadInput{"HkvNotDividing", {2, 6, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, {}, "key", "Hkv = 4"},
+        BadInput{"ValueHeads", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 2, 5, 8}, {}, "value", "expected 4, got 2"},
+        BadInput{"ValueLk", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 6, 8}, {}, "value", "expected 5, got 6"},
+        BadInput{"KeyLengthsCount", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Lengths({5}),
+                 "mask.key_lengths", "expected 2 entries"},
+        BadInput{"KeyLengthZero", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Lengths({5, 0}),
+                 "mask.key_lengths[1]", "expected 1..5"},
+        BadInput{"KeyLengthTooLong", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Lengths({6, 1}),
+                 "mask.key_lengths[0]", "got 6"},
+        BadInput{"KeepNotBroadcastable", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8},
+                 Keep({3, 4}, 12), "mask.keep", "must be 1 or 5"},
+        BadInput{"KeepRank5", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Keep({1, 2, 4, 3, 5}, 120),
+                 "mask.keep", "rank <= 4"},
+        BadInput{"KeepShortData", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Keep({3, 5}, 14),
+                 "mask.keep", "needs 15 elements, got 14"}),
+    [](const auto& p) { return p.param.name; });
+
+TEST(Sdpa, FlopsCountCausalAsVisiblePairs) {
+  EXPECT_DOUBLE_EQ(SdpaFlops(1, 1, 4, 4, 8, 8, false), 2.0 * 16 * 16);
+  EXPECT_DOUBLE_EQ(SdpaFlops(1, 1, 4, 4, 8, 8, true), 2.0 * 10 * 16);  // 1+2+3+4 pairs
+  EXPECT_DOUBLE_EQ(SdpaFlops(2, 3, 1, 10, 4, 2, true), 2.0 * 2 * 3 * 10 * 6);
+}
+
+TEST(Sdpa, VariantNamesFollowHeadSharing) {
+  EXPECT_STREQ(VariantName(8, 8), "mha");
+  EXPECT_STREQ(VariantName(8, 2), "gqa");
+  EXPECT_STREQ(VariantName(8, 1), "mqa");
+}
+
+}  // namespace
+}  // namespace attention
