@@ -40,6 +40,8 @@ struct GoldenCase {
   }
 };
 
+void PrintTo(const GoldenCase& c, std::ostream* os) { *os << c.name; }
+
 std::vector<GoldenCase> LoadManifest() {
   std::vector<GoldenCase> cases;
   std::ifstream in(std::string(ATTN_GOLDEN_DIR) + "/manifest.txt");
