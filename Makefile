@@ -34,7 +34,7 @@ bench: build
 sanitize: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_SANITIZE=address,undefined >/dev/null
 	@cmake --build build-asan -j$(JOBS)
-	@cd build-asan && ctest --output-on-failure
+	@cd build-asan && ctest --output-on-failure -j$(JOBS)
 
 # Regenerates tests/golden/data from the PyTorch reference modules (needs python3-torch).
 golden:

@@ -82,6 +82,8 @@ struct BadConfig {
   std::string detail;
 };
 
+void PrintTo(const BadConfig& c, std::ostream* os) { *os << c.name; }
+
 class ModuleBadConfig : public testing::TestWithParam<BadConfig> {};
 
 TEST_P(ModuleBadConfig, IsInvalidArgumentNamingTheField) {
@@ -270,6 +272,8 @@ struct MlaCase {
   int64_t b, lq, lk;
   bool causal, lengths;
 };
+
+void PrintTo(const MlaCase& c, std::ostream* os) { *os << c.name; }
 
 class MlaForms : public testing::TestWithParam<MlaCase> {};
 

@@ -17,6 +17,9 @@ namespace {
 
 enum class MaskKind { kNone, kCausal, kKeyLengths, kKeepLqLk, kKeepB11Lk, kKeepFull, kAll };
 
+std::string MaskName(MaskKind k);
+void PrintTo(MaskKind k, std::ostream* os) { *os << MaskName(k); }
+
 std::string MaskName(MaskKind k) {
   switch (k) {
     case MaskKind::kNone:
@@ -247,6 +250,8 @@ struct BadInput {
   std::string field;  // the message names it
   std::string detail;  // and says what was expected / what came
 };
+
+void PrintTo(const BadInput& c, std::ostream* os) { *os << c.name; }
 
 class SdpaBadInput : public testing::TestWithParam<BadInput> {};
 

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/tensor.h"
+#include "core/workload.h"
 
 #define ASSERT_OK(expr)                                      \
   do {                                                       \
@@ -57,6 +58,9 @@ inline double RelError(const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape()) return INFINITY;
   return RelError(a.data(), b.data(), a.size());
 }
+
+// Test names, not byte dumps, in gtest and ctest output.
+inline void PrintTo(const Workload& w, std::ostream* os) { *os << w.name; }
 
 }  // namespace attention
 
