@@ -10,6 +10,7 @@ packages=(
   libdnnl-dev          # oneDNN 2.6.3: the matrix primitives of core/
   libabsl-dev          # absl::Status, StatusOr, containers, synchronization
   libgtest-dev libgmock-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the service
 )
 if [[ "${1:-}" == "--golden" ]]; then
   packages+=(python3-torch python3-numpy)
