@@ -1,0 +1,222 @@
+#include "server/convert.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace attention::server {
+namespace {
+
+absl::Status Invalid(absl::string_view field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
+}
+
+bool IsFloatDType(pb::DType d) {
+  return d == pb::DTYPE_FLOAT32 || d == pb::DTYPE_FLOAT16 || d == pb::DTYPE_BFLOAT16;
+}
+
+// Validates shape dims (each >= min_dim) and data length for `dtype`;
+// returns the element count.
+absl::StatusOr<int64_t> CheckShapeAndData(const pb::Tensor& t, absl::string_view field,
+                                          int64_t max_elements) {
+  for (int i = 0; i < t.shape_size(); ++i) {
+    if (t.shape(i) < 1) {
+      return Invalid(field, absl::StrCat("shape[", i, "] expected >= 1, got ", t.shape(i)));
+    }
+  }
+  ATTN_RETURN_IF_ERROR(CheckElementLimit(field, t.shape(), max_elements));
+  const int64_t n = NumElements(t.shape());
+  const int64_t want = n * DTypeSize(ToCoreDType(t.dtype()));
+  if (static_cast<int64_t>(t.data().size()) != want) {
+    return Invalid(field, absl::StrCat("data expected ", want, " bytes (", n, " ",
+                                       pb::DType_Name(t.dtype()), " elements of shape ",
+                                       ShapeString(t.shape()), "), got ", t.data().size()));
+  }
+  return n;
+}
+
+}  // namespace
+
+DType ToCoreDType(pb::DType d) {
+  switch (d) {
+    case pb::DTYPE_FLOAT16:
+      return DType::kFloat16;
+    case pb::DTYPE_BFLOAT16:
+      return DType::kBfloat16;
+    case pb::DTYPE_BOOL:
+      return DType::kBool;
+    default:
+      return DType::kFloat32;
+  }
+}
+
+absl::Status CheckElementLimit(absl::string_view field, absl::Span<const int64_t> shape,
+                               int64_t max_elements) {
+  const int64_t n = NumElements(shape);
+  if (n < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": shape ", ShapeString(shape), " has more elements than int64 holds"));
+  }
+  if (max_elements > 0 && n > max_elements) {
+    return absl::ResourceExhaustedError(absl::StrCat(field, ": shape ", ShapeString(shape), " has ",
+                                                     n, " elements, over the server limit of ",
+                                                     max_elements, " (--max_tensor_elements)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t, absl::string_view field,
+                                       const TensorSpec& spec, int64_t max_elements) {
+  if (!IsFloatDType(t.dtype())) {
+    return Invalid(field, absl::StrCat("dtype expected DTYPE_FLOAT32, DTYPE_FLOAT16 or "
+                                       "DTYPE_BFLOAT16, got ",
+                                       pb::DType_IsValid(t.dtype()) ? pb::DType_Name(t.dtype())
+                                                                    : absl::StrCat(t.dtype())));
+  }
+  if (spec.rank >= 0 && t.shape_size() != spec.rank) {
+    return Invalid(field, absl::StrCat("shape expected rank ", spec.rank, " ", spec.dims, ", got ",
+                                       ShapeString(t.shape())));
+  }
+  if (spec.rank < 0 && t.shape_size() == 0) {
+    return Invalid(field, "shape expected rank >= 1, got []");
+  }
+  ATTN_ASSIGN_OR_RETURN(const int64_t n, CheckShapeAndData(t, field, max_elements));
+  Tensor out(std::vector<int64_t>(t.shape().begin(), t.shape().end()));
+  DecodeToFloat(ToCoreDType(t.dtype()), t.data().data(), n, out.data());
+  return out;
+}
+
+void TensorToProto(const Tensor& t, pb::DType dtype, pb::Tensor* out) {
+  out->set_dtype(dtype);
+  out->mutable_shape()->Assign(t.shape().begin(), t.shape().end());
+  const DType d = ToCoreDType(dtype);
+  std::string* data = out->mutable_data();
+  data->resize(static_cast<size_t>(t.size()) * DTypeSize(d));
+  EncodeFromFloat(d, t.data(), t.size(), data->data());
+}
+
+absl::StatusOr<pb::DType> ResolveOutputDType(pb::DType requested, pb::DType input,
+                                             absl::string_view field) {
+  if (requested == pb::DTYPE_UNSPECIFIED) return input;
+  if (!IsFloatDType(requested)) {
+    return Invalid(field, absl::StrCat("expected DTYPE_UNSPECIFIED, DTYPE_FLOAT32, DTYPE_FLOAT16 "
+                                       "or DTYPE_BFLOAT16, got ",
+                                       pb::DType_IsValid(requested) ? pb::DType_Name(requested)
+                                                                    : absl::StrCat(requested)));
+  }
+  return requested;
+}
+
+absl::StatusOr<MaskSpec> MaskFromProto(const pb::Mask& m, absl::string_view field,
+                                       int64_t max_elements) {
+  MaskSpec mask;
+  mask.causal = m.causal();
+  mask.key_lengths.assign(m.key_lengths().begin(), m.key_lengths().end());
+  if (!m.has_keep()) return mask;
+  const pb::Tensor& keep = m.keep();
+  const std::string keep_field = absl::StrCat(field, ".keep");
+  if (!IsFloatDType(keep.dtype()) && keep.dtype() != pb::DTYPE_BOOL) {
+    return Invalid(keep_field, absl::StrCat("dtype expected one of DTYPE_BOOL, DTYPE_FLOAT32, "
+                                            "DTYPE_FLOAT16, DTYPE_BFLOAT16, got ",
+                                            pb::DType_IsValid(keep.dtype())
+                                                ? pb::DType_Name(keep.dtype())
+                                                : absl::StrCat(keep.dtype())));
+  }
+  if (keep.shape_size() > 4) {
+    return Invalid(keep_field, absl::StrCat("shape expected rank <= 4 (broadcastable to [B, Hq, "
+                                            "Lq, Lk]), got ",
+                                            ShapeString(keep.shape())));
+  }
+  ATTN_ASSIGN_OR_RETURN(const int64_t n, CheckShapeAndData(keep, keep_field, max_elements));
+  mask.keep_shape.assign(keep.shape().begin(), keep.shape().end());
+  mask.keep.resize(n);
+  if (keep.dtype() == pb::DTYPE_BOOL) {
+    const auto* p = reinterpret_cast<const unsigned char*>(keep.data().data());
+    for (int64_t i = 0; i < n; ++i) mask.keep[i] = p[i] != 0;
+  } else {
+    std::vector<float> values(n);
+    DecodeToFloat(ToCoreDType(keep.dtype()), keep.data().data(), n, values.data());
+    for (int64_t i = 0; i < n; ++i) mask.keep[i] = values[i] != 0.0f;
+  }
+  if (n == 0) mask.keep_shape.clear();
+  return mask;
+}
+
+absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
+  ModuleConfig config;
+  config.d_model = c.d_model();
+  config.bias = c.has_bias() ? c.bias() : true;
+  switch (c.variant_case()) {
+    case pb::ModuleConfig::kSelfAttention:
+      config.variant = Variant::kSelfAttention;
+      config.d_k = c.self_attention().d_k();
+      config.d_v = c.self_attention().d_v();
+      break;
+    case pb::ModuleConfig::kMha:
+      config.variant = Variant::kMha;
+      config.num_heads = c.mha().num_heads();
+      break;
+    case pb::ModuleConfig::kGqa:
+      config.variant = Variant::kGqa;
+      config.num_heads = c.gqa().num_q_heads();
+      config.num_kv_heads = c.gqa().num_kv_heads();
+      break;
+    case pb::ModuleConfig::kMqa:
+      config.variant = Variant::kMqa;
+      config.num_heads = c.mqa().num_heads();
+      break;
+    case pb::ModuleConfig::kMla: {
+      const pb::LatentConfig& m = c.mla();
+      config.variant = Variant::kMla;
+      config.num_heads = m.num_heads();
+      config.q_lora_rank = m.q_lora_rank();
+      config.kv_lora_rank = m.kv_lora_rank();
+      config.qk_nope_head_dim = m.qk_nope_head_dim();
+      config.qk_rope_head_dim = m.qk_rope_head_dim();
+      config.v_head_dim = m.v_head_dim();
+      config.rope_theta = m.rope_theta();
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          "config.variant: expected one of self_attention, mha, gqa, mqa, mla, got none");
+  }
+  ATTN_RETURN_IF_ERROR(ValidateConfig(config));
+  return config;
+}
+
+void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
+  out->Clear();
+  out->set_d_model(c.d_model);
+  if (c.variant != Variant::kMla) out->set_bias(c.bias);
+  switch (c.variant) {
+    case Variant::kSelfAttention:
+      out->mutable_self_attention()->set_d_k(c.d_k);
+      out->mutable_self_attention()->set_d_v(c.d_v);
+      break;
+    case Variant::kMha:
+      out->mutable_mha()->set_num_heads(c.num_heads);
+      break;
+    case Variant::kGqa:
+      out->mutable_gqa()->set_num_q_heads(c.num_heads);
+      out->mutable_gqa()->set_num_kv_heads(c.num_kv_heads);
+      break;
+    case Variant::kMqa:
+      out->mutable_mqa()->set_num_heads(c.num_heads);
+      break;
+    case Variant::kMla: {
+      pb::LatentConfig* m = out->mutable_mla();
+      m->set_num_heads(c.num_heads);
+      m->set_q_lora_rank(c.q_lora_rank);
+      m->set_kv_lora_rank(c.kv_lora_rank);
+      m->set_qk_nope_head_dim(c.qk_nope_head_dim);
+      m->set_qk_rope_head_dim(c.qk_rope_head_dim);
+      m->set_v_head_dim(c.v_head_dim);
+      m->set_rope_theta(c.rope_theta);
+      break;
+    }
+  }
+}
+
+}  // namespace attention::server

@@ -1,0 +1,76 @@
+// attention_server: serves attention.v1 on gRPC.
+//
+//   attention_server [--listen=127.0.0.1:50051] [--workers=2]
+//                    [--compute_threads=0] [--max_message_mb=256]
+//                    [--max_tensor_elements=67108864] [--demo_modules=true]
+//                    [--log_calls=true] [--drain_seconds=30]
+//
+// SIGTERM or SIGINT drains: health turns NOT_SERVING, new calls are refused,
+// calls in flight finish, then the process exits 0.
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "core/threading.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address:port to listen on");
+ABSL_FLAG(int, workers, 2, "requests computing at once (the compute pool, apart from gRPC's threads)");
+ABSL_FLAG(int, compute_threads, 0, "OpenMP threads each request computes with; 0 = all cores");
+ABSL_FLAG(int64_t, max_message_mb, 256, "largest request or response message, MiB");
+ABSL_FLAG(int64_t, max_tensor_elements, int64_t{64} << 20,
+          "largest tensor (input, output, weight) in elements; larger is RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, demo_modules, true, "load demo-sa, demo-mha, demo-gqa, demo-mqa, demo-mla at start");
+ABSL_FLAG(bool, log_calls, true, "one JSON log line per call on stderr");
+ABSL_FLAG(int, drain_seconds, 30, "on SIGTERM/SIGINT, how long calls in flight may take");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Serves attention.v1 (see proto/attention/v1/attention.proto).");
+  absl::ParseCommandLine(argc, argv);
+
+  // Signals are taken by a dedicated thread: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  attention::server::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.demo_modules = absl::GetFlag(FLAGS_demo_modules);
+  options.service.workers = absl::GetFlag(FLAGS_workers);
+  options.service.compute_threads = absl::GetFlag(FLAGS_compute_threads);
+  options.service.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  options.service.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
+  options.service.log_calls = absl::GetFlag(FLAGS_log_calls);
+  auto server = attention::server::AttentionServer::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "attention_server: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  const auto& so = (*server)->service().options();
+  std::fprintf(stderr,
+               "attention_server %s listening on %s (port %d); oneDNN %s, isa %s; workers %d x "
+               "%d compute threads%s\n",
+               attention::server::ServerVersion(), options.listen.c_str(), (*server)->port(),
+               attention::OneDnnVersion(), attention::CpuIsa(), so.workers, so.compute_threads,
+               options.demo_modules ? "; demo modules: demo-sa demo-mha demo-gqa demo-mqa demo-mla"
+                                    : "");
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::fprintf(stderr, "attention_server: signal %d, draining (up to %d s)\n", sig,
+                 absl::GetFlag(FLAGS_drain_seconds));
+    (*server)->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_seconds)));
+  });
+  (*server)->Wait();
+  waiter.join();
+  std::fprintf(stderr, "attention_server: stopped\n");
+  return 0;
+}

@@ -1,0 +1,340 @@
+#include "server/service.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/status_macros.h"
+#include "core/threading.h"
+#include "server/convert.h"
+
+namespace attention::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t Micros(Clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  // absl and gRPC status codes share their numbers.
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+std::string JsonEscape(absl::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      absl::StrAppend(&out, "\\u00", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+void LogCall(bool enabled, const char* method, const absl::Status& status, size_t request_bytes,
+             size_t response_bytes, int64_t queue_us, int64_t latency_us) {
+  if (!enabled) return;
+  const std::string line = absl::StrCat(
+      "{\"ts\":\"", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
+      "\",\"method\":\"", method, "\",\"code\":\"", absl::StatusCodeToString(status.code()),
+      "\",\"request_bytes\":", request_bytes, ",\"response_bytes\":", response_bytes,
+      ",\"queue_us\":", queue_us, ",\"latency_us\":", latency_us,
+      status.ok() ? "" : absl::StrCat(",\"error\":\"", JsonEscape(status.message()), "\""), "}\n");
+  std::fputs(line.c_str(), stderr);
+}
+
+// The status of a call the client gave up on.
+absl::Status Abandoned(grpc::CallbackServerContext* ctx) {
+  if (ctx->deadline() <= std::chrono::system_clock::now()) {
+    return absl::DeadlineExceededError("deadline exceeded before the computation started");
+  }
+  return absl::CancelledError("call cancelled before the computation started");
+}
+
+constexpr TensorSpec kQuerySpec{4, "[B, Hq, Lq, Dk]"};
+constexpr TensorSpec kKeySpec{4, "[B, Hkv, Lk, Dk]"};
+constexpr TensorSpec kValueSpec{4, "[B, Hkv, Lk, Dv]"};
+constexpr TensorSpec kInputSpec{3, "[B, L, d_model]"};
+
+}  // namespace
+
+const char* ServerVersion() { return "0.1.0"; }
+
+AttentionServiceImpl::AttentionServiceImpl(const ServiceOptions& options) : options_(options) {
+  if (options_.compute_threads <= 0) {
+    options_.compute_threads = static_cast<int>(std::thread::hardware_concurrency());
+  }
+  pool_ = std::make_unique<WorkPool>(options_.workers, options_.compute_threads);
+}
+
+AttentionServiceImpl::~AttentionServiceImpl() = default;
+
+// Runs `fn` (absl::Status(Timing*)) on the pool, finishing the reactor with
+// its status and writing the call's log line.
+template <typename Request, typename Response, typename Fn>
+static grpc::ServerUnaryReactor* RunOnPool(WorkPool& pool, bool log, const char* method,
+                                           grpc::CallbackServerContext* ctx,
+                                           const Request* request, Response* response, Fn fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const Clock::time_point arrived = Clock::now();
+  pool.Submit([=]() mutable {
+    const Clock::time_point started = Clock::now();
+    absl::Status status = ctx->IsCancelled() ? Abandoned(ctx) : fn(Micros(started - arrived));
+    if (!status.ok()) response->Clear();
+    const size_t response_bytes = status.ok() ? response->ByteSizeLong() : 0;
+    LogCall(log, method, status, request->ByteSizeLong(), response_bytes,
+            Micros(started - arrived), Micros(Clock::now() - arrived));
+    reactor->Finish(ToGrpc(status));
+  });
+  return reactor;
+}
+
+template <typename Request, typename Response, typename Fn>
+static grpc::ServerUnaryReactor* RunInline(bool log, const char* method,
+                                           grpc::CallbackServerContext* ctx,
+                                           const Request* request, Response* response, Fn fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  const Clock::time_point arrived = Clock::now();
+  const absl::Status status = fn();
+  if (!status.ok()) response->Clear();
+  LogCall(log, method, status, request->ByteSizeLong(), status.ok() ? response->ByteSizeLong() : 0,
+          0, Micros(Clock::now() - arrived));
+  reactor->Finish(ToGrpc(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerContext* ctx,
+                                                       const pb::AttendRequest* req,
+                                                       pb::AttendResponse* resp) {
+  return RunOnPool(*pool_, options_.log_calls, "Attend", ctx, req, resp,
+                   [this, req, resp](int64_t queue_us) -> absl::Status {
+    const int64_t limit = options_.max_tensor_elements;
+    if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
+    if (!req->has_key()) return absl::InvalidArgumentError("key: required, got nothing");
+    if (!req->has_value()) return absl::InvalidArgumentError("value: required, got nothing");
+    ATTN_ASSIGN_OR_RETURN(pb::DType out_dtype, ResolveOutputDType(req->output_dtype(),
+                                                                  req->query().dtype(),
+                                                                  "output_dtype"));
+    if (!std::isfinite(req->scale())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("scale: expected a finite number (0: 1/sqrt(Dk)), got ", req->scale()));
+    }
+    ATTN_ASSIGN_OR_RETURN(Tensor q, TensorFromProto(req->query(), "query", kQuerySpec, limit));
+    ATTN_ASSIGN_OR_RETURN(Tensor k, TensorFromProto(req->key(), "key", kKeySpec, limit));
+    ATTN_ASSIGN_OR_RETURN(Tensor v, TensorFromProto(req->value(), "value", kValueSpec, limit));
+    ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromProto(req->mask(), "mask", limit));
+    ATTN_RETURN_IF_ERROR(ValidateSdpa(View4::Of(q), View4::Of(k), View4::Of(v), mask));
+    const std::vector<int64_t> out_shape = {q.dim(0), q.dim(1), q.dim(2), v.dim(3)};
+    ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
+    if (req->return_weights()) {
+      ATTN_RETURN_IF_ERROR(
+          CheckElementLimit("weights", {q.dim(0), q.dim(1), q.dim(2), k.dim(2)}, limit));
+    }
+    const Clock::time_point start = Clock::now();
+    ATTN_ASSIGN_OR_RETURN(AttentionResult r,
+                          attention::Attend(q, k, v, mask, {req->scale(), req->return_weights()}));
+    resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
+    resp->mutable_timing()->set_queue_us(queue_us);
+    resp->mutable_timing()->set_flops(SdpaFlops(q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3),
+                                                v.dim(3), mask.causal));
+    TensorToProto(r.output, out_dtype, resp->mutable_output());
+    if (req->return_weights()) TensorToProto(r.weights, out_dtype, resp->mutable_weights());
+    resp->set_variant(VariantName(q.dim(1), k.dim(1)));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerContext* ctx,
+                                                        const pb::ForwardRequest* req,
+                                                        pb::ForwardResponse* resp) {
+  return RunOnPool(*pool_, options_.log_calls, "Forward", ctx, req, resp,
+                   [this, req, resp](int64_t queue_us) -> absl::Status {
+    const int64_t limit = options_.max_tensor_elements;
+    ATTN_ASSIGN_OR_RETURN(LoadedModule m, registry_.Get(req->module()));
+    const ModuleConfig& config = m.module->config();
+    if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
+    ATTN_ASSIGN_OR_RETURN(pb::DType out_dtype, ResolveOutputDType(req->output_dtype(),
+                                                                  req->query().dtype(),
+                                                                  "output_dtype"));
+    ATTN_ASSIGN_OR_RETURN(Tensor query, TensorFromProto(req->query(), "query", kInputSpec, limit));
+    Tensor key, value;
+    ForwardInput in;
+    in.query = &query;
+    if (req->has_key()) {
+      ATTN_ASSIGN_OR_RETURN(key, TensorFromProto(req->key(), "key", kInputSpec, limit));
+      in.key = &key;
+    }
+    if (req->has_value()) {
+      ATTN_ASSIGN_OR_RETURN(value, TensorFromProto(req->value(), "value", kInputSpec, limit));
+      in.value = &value;
+    }
+    ATTN_ASSIGN_OR_RETURN(in.mask, MaskFromProto(req->mask(), "mask", limit));
+    in.return_weights = req->return_weights();
+    // Output and largest intermediate sizes before anything is computed.
+    const int64_t b = query.dim(0), lq = query.dim(1);
+    const int64_t lk = in.key != nullptr ? key.dim(1) : lq;
+    ATTN_RETURN_IF_ERROR(CheckElementLimit("output", {b, lq, OutputDim(config)}, limit));
+    if (in.return_weights) {
+      ATTN_RETURN_IF_ERROR(
+          CheckElementLimit("weights", {b, NumQueryHeads(config), lq, lk}, limit));
+    }
+    const Clock::time_point start = Clock::now();
+    ATTN_ASSIGN_OR_RETURN(ForwardResult r, m.module->Forward(in));
+    resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
+    resp->mutable_timing()->set_queue_us(queue_us);
+    resp->mutable_timing()->set_flops(r.flops);
+    TensorToProto(r.output, out_dtype, resp->mutable_output());
+    if (in.return_weights) TensorToProto(r.weights, out_dtype, resp->mutable_weights());
+    return absl::OkStatus();
+  });
+}
+
+namespace {
+
+absl::Status CheckModuleName(const std::string& name) {
+  if (name.empty() || name.size() > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("name: expected 1..256 bytes, got ", name.size()));
+  }
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("name: expected no control characters, got byte 0x",
+                       absl::Hex(c, absl::kZeroPad2)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LoadedModule> BuildModule(const pb::LoadModuleRequest& req, int64_t limit) {
+  ATTN_RETURN_IF_ERROR(CheckModuleName(req.name()));
+  ATTN_ASSIGN_OR_RETURN(ModuleConfig config, ConfigFromProto(req.config()));
+  // Refuse a module larger than the limits before allocating its weights.
+  for (const WeightSpec& s : ExpectedWeights(config)) {
+    ATTN_RETURN_IF_ERROR(CheckElementLimit(absl::StrCat("weights['", s.name, "']"), s.shape, limit));
+  }
+  LoadedModule loaded;
+  std::unique_ptr<AttentionModule> module;
+  if (req.weights().empty()) {
+    ATTN_ASSIGN_OR_RETURN(module, AttentionModule::CreateRandom(config, req.random_seed()));
+  } else {
+    WeightMap weights;
+    for (const auto& [name, tensor] : req.weights()) {
+      ATTN_ASSIGN_OR_RETURN(
+          Tensor t, TensorFromProto(tensor, absl::StrCat("weights['", name, "']"), {}, limit));
+      weights.emplace(name, std::move(t));
+    }
+    ATTN_ASSIGN_OR_RETURN(module, AttentionModule::Create(config, std::move(weights)));
+  }
+  loaded.info.set_name(req.name());
+  *loaded.info.mutable_config() = req.config();
+  loaded.info.set_parameter_count(module->parameter_count());
+  loaded.info.set_kv_cache_bytes_per_token(module->kv_cache_bytes_per_token());
+  loaded.module = std::move(module);
+  return loaded;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AttentionServiceImpl::LoadModule(grpc::CallbackServerContext* ctx,
+                                                           const pb::LoadModuleRequest* req,
+                                                           pb::ModuleInfo* resp) {
+  return RunOnPool(*pool_, options_.log_calls, "LoadModule", ctx, req, resp,
+                   [this, req, resp](int64_t) -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(LoadedModule loaded, BuildModule(*req, options_.max_tensor_elements));
+    *resp = loaded.info;
+    return registry_.Add(req->name(), std::move(loaded), req->replace());
+  });
+}
+
+grpc::ServerUnaryReactor* AttentionServiceImpl::ListModules(grpc::CallbackServerContext* ctx,
+                                                            const pb::ListModulesRequest* req,
+                                                            pb::ListModulesResponse* resp) {
+  return RunInline(options_.log_calls, "ListModules", ctx, req, resp, [&] {
+    for (auto& info : registry_.List()) *resp->add_modules() = std::move(info);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AttentionServiceImpl::UnloadModule(grpc::CallbackServerContext* ctx,
+                                                             const pb::UnloadModuleRequest* req,
+                                                             pb::UnloadModuleResponse* resp) {
+  return RunInline(options_.log_calls, "UnloadModule", ctx, req, resp,
+                   [&] { return registry_.Remove(req->name()); });
+}
+
+grpc::ServerUnaryReactor* AttentionServiceImpl::GetServerInfo(grpc::CallbackServerContext* ctx,
+                                                              const pb::GetServerInfoRequest* req,
+                                                              pb::ServerInfo* resp) {
+  return RunInline(options_.log_calls, "GetServerInfo", ctx, req, resp, [&] {
+    resp->set_version(ServerVersion());
+    resp->set_onednn_version(OneDnnVersion());
+    resp->set_cpu_isa(CpuIsa());
+    resp->set_threads(static_cast<int32_t>(std::thread::hardware_concurrency()));
+    pb::Limits* limits = resp->mutable_limits();
+    limits->set_max_message_bytes(options_.max_message_bytes);
+    limits->set_max_tensor_elements(options_.max_tensor_elements);
+    limits->set_max_inflight_requests(options_.workers);
+    limits->set_compute_threads(options_.compute_threads);
+    for (const char* v : {"self_attention", "mha", "gqa", "mqa", "mla"}) resp->add_variants(v);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status LoadDemoModules(ModuleRegistry& registry) {
+  struct Demo {
+    const char* name;
+    ModuleConfig config;
+  };
+  auto make = [](Variant v, int64_t d_model) {
+    ModuleConfig c;
+    c.variant = v;
+    c.d_model = d_model;
+    return c;
+  };
+  ModuleConfig sa = make(Variant::kSelfAttention, 128);
+  sa.d_k = 64;
+  sa.d_v = 32;
+  ModuleConfig mha = make(Variant::kMha, 512);
+  mha.num_heads = 8;
+  ModuleConfig gqa = make(Variant::kGqa, 512);
+  gqa.num_heads = 8;
+  gqa.num_kv_heads = 2;
+  ModuleConfig mqa = make(Variant::kMqa, 512);
+  mqa.num_heads = 8;
+  ModuleConfig mla = make(Variant::kMla, 512);
+  mla.num_heads = 8;
+  mla.q_lora_rank = 192;
+  mla.kv_lora_rank = 128;
+  mla.qk_nope_head_dim = 32;
+  mla.qk_rope_head_dim = 16;
+  mla.v_head_dim = 32;
+  uint64_t seed = 1;
+  for (const Demo& d : {Demo{"demo-sa", sa}, Demo{"demo-mha", mha}, Demo{"demo-gqa", gqa},
+                        Demo{"demo-mqa", mqa}, Demo{"demo-mla", mla}}) {
+    ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AttentionModule> m,
+                          AttentionModule::CreateRandom(d.config, seed++));
+    LoadedModule loaded;
+    loaded.info.set_name(d.name);
+    ConfigToProto(d.config, loaded.info.mutable_config());
+    loaded.info.set_parameter_count(m->parameter_count());
+    loaded.info.set_kv_cache_bytes_per_token(m->kv_cache_bytes_per_token());
+    loaded.module = std::move(m);
+    ATTN_RETURN_IF_ERROR(registry.Add(d.name, std::move(loaded), true));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace attention::server

@@ -1,0 +1,70 @@
+// AttentionService: the attention.v1 contract on gRPC's callback API.
+//
+// The service only converts and validates; all math is in core/. Unary calls
+// that compute (Attend, Forward, LoadModule) run on a WorkPool separate from
+// gRPC's threads; cheap ones answer inline. Every call writes one structured
+// log line (JSON on stderr) when logging is on.
+#ifndef ATTENTION_SERVER_SERVICE_H_
+#define ATTENTION_SERVER_SERVICE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "attention/v1/attention.grpc.pb.h"
+#include "server/registry.h"
+#include "server/work_pool.h"
+
+namespace attention::server {
+
+struct ServiceOptions {
+  int64_t max_message_bytes = int64_t{256} << 20;
+  int64_t max_tensor_elements = int64_t{64} << 20;  // 256 MiB of float32
+  int workers = 2;                                  // requests computing at once
+  int compute_threads = 0;                          // OpenMP threads per request; 0: all cores
+  bool log_calls = true;
+};
+
+class AttentionServiceImpl final : public ::attention::v1::AttentionService::CallbackService {
+ public:
+  explicit AttentionServiceImpl(const ServiceOptions& options);
+  ~AttentionServiceImpl() override;
+
+  ModuleRegistry& registry() { return registry_; }
+  const ServiceOptions& options() const { return options_; }
+
+  grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* ctx,
+                                   const ::attention::v1::AttendRequest* request,
+                                   ::attention::v1::AttendResponse* response) override;
+  grpc::ServerUnaryReactor* LoadModule(grpc::CallbackServerContext* ctx,
+                                       const ::attention::v1::LoadModuleRequest* request,
+                                       ::attention::v1::ModuleInfo* response) override;
+  grpc::ServerUnaryReactor* ListModules(grpc::CallbackServerContext* ctx,
+                                        const ::attention::v1::ListModulesRequest* request,
+                                        ::attention::v1::ListModulesResponse* response) override;
+  grpc::ServerUnaryReactor* UnloadModule(grpc::CallbackServerContext* ctx,
+                                         const ::attention::v1::UnloadModuleRequest* request,
+                                         ::attention::v1::UnloadModuleResponse* response) override;
+  grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* ctx,
+                                    const ::attention::v1::ForwardRequest* request,
+                                    ::attention::v1::ForwardResponse* response) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
+                                          const ::attention::v1::GetServerInfoRequest* request,
+                                          ::attention::v1::ServerInfo* response) override;
+
+ private:
+  ServiceOptions options_;
+  ModuleRegistry registry_;
+  std::unique_ptr<WorkPool> pool_;
+};
+
+// Registers the five small seeded demo modules (demo-sa, demo-mha, demo-gqa,
+// demo-mqa, demo-mla).
+absl::Status LoadDemoModules(ModuleRegistry& registry);
+
+// Version of this server.
+const char* ServerVersion();
+
+}  // namespace attention::server
+
+#endif  // ATTENTION_SERVER_SERVICE_H_

@@ -1,0 +1,38 @@
+// A fixed pool of compute threads, separate from gRPC's threads. Each worker
+// runs one request at a time with `compute_threads` OpenMP threads of its own.
+#ifndef ATTENTION_SERVER_WORK_POOL_H_
+#define ATTENTION_SERVER_WORK_POOL_H_
+
+#include <deque>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace attention::server {
+
+class WorkPool {
+ public:
+  WorkPool(int workers, int compute_threads);
+  // Runs every task already submitted, then joins the workers.
+  ~WorkPool();
+
+  void Submit(std::function<void()> task);
+  int queued() const;
+  int workers() const { return static_cast<int>(threads_.size()); }
+
+ private:
+  void Loop(int compute_threads);
+  bool Ready() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !tasks_.empty(); }
+
+  mutable absl::Mutex mu_;
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace attention::server
+
+#endif  // ATTENTION_SERVER_WORK_POOL_H_
