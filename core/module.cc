@@ -165,8 +165,8 @@ class ProjectedAttention final : public AttentionModule {
                               HeadsView(v.data(), in.batch, hkv_, in.lk, dv_), input.mask, 0.0f,
                               MutHeadsView(attn.data(), in.batch, hq_, in.lq, dv_),
                               input.return_weights ? result.weights.data() : nullptr));
-    result.flops = 2.0 * (mq * d * hq_ * dqk_ + mk * d * hkv_ * (dqk_ + dv_)) +
-                   SdpaFlops(in.batch, hq_, in.lq, in.lk, dqk_, dv_, input.mask.causal);
+    result.flops =
+        LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, MlaForm::kNaive);
     if (o_.empty()) {
       result.output = std::move(attn);
       return result;
@@ -174,7 +174,6 @@ class ProjectedAttention final : public AttentionModule {
     result.output = Tensor({in.batch, in.lq, d});
     ATTN_RETURN_IF_ERROR(Linear(attn.data(), mq, hq_ * dv_, hq_ * dv_, W(o_ + ".weight").data(), d,
                                 Bias(o_), result.output.data(), d));
-    result.flops += 2.0 * mq * hq_ * dv_ * d;
     return result;
   }
 
@@ -229,7 +228,7 @@ class LatentAttention final : public AttentionModule {
 
     // Queries: [B·Lq, H, dn + dr], RoPE on each head's last dr.
     Tensor q({mq, h * dq});
-    ATTN_RETURN_IF_ERROR(ProjectQuery(*in.query, q, result.flops));
+    ATTN_RETURN_IF_ERROR(ProjectQuery(*in.query, q));
     internal::ApplyRope(q.data() + dn, in.batch, in.lq, h, dq, h * dq, dr, Theta(), 0);
 
     // Latent: [B·Lk, r + dr] = [RMSNorm(c_KV) | RoPE(k_rope)].
@@ -238,31 +237,29 @@ class LatentAttention final : public AttentionModule {
                                 r + dr, nullptr, latent.data(), r + dr));
     internal::RmsNormRows(latent.data(), mk, r, r + dr, W("kv_a_layernorm.weight").data());
     internal::ApplyRope(latent.data() + r, in.batch, in.lk, 1, 0, r + dr, dr, Theta(), 0);
-    result.flops += 2.0 * mk * d * (r + dr);
 
     if (input.return_weights) result.weights = Tensor({in.batch, h, in.lq, in.lk});
     float* weights = input.return_weights ? result.weights.data() : nullptr;
     Tensor attn({mq, h * dv});
     if (input.mla_form == MlaForm::kAbsorbed) {
-      ATTN_RETURN_IF_ERROR(AttendAbsorbed(q, latent, in, input.mask, weights, attn, result.flops));
+      ATTN_RETURN_IF_ERROR(AttendAbsorbed(q, latent, in, input.mask, weights, attn));
     } else {
-      ATTN_RETURN_IF_ERROR(AttendNaive(q, latent, in, input.mask, weights, attn, result.flops));
+      ATTN_RETURN_IF_ERROR(AttendNaive(q, latent, in, input.mask, weights, attn));
     }
     result.output = Tensor({in.batch, in.lq, d});
     ATTN_RETURN_IF_ERROR(Linear(attn.data(), mq, h * dv, h * dv, W("o_proj.weight").data(), d,
                                 nullptr, result.output.data(), d));
-    result.flops += 2.0 * mq * h * dv * d;
+    result.flops = LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, input.mla_form);
     return result;
   }
 
  private:
   float Theta() const { return config().rope_theta == 0 ? 10000.0f : config().rope_theta; }
 
-  absl::Status ProjectQuery(const Tensor& x, Tensor& q, double& flops) const {
+  absl::Status ProjectQuery(const Tensor& x, Tensor& q) const {
     const ModuleConfig& c = config();
     const int64_t m = x.dim(0) * x.dim(1), d = c.d_model, n = q.dim(1);
     if (c.q_lora_rank == 0) {
-      flops += 2.0 * m * d * n;
       return Linear(x.data(), m, d, d, W("q_proj.weight").data(), n, nullptr, q.data(), n);
     }
     const int64_t qr = c.q_lora_rank;
@@ -270,14 +267,12 @@ class LatentAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(
         Linear(x.data(), m, d, d, W("q_a_proj.weight").data(), qr, nullptr, cq.data(), qr));
     internal::RmsNormRows(cq.data(), m, qr, qr, W("q_a_layernorm.weight").data());
-    flops += 2.0 * m * qr * (d + n);
     return Linear(cq.data(), m, qr, qr, W("q_b_proj.weight").data(), n, nullptr, q.data(), n);
   }
 
   // Per-head K = [k_nope_h | k_rope] and V from kv_b_proj(c_KV).
   absl::Status AttendNaive(const Tensor& q, const Tensor& latent, const Inputs& in,
-                           const MaskSpec& mask, float* weights, Tensor& attn,
-                           double& flops) const {
+                           const MaskSpec& mask, float* weights, Tensor& attn) const {
     const ModuleConfig& c = config();
     const int64_t h = c.num_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
     const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, dq = dn + dr;
@@ -301,8 +296,6 @@ class LatentAttention final : public AttentionModule {
     ov.data = attn.data();
     ov.dims[0] = in.batch, ov.dims[1] = h, ov.dims[2] = in.lq, ov.dims[3] = dv;
     ov.strides[0] = in.lq * h * dv, ov.strides[1] = dv, ov.strides[2] = h * dv;
-    flops += 2.0 * mk * r * h * (dn + dv) +
-             SdpaFlops(in.batch, h, in.lq, in.lk, dq, dv, mask.causal);
     return Sdpa(qv, kv4, vv, mask, Scale(), ov, weights);
   }
 
@@ -310,8 +303,7 @@ class LatentAttention final : public AttentionModule {
   // head of width r + dr whose first r columns are also the values), W_UV
   // applied to the per-head latent output.
   absl::Status AttendAbsorbed(const Tensor& q, const Tensor& latent, const Inputs& in,
-                              const MaskSpec& mask, float* weights, Tensor& attn,
-                              double& flops) const {
+                              const MaskSpec& mask, float* weights, Tensor& attn) const {
     const ModuleConfig& c = config();
     const int64_t h = c.num_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
     const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, dq = dn + dr, dl = r + dr;
@@ -346,8 +338,6 @@ class LatentAttention final : public AttentionModule {
           Mat::Transposed(wkvb + (hh * (dn + dv) + dn) * r, r, dv, r), attn.data() + hh * dv,
           h * dv));
     }
-    flops += 2.0 * mq * h * r * (dn + dv) +
-             SdpaFlops(in.batch, h, in.lq, in.lk, dl, r, mask.causal);
     return absl::OkStatus();
   }
 
@@ -514,6 +504,67 @@ int64_t KvCacheBytesPerToken(const ModuleConfig& c) {
     default:
       return 2 * NumKvHeads(c) * HeadDim(c) * kFloatBytes;
   }
+}
+
+double LayerFlops(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk, int64_t kv_projected,
+                  bool causal, MlaForm form) {
+  const double rows_q = static_cast<double>(b) * lq, rows_kv = static_cast<double>(b) * kv_projected;
+  const double d = static_cast<double>(c.d_model);
+  if (c.variant != Variant::kMla) {
+    const int64_t hq = NumQueryHeads(c), hkv = NumKvHeads(c);
+    const int64_t dqk = c.variant == Variant::kSelfAttention ? c.d_k : HeadDim(c);
+    const int64_t dv = c.variant == Variant::kSelfAttention ? c.d_v : HeadDim(c);
+    double f = 2.0 * rows_q * d * static_cast<double>(hq * dqk) +
+               2.0 * rows_kv * d * static_cast<double>(hkv * (dqk + dv)) +
+               SdpaFlops(b, hq, lq, lk, dqk, dv, causal);
+    if (c.variant != Variant::kSelfAttention) f += 2.0 * rows_q * static_cast<double>(hq * dv) * d;
+    return f;
+  }
+  const double h = static_cast<double>(c.num_heads), dn = static_cast<double>(c.qk_nope_head_dim),
+               dr = static_cast<double>(c.qk_rope_head_dim),
+               dv = static_cast<double>(c.v_head_dim), r = static_cast<double>(c.kv_lora_rank),
+               qr = static_cast<double>(c.q_lora_rank);
+  double f = c.q_lora_rank > 0 ? 2.0 * rows_q * (d * qr + qr * h * (dn + dr))
+                               : 2.0 * rows_q * d * h * (dn + dr);
+  f += 2.0 * rows_kv * d * (r + dr);  // kv_a_proj_with_mqa
+  if (form == MlaForm::kAbsorbed) {
+    f += 2.0 * rows_q * h * dn * r + 2.0 * rows_q * h * r * dv +
+         SdpaFlops(b, c.num_heads, lq, lk, c.kv_lora_rank + c.qk_rope_head_dim, c.kv_lora_rank,
+                   causal);
+  } else {
+    f += 2.0 * rows_kv * r * h * (dn + dv) +
+         SdpaFlops(b, c.num_heads, lq, lk, c.qk_nope_head_dim + c.qk_rope_head_dim, c.v_head_dim,
+                   causal);
+  }
+  return f + 2.0 * rows_q * h * dv * d;  // o_proj
+}
+
+absl::StatusOr<CostEstimate> EstimateCosts(const ModuleConfig& config, int64_t batch,
+                                           int64_t seq_len) {
+  ATTN_RETURN_IF_ERROR(ValidateConfig(config));
+  constexpr int64_t kMax = int64_t{1} << 31;
+  if (batch < 0 || batch > kMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch: expected 0..", kMax, ", got ", batch));
+  }
+  if (seq_len < 0 || seq_len > kMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_len: expected 0..", kMax, ", got ", seq_len));
+  }
+  CostEstimate e;
+  e.parameters = ParameterCount(config);
+  e.kv_cache_bytes_per_token = KvCacheBytesPerToken(config);
+  if (batch != 0 && seq_len != 0 && e.kv_cache_bytes_per_token > INT64_MAX / batch / seq_len) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "seq_len: kv_cache_bytes = ", e.kv_cache_bytes_per_token, " x batch ", batch, " x ",
+        seq_len, " overflows int64"));
+  }
+  e.kv_cache_bytes = e.kv_cache_bytes_per_token * batch * seq_len;
+  e.prefill_flops = LayerFlops(config, batch, seq_len, seq_len, seq_len, true, MlaForm::kNaive);
+  e.decode_flops_per_token = LayerFlops(config, 1, 1, seq_len + 1, 1, true,
+                                        config.variant == Variant::kMla ? MlaForm::kAbsorbed
+                                                                        : MlaForm::kNaive);
+  return e;
 }
 
 absl::StatusOr<std::unique_ptr<AttentionModule>> AttentionModule::Create(const ModuleConfig& config,

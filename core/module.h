@@ -100,6 +100,26 @@ enum class MlaForm {
   kAbsorbed,  // W_UK folded into the query, W_UV into the output, attend over the latent
 };
 
+// FLOPs (2 × multiply-adds of the matrix products; norms and RoPE are not
+// counted) of one layer call: B rows of Lq queries against Lk keys, of which
+// `kv_projected` per row are projected in this call (Forward: Lk; a decode
+// step: the new tokens only). Causal counts visible pairs only.
+double LayerFlops(const ModuleConfig& config, int64_t b, int64_t lq, int64_t lk,
+                  int64_t kv_projected, bool causal, MlaForm form);
+
+struct CostEstimate {
+  int64_t parameters = 0;
+  int64_t kv_cache_bytes_per_token = 0;  // one batch row, float32
+  int64_t kv_cache_bytes = 0;            // per_token × batch × seq_len
+  double prefill_flops = 0;   // causal self-attention Forward of [batch, seq_len, d_model]
+  double decode_flops_per_token = 0;  // one row, one new token after seq_len cached (MLA absorbed)
+};
+
+// Costs of a config without computing anything. INVALID_ARGUMENT for a bad
+// config or batch/seq_len outside 0..2^31.
+absl::StatusOr<CostEstimate> EstimateCosts(const ModuleConfig& config, int64_t batch,
+                                           int64_t seq_len);
+
 struct ForwardInput {
   const Tensor* query = nullptr;
   const Tensor* key = nullptr;    // optional

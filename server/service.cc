@@ -275,6 +275,21 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::UnloadModule(grpc::CallbackServe
                    [&] { return registry_.Remove(req->name()); });
 }
 
+grpc::ServerUnaryReactor* AttentionServiceImpl::Estimate(grpc::CallbackServerContext* ctx,
+                                                         const pb::EstimateRequest* req,
+                                                         pb::EstimateResponse* resp) {
+  return RunInline(options_.log_calls, "Estimate", ctx, req, resp, [&]() -> absl::Status {
+    ATTN_ASSIGN_OR_RETURN(ModuleConfig config, ConfigFromProto(req->config()));
+    ATTN_ASSIGN_OR_RETURN(CostEstimate e, EstimateCosts(config, req->batch(), req->seq_len()));
+    resp->set_parameters(e.parameters);
+    resp->set_kv_cache_bytes_per_token(e.kv_cache_bytes_per_token);
+    resp->set_kv_cache_bytes(e.kv_cache_bytes);
+    resp->set_prefill_flops(e.prefill_flops);
+    resp->set_decode_flops_per_token(e.decode_flops_per_token);
+    return absl::OkStatus();
+  });
+}
+
 grpc::ServerUnaryReactor* AttentionServiceImpl::GetServerInfo(grpc::CallbackServerContext* ctx,
                                                               const pb::GetServerInfoRequest* req,
                                                               pb::ServerInfo* resp) {

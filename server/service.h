@@ -48,6 +48,9 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* ctx,
                                     const ::attention::v1::ForwardRequest* request,
                                     ::attention::v1::ForwardResponse* response) override;
+  grpc::ServerUnaryReactor* Estimate(grpc::CallbackServerContext* ctx,
+                                     const ::attention::v1::EstimateRequest* request,
+                                     ::attention::v1::EstimateResponse* response) override;
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
                                           const ::attention::v1::GetServerInfoRequest* request,
                                           ::attention::v1::ServerInfo* response) override;

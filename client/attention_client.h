@@ -1,0 +1,124 @@
+// AttentionClient: a typed C++ client for attention.v1.
+//
+// Tensors go in and come out as core `Tensor`s (float32 std::vector
+// storage); the wire dtype of inputs (FLOAT32/FLOAT16/BFLOAT16) and of
+// outputs (`output_dtype`) are options, and 16-bit outputs are widened back
+// to float32 on arrival. Errors are absl::Status with the server's code and
+// message. A client is thread-safe: one channel, many concurrent calls.
+//
+// Targets: "host:port"; "dns:///name:port" (every address the name resolves
+// to, balanced per call with round_robin); or a comma list
+// "127.0.0.1:50051,127.0.0.1:50052" (ipv4/ipv6 literals, round_robin).
+#ifndef ATTENTION_CLIENT_ATTENTION_CLIENT_H_
+#define ATTENTION_CLIENT_ATTENTION_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "attention/v1/attention.grpc.pb.h"
+#include "core/dtype.h"
+#include "core/module.h"
+#include "core/sdpa.h"
+#include "core/tensor.h"
+
+namespace attention::client {
+
+namespace pb = ::attention::v1;
+
+struct ClientOptions {
+  int64_t max_message_bytes = int64_t{256} << 20;
+  absl::Duration timeout = absl::InfiniteDuration();  // per call
+};
+
+struct Timing {
+  int64_t queue_us = 0;
+  int64_t compute_us = 0;
+  double flops = 0;
+};
+
+struct AttendOptions {
+  MaskSpec mask;
+  float scale = 0.0f;  // 0: 1/sqrt(Dk)
+  bool return_weights = false;
+  DType wire_dtype = DType::kFloat32;                // how q, k, v are sent
+  pb::DType output_dtype = pb::DTYPE_UNSPECIFIED;  // as the query
+};
+
+struct AttendResult {
+  Tensor output;   // [B, Hq, Lq, Dv]
+  Tensor weights;  // [B, Hq, Lq, Lk] when asked for
+  std::string variant;
+  pb::DType output_dtype = pb::DTYPE_FLOAT32;  // as it came on the wire
+  Timing timing;
+};
+
+struct ForwardOptions {
+  const Tensor* key = nullptr;    // [B, Lk, d_model]; absent: query
+  const Tensor* value = nullptr;  // [B, Lk, d_model]; absent: key
+  MaskSpec mask;
+  bool return_weights = false;
+  DType wire_dtype = DType::kFloat32;
+  pb::DType output_dtype = pb::DTYPE_UNSPECIFIED;
+};
+
+struct ForwardOutput {
+  Tensor output;   // [B, Lq, d_model] (self_attention: [B, Lq, d_v])
+  Tensor weights;  // [B, H, Lq, Lk] when asked for
+  pb::DType output_dtype = pb::DTYPE_FLOAT32;
+  Timing timing;
+};
+
+// Encodes a float32 tensor for the wire as `dtype`.
+void TensorToProto(const Tensor& t, DType dtype, pb::Tensor* out);
+// Decodes a FLOAT32/FLOAT16/BFLOAT16 wire tensor; INVALID_ARGUMENT if the
+// data length disagrees with the shape.
+absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t);
+void MaskToProto(const MaskSpec& mask, pb::Mask* out);
+// A core ModuleConfig as the contract's message.
+pb::ModuleConfig ConfigToProto(const ModuleConfig& config);
+
+class AttentionClient {
+ public:
+  static absl::StatusOr<std::unique_ptr<AttentionClient>> Connect(
+      const std::string& target, const ClientOptions& options = {});
+  AttentionClient(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options);
+
+  absl::StatusOr<AttendResult> Attend(const Tensor& query, const Tensor& key, const Tensor& value,
+                                      const AttendOptions& options = {});
+  // Empty `weights`: the server initialises from `seed`.
+  absl::StatusOr<pb::ModuleInfo> LoadModule(const std::string& name, const pb::ModuleConfig& config,
+                                            const WeightMap& weights = {}, uint64_t seed = 0,
+                                            bool replace = false,
+                                            DType wire_dtype = DType::kFloat32);
+  absl::StatusOr<std::vector<pb::ModuleInfo>> ListModules();
+  absl::Status UnloadModule(const std::string& name);
+  absl::StatusOr<ForwardOutput> Forward(const std::string& module, const Tensor& query,
+                                        const ForwardOptions& options = {});
+  absl::StatusOr<pb::EstimateResponse> Estimate(const pb::ModuleConfig& config, int64_t batch,
+                                                int64_t seq_len);
+  absl::StatusOr<pb::ServerInfo> GetServerInfo();
+  // The grpc.health.v1 status of `service` ("" = the whole server):
+  // 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN.
+  absl::StatusOr<int> CheckHealth(const std::string& service = "");
+
+  // For calls the typed wrappers do not cover (e.g. streaming).
+  pb::AttentionService::Stub& stub() { return *stub_; }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+  void PrepareContext(grpc::ClientContext* ctx) const;
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pb::AttentionService::Stub> stub_;
+  ClientOptions options_;
+};
+
+// grpc::Status -> absl::Status (same code numbers).
+absl::Status FromGrpc(const grpc::Status& s);
+
+}  // namespace attention::client
+
+#endif  // ATTENTION_CLIENT_ATTENTION_CLIENT_H_

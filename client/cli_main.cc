@@ -1,0 +1,354 @@
+// attention_cli: call attention.v1 from the command line.
+//
+//   attention_cli COMMAND [--target=127.0.0.1:50051] [flags]
+//
+// Commands:
+//   info       server version, oneDNN, ISA, limits
+//   health     grpc.health.v1 status (exit 0 when SERVING)
+//   list       loaded modules
+//   load       register a module: --name --variant and its config flags;
+//              weights from --weights_dir (one NAME.npy per state_dict entry)
+//              or random from --seed
+//   unload     --name
+//   attend     SDPA over heads: random inputs of --b --hq --hkv --lq --lk
+//              --dk --dv, or --q/--k/--v .npy files; --out writes the output
+//   forward    a whole layer: --module, random [--b, --lq, d_model] input or
+//              --query (and --key/--value) .npy; --out writes the output
+//   estimate   parameters, KV bytes and FLOPs of a config (--batch --seq_len)
+// Masks: --causal, --key_lengths=3,5, --keep=mask.npy. Wire dtypes: --dtype
+// (f32|f16|bf16) for inputs, --output_dtype for results.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "client/attention_client.h"
+#include "core/npy.h"
+#include "core/status_macros.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "server address (host:port, dns:///name:port, or a comma list)");
+ABSL_FLAG(double, timeout_s, 0, "per-call deadline in seconds (0: none)");
+// Shapes for random inputs.
+ABSL_FLAG(int64_t, b, 1, "batch rows B");
+ABSL_FLAG(int64_t, hq, 8, "query heads Hq (attend)");
+ABSL_FLAG(int64_t, hkv, 2, "key/value heads Hkv (attend)");
+ABSL_FLAG(int64_t, lq, 16, "queries Lq");
+ABSL_FLAG(int64_t, lk, 0, "keys Lk (0: Lq; forward: a cross-attention memory of Lk tokens)");
+ABSL_FLAG(int64_t, dk, 64, "query/key width Dk (attend)");
+ABSL_FLAG(int64_t, dv, 64, "value width Dv (attend)");
+ABSL_FLAG(uint64_t, seed, 1, "seed for random inputs and random module weights");
+// Inputs and outputs as .npy.
+ABSL_FLAG(std::string, q, "", "attend: query .npy [B, Hq, Lq, Dk]");
+ABSL_FLAG(std::string, k, "", "attend: key .npy [B, Hkv, Lk, Dk]");
+ABSL_FLAG(std::string, v, "", "attend: value .npy [B, Hkv, Lk, Dv]");
+ABSL_FLAG(std::string, query, "", "forward: query .npy [B, Lq, d_model]");
+ABSL_FLAG(std::string, key, "", "forward: key .npy [B, Lk, d_model]");
+ABSL_FLAG(std::string, value, "", "forward: value .npy [B, Lk, d_model]");
+ABSL_FLAG(std::string, out, "", "write the output here (.npy)");
+ABSL_FLAG(std::string, weights_out, "", "also ask for the attention weights and write them (.npy)");
+// Masks and options.
+ABSL_FLAG(bool, causal, false, "causal mask (bottom-right aligned)");
+ABSL_FLAG(std::string, key_lengths, "", "comma list, one per batch row");
+ABSL_FLAG(std::string, keep, "", "keep-mask .npy broadcastable to [B, H, Lq, Lk]");
+ABSL_FLAG(double, scale, 0, "attend: score scale (0: 1/sqrt(Dk))");
+ABSL_FLAG(std::string, dtype, "f32", "wire dtype of inputs: f32, f16 or bf16");
+ABSL_FLAG(std::string, output_dtype, "", "wire dtype of outputs: f32, f16, bf16 (default: as inputs)");
+// Modules.
+ABSL_FLAG(std::string, module, "demo-gqa", "forward: module name");
+ABSL_FLAG(std::string, name, "", "load/unload: module name");
+ABSL_FLAG(std::string, variant, "gqa", "self_attention, mha, gqa, mqa or mla");
+ABSL_FLAG(int64_t, d_model, 512, "layer width");
+ABSL_FLAG(bool, bias, true, "linear biases (not mla)");
+ABSL_FLAG(int64_t, heads, 8, "query heads (mha, gqa, mqa, mla)");
+ABSL_FLAG(int64_t, kv_heads, 2, "gqa key/value heads");
+ABSL_FLAG(int64_t, d_k, 64, "self_attention d_k");
+ABSL_FLAG(int64_t, d_v, 64, "self_attention d_v");
+ABSL_FLAG(int64_t, q_lora_rank, 0, "mla query compression rank (0: none)");
+ABSL_FLAG(int64_t, kv_lora_rank, 128, "mla latent rank");
+ABSL_FLAG(int64_t, qk_nope_head_dim, 32, "mla");
+ABSL_FLAG(int64_t, qk_rope_head_dim, 16, "mla");
+ABSL_FLAG(int64_t, v_head_dim, 32, "mla");
+ABSL_FLAG(double, rope_theta, 0, "mla RoPE base (0: 10000)");
+ABSL_FLAG(std::string, weights_dir, "", "load: directory of NAME.npy state_dict files");
+ABSL_FLAG(bool, replace, false, "load: replace a module of the same name");
+ABSL_FLAG(int64_t, batch, 1, "estimate: batch");
+ABSL_FLAG(int64_t, seq_len, 4096, "estimate: sequence length");
+
+namespace attention::client {
+namespace {
+
+absl::StatusOr<DType> ParseDType(const std::string& s, const char* flag) {
+  if (s == "f32" || s == "float32") return DType::kFloat32;
+  if (s == "f16" || s == "float16") return DType::kFloat16;
+  if (s == "bf16" || s == "bfloat16") return DType::kBfloat16;
+  return absl::InvalidArgumentError(absl::StrCat("--", flag, ": expected f32, f16 or bf16, got '", s, "'"));
+}
+
+absl::StatusOr<pb::DType> OutputDType() {
+  const std::string s = absl::GetFlag(FLAGS_output_dtype);
+  if (s.empty()) return pb::DTYPE_UNSPECIFIED;
+  ATTN_ASSIGN_OR_RETURN(DType d, ParseDType(s, "output_dtype"));
+  return d == DType::kFloat16 ? pb::DTYPE_FLOAT16
+                              : d == DType::kBfloat16 ? pb::DTYPE_BFLOAT16 : pb::DTYPE_FLOAT32;
+}
+
+Tensor Random(std::vector<int64_t> shape, uint64_t seed) {
+  Tensor t(std::move(shape));
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (float& x : t.values()) x = dist(gen);
+  return t;
+}
+
+absl::StatusOr<Tensor> InputOr(const std::string& path, std::vector<int64_t> shape, uint64_t seed) {
+  if (path.empty()) return Random(std::move(shape), seed);
+  return ReadNpyAsFloat(path);
+}
+
+absl::StatusOr<MaskSpec> MaskFromFlags() {
+  MaskSpec mask;
+  mask.causal = absl::GetFlag(FLAGS_causal);
+  const std::string lengths = absl::GetFlag(FLAGS_key_lengths);
+  if (!lengths.empty()) {
+    for (absl::string_view s : absl::StrSplit(lengths, ',')) {
+      int64_t v = 0;
+      if (!absl::SimpleAtoi(s, &v)) {
+        return absl::InvalidArgumentError(absl::StrCat("--key_lengths: bad number '", s, "'"));
+      }
+      mask.key_lengths.push_back(v);
+    }
+  }
+  const std::string keep = absl::GetFlag(FLAGS_keep);
+  if (!keep.empty()) {
+    ATTN_ASSIGN_OR_RETURN(Tensor t, ReadNpyAsFloat(keep));
+    mask.keep_shape = t.shape();
+    for (float x : t.values()) mask.keep.push_back(x != 0.0f);
+  }
+  return mask;
+}
+
+void PrintTensor(const char* label, const Tensor& t, pb::DType dtype) {
+  double sum = 0, max_abs = 0;
+  for (float x : t.values()) {
+    sum += x;
+    max_abs = std::max(max_abs, std::abs(static_cast<double>(x)));
+  }
+  std::printf("%s: shape %s %s, mean %.6g, max|x| %.6g, first:", label,
+              ShapeString(t.shape()).c_str(), pb::DType_Name(dtype).c_str(),
+              t.size() ? sum / t.size() : 0.0, max_abs);
+  for (int64_t i = 0; i < std::min<int64_t>(6, t.size()); ++i) std::printf(" %.6g", t.data()[i]);
+  std::printf("\n");
+}
+
+void PrintTiming(const Timing& t) {
+  std::printf("timing: queue %lld us, compute %lld us, %.4g GFLOP (%.2f GFLOP/s)\n",
+              static_cast<long long>(t.queue_us), static_cast<long long>(t.compute_us),
+              t.flops / 1e9, t.compute_us > 0 ? t.flops / t.compute_us / 1e3 : 0.0);
+}
+
+absl::Status WriteOutputs(const Tensor& output, const Tensor& weights) {
+  if (!absl::GetFlag(FLAGS_out).empty()) {
+    ATTN_RETURN_IF_ERROR(WriteNpy(absl::GetFlag(FLAGS_out), output));
+    std::printf("wrote %s\n", absl::GetFlag(FLAGS_out).c_str());
+  }
+  if (!absl::GetFlag(FLAGS_weights_out).empty()) {
+    ATTN_RETURN_IF_ERROR(WriteNpy(absl::GetFlag(FLAGS_weights_out), weights));
+    std::printf("wrote %s\n", absl::GetFlag(FLAGS_weights_out).c_str());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pb::ModuleConfig> ConfigFromFlags() {
+  ModuleConfig c;
+  const std::string v = absl::GetFlag(FLAGS_variant);
+  c.d_model = absl::GetFlag(FLAGS_d_model);
+  c.bias = absl::GetFlag(FLAGS_bias);
+  c.num_heads = absl::GetFlag(FLAGS_heads);
+  if (v == "self_attention" || v == "sa") {
+    c.variant = Variant::kSelfAttention;
+    c.d_k = absl::GetFlag(FLAGS_d_k);
+    c.d_v = absl::GetFlag(FLAGS_d_v);
+  } else if (v == "mha") {
+    c.variant = Variant::kMha;
+  } else if (v == "gqa") {
+    c.variant = Variant::kGqa;
+    c.num_kv_heads = absl::GetFlag(FLAGS_kv_heads);
+  } else if (v == "mqa") {
+    c.variant = Variant::kMqa;
+  } else if (v == "mla") {
+    c.variant = Variant::kMla;
+    c.q_lora_rank = absl::GetFlag(FLAGS_q_lora_rank);
+    c.kv_lora_rank = absl::GetFlag(FLAGS_kv_lora_rank);
+    c.qk_nope_head_dim = absl::GetFlag(FLAGS_qk_nope_head_dim);
+    c.qk_rope_head_dim = absl::GetFlag(FLAGS_qk_rope_head_dim);
+    c.v_head_dim = absl::GetFlag(FLAGS_v_head_dim);
+    c.rope_theta = absl::GetFlag(FLAGS_rope_theta);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--variant: expected self_attention, mha, gqa, mqa or mla, got '", v, "'"));
+  }
+  return ConfigToProto(c);
+}
+
+void PrintModule(const pb::ModuleInfo& m) {
+  std::printf("%-20s %-15s d_model %-6lld parameters %-12lld kv_bytes/token %lld\n",
+              m.name().c_str(),
+              pb::ModuleConfig::descriptor()
+                  ->FindFieldByNumber(m.config().variant_case())
+                  ->name()
+                  .c_str(),
+              static_cast<long long>(m.config().d_model()),
+              static_cast<long long>(m.parameter_count()),
+              static_cast<long long>(m.kv_cache_bytes_per_token()));
+}
+
+absl::Status Run(const std::string& command) {
+  ClientOptions options;
+  if (absl::GetFlag(FLAGS_timeout_s) > 0) {
+    options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+  }
+  ATTN_ASSIGN_OR_RETURN(auto client, AttentionClient::Connect(absl::GetFlag(FLAGS_target), options));
+  const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  const int64_t b = absl::GetFlag(FLAGS_b), lq = absl::GetFlag(FLAGS_lq);
+  const int64_t lk = absl::GetFlag(FLAGS_lk) > 0 ? absl::GetFlag(FLAGS_lk) : lq;
+
+  if (command == "info") {
+    ATTN_ASSIGN_OR_RETURN(pb::ServerInfo info, client->GetServerInfo());
+    std::printf("%s", info.DebugString().c_str());
+    return absl::OkStatus();
+  }
+  if (command == "health") {
+    ATTN_ASSIGN_OR_RETURN(int status, client->CheckHealth());
+    static const char* kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+    std::printf("%s\n", status >= 0 && status <= 3 ? kNames[status] : "UNKNOWN");
+    return status == 1 ? absl::OkStatus() : absl::UnavailableError("not serving");
+  }
+  if (command == "list") {
+    ATTN_ASSIGN_OR_RETURN(auto modules, client->ListModules());
+    for (const auto& m : modules) PrintModule(m);
+    return absl::OkStatus();
+  }
+  if (command == "unload") {
+    return client->UnloadModule(absl::GetFlag(FLAGS_name));
+  }
+  if (command == "load") {
+    ATTN_ASSIGN_OR_RETURN(pb::ModuleConfig config, ConfigFromFlags());
+    WeightMap weights;
+    const std::string dir = absl::GetFlag(FLAGS_weights_dir);
+    if (!dir.empty()) {
+      std::error_code ec;
+      for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        const std::string file = entry.path().filename().string();
+        if (file.size() < 5 || file.substr(file.size() - 4) != ".npy") continue;
+        ATTN_ASSIGN_OR_RETURN(Tensor t, ReadNpyAsFloat(entry.path().string()));
+        weights.emplace(file.substr(0, file.size() - 4), std::move(t));
+      }
+      if (ec) return absl::NotFoundError(absl::StrCat("--weights_dir: ", ec.message()));
+    }
+    ATTN_ASSIGN_OR_RETURN(pb::ModuleInfo info,
+                          client->LoadModule(absl::GetFlag(FLAGS_name), config, weights, seed,
+                                             absl::GetFlag(FLAGS_replace)));
+    PrintModule(info);
+    return absl::OkStatus();
+  }
+  if (command == "estimate") {
+    ATTN_ASSIGN_OR_RETURN(pb::ModuleConfig config, ConfigFromFlags());
+    ATTN_ASSIGN_OR_RETURN(pb::EstimateResponse e,
+                          client->Estimate(config, absl::GetFlag(FLAGS_batch),
+                                           absl::GetFlag(FLAGS_seq_len)));
+    std::printf("parameters:               %lld\n", static_cast<long long>(e.parameters()));
+    std::printf("kv_cache_bytes_per_token: %lld\n",
+                static_cast<long long>(e.kv_cache_bytes_per_token()));
+    std::printf("kv_cache_bytes:           %lld (%.1f MiB)\n",
+                static_cast<long long>(e.kv_cache_bytes()), e.kv_cache_bytes() / 1048576.0);
+    std::printf("prefill_flops:            %.6g\n", e.prefill_flops());
+    std::printf("decode_flops_per_token:   %.6g\n", e.decode_flops_per_token());
+    return absl::OkStatus();
+  }
+  ATTN_ASSIGN_OR_RETURN(DType wire, ParseDType(absl::GetFlag(FLAGS_dtype), "dtype"));
+  ATTN_ASSIGN_OR_RETURN(pb::DType out_dtype, OutputDType());
+  ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromFlags());
+  const bool want_weights = !absl::GetFlag(FLAGS_weights_out).empty();
+  if (command == "attend") {
+    const int64_t hq = absl::GetFlag(FLAGS_hq), hkv = absl::GetFlag(FLAGS_hkv);
+    const int64_t dk = absl::GetFlag(FLAGS_dk), dv = absl::GetFlag(FLAGS_dv);
+    ATTN_ASSIGN_OR_RETURN(Tensor q, InputOr(absl::GetFlag(FLAGS_q), {b, hq, lq, dk}, seed));
+    ATTN_ASSIGN_OR_RETURN(Tensor k, InputOr(absl::GetFlag(FLAGS_k), {b, hkv, lk, dk}, seed + 1));
+    ATTN_ASSIGN_OR_RETURN(Tensor v, InputOr(absl::GetFlag(FLAGS_v), {b, hkv, lk, dv}, seed + 2));
+    AttendOptions o;
+    o.mask = std::move(mask);
+    o.scale = static_cast<float>(absl::GetFlag(FLAGS_scale));
+    o.return_weights = want_weights;
+    o.wire_dtype = wire;
+    o.output_dtype = out_dtype;
+    ATTN_ASSIGN_OR_RETURN(AttendResult r, client->Attend(q, k, v, o));
+    std::printf("variant: %s\n", r.variant.c_str());
+    PrintTensor("output", r.output, r.output_dtype);
+    PrintTiming(r.timing);
+    return WriteOutputs(r.output, r.weights);
+  }
+  if (command == "forward") {
+    ATTN_ASSIGN_OR_RETURN(auto modules, client->ListModules());
+    int64_t d_model = 0;
+    for (const auto& m : modules) {
+      if (m.name() == absl::GetFlag(FLAGS_module)) d_model = m.config().d_model();
+    }
+    const std::string query_path = absl::GetFlag(FLAGS_query);
+    if (d_model == 0 && query_path.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("--module: no module named '", absl::GetFlag(FLAGS_module), "' is loaded"));
+    }
+    ATTN_ASSIGN_OR_RETURN(Tensor query, InputOr(query_path, {b, lq, d_model}, seed));
+    Tensor key, value;
+    ForwardOptions o;
+    if (!absl::GetFlag(FLAGS_key).empty() || absl::GetFlag(FLAGS_lk) > 0) {
+      ATTN_ASSIGN_OR_RETURN(key, InputOr(absl::GetFlag(FLAGS_key), {b, lk, d_model}, seed + 1));
+      o.key = &key;
+    }
+    if (!absl::GetFlag(FLAGS_value).empty()) {
+      ATTN_ASSIGN_OR_RETURN(value, ReadNpyAsFloat(absl::GetFlag(FLAGS_value)));
+      o.value = &value;
+    }
+    o.mask = std::move(mask);
+    o.return_weights = want_weights;
+    o.wire_dtype = wire;
+    o.output_dtype = out_dtype;
+    ATTN_ASSIGN_OR_RETURN(ForwardOutput r, client->Forward(absl::GetFlag(FLAGS_module), query, o));
+    PrintTensor("output", r.output, r.output_dtype);
+    PrintTiming(r.timing);
+    return WriteOutputs(r.output, r.weights);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown command '", command,
+      "' (expected info, health, list, load, unload, attend, forward or estimate)"));
+}
+
+}  // namespace
+}  // namespace attention::client
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "attention_cli COMMAND [flags]; COMMAND is info, health, list, load, unload, attend, "
+      "forward or estimate. --helpfull lists the flags.");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) {
+    std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
+    return 2;
+  }
+  const absl::Status s = attention::client::Run(args[1]);
+  if (!s.ok()) {
+    std::fprintf(stderr, "attention_cli: %s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
+                 std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
