@@ -1,0 +1,343 @@
+// Integration: a real server on loopback, called through the real client.
+// Every RPC, every variant, every mask kind, FP16/BF16 in and out, weights,
+// self and cross attention; results equal to the core's.
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "core/module.h"
+#include "core/sdpa.h"
+#include "tests/core/test_util.h"
+#include "tests/server/test_server.h"
+
+namespace attention {
+namespace {
+
+using client::AttendOptions;
+using client::ForwardOptions;
+namespace pb = ::attention::v1;
+
+// Float32 results of the same code path: equal up to summation order.
+constexpr double kF32Tolerance = 1e-5;
+
+TEST_F(ServerTest, HealthIsServing) {
+  auto status = client_->CheckHealth();
+  ASSERT_OK(status);
+  EXPECT_EQ(*status, 1);
+  auto service = client_->CheckHealth("attention.v1.AttentionService");
+  ASSERT_OK(service);
+  EXPECT_EQ(*service, 1);
+}
+
+TEST_F(ServerTest, GetServerInfoDescribesTheServer) {
+  auto info = client_->GetServerInfo();
+  ASSERT_OK(info);
+  EXPECT_EQ(info->onednn_version(), "2.6.3");
+  EXPECT_FALSE(info->cpu_isa().empty());
+  EXPECT_GE(info->threads(), 1);
+  EXPECT_EQ(info->limits().max_tensor_elements(), int64_t{4} << 20);
+  EXPECT_EQ(info->variants_size(), 5);
+}
+
+TEST_F(ServerTest, DemoModulesAreLoadedAndSorted) {
+  auto modules = client_->ListModules();
+  ASSERT_OK(modules);
+  std::vector<std::string> names;
+  for (const auto& m : *modules) names.push_back(m.name());
+  EXPECT_EQ(names, (std::vector<std::string>{"demo-gqa", "demo-mha", "demo-mla", "demo-mqa",
+                                             "demo-sa"}));
+}
+
+TEST_F(ServerTest, LoadListUnloadRoundTrip) {
+  ModuleConfig c;
+  c.variant = Variant::kGqa;
+  c.d_model = 32;
+  c.num_heads = 8;
+  c.num_kv_heads = 2;
+  auto info = client_->LoadModule("mine", client::ConfigToProto(c), {}, 7);
+  ASSERT_OK(info);
+  EXPECT_EQ(info->parameter_count(), ParameterCount(c));
+  EXPECT_EQ(info->kv_cache_bytes_per_token(), KvCacheBytesPerToken(c));
+  EXPECT_EQ(info->config().gqa().num_kv_heads(), 2);
+  auto again = client_->LoadModule("mine", client::ConfigToProto(c), {}, 7);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_OK(client_->LoadModule("mine", client::ConfigToProto(c), {}, 8, /*replace=*/true));
+  EXPECT_EQ(client_->ListModules()->size(), 6u);
+  ASSERT_OK(client_->UnloadModule("mine"));
+  EXPECT_EQ(client_->ListModules()->size(), 5u);
+  EXPECT_EQ(client_->UnloadModule("mine").code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, EstimateEqualsCoreCostModel) {
+  ModuleConfig c;
+  c.variant = Variant::kMla;
+  c.d_model = 5120;
+  c.num_heads = 128;
+  c.q_lora_rank = 1536;
+  c.kv_lora_rank = 512;
+  c.qk_nope_head_dim = 128;
+  c.qk_rope_head_dim = 64;
+  c.v_head_dim = 128;
+  auto e = client_->Estimate(client::ConfigToProto(c), 4, 4096);
+  ASSERT_OK(e);
+  auto want = EstimateCosts(c, 4, 4096);
+  ASSERT_OK(want);
+  EXPECT_EQ(e->parameters(), want->parameters);
+  EXPECT_EQ(e->kv_cache_bytes_per_token(), 576 * 4);
+  EXPECT_EQ(e->kv_cache_bytes(), 576 * 4 * 4 * 4096);
+  EXPECT_DOUBLE_EQ(e->prefill_flops(), want->prefill_flops);
+  EXPECT_DOUBLE_EQ(e->decode_flops_per_token(), want->decode_flops_per_token);
+}
+
+// ---------------------------------------------------------------- Attend
+
+enum class Mask { kNone, kCausal, kKeyLengths, kKeep, kAll };
+
+MaskSpec MakeMask(Mask kind, int64_t b, int64_t lq, int64_t lk) {
+  MaskSpec m;
+  if (kind == Mask::kCausal || kind == Mask::kAll) m.causal = true;
+  if (kind == Mask::kKeyLengths || kind == Mask::kAll) {
+    for (int64_t i = 0; i < b; ++i) m.key_lengths.push_back(1 + (i * 3) % lk);
+  }
+  if (kind == Mask::kKeep || kind == Mask::kAll) {
+    m.keep_shape = {lq, lk};
+    for (int64_t i = 0; i < lq * lk; ++i) m.keep.push_back((i * 7) % 5 != 0);
+  }
+  return m;
+}
+
+struct AttendCase {
+  std::string name;
+  int64_t hq, hkv;
+  Mask mask;
+  bool weights;
+};
+
+void PrintTo(const AttendCase& c, std::ostream* os) { *os << c.name; }
+
+class ServerAttend : public ServerTest, public testing::WithParamInterface<AttendCase> {};
+
+TEST_P(ServerAttend, EqualsTheCore) {
+  const AttendCase& c = GetParam();
+  const int64_t b = 2, lq = 5, lk = 9, dk = 16, dv = 12;
+  const Tensor q = RandomTensor({b, c.hq, lq, dk}, 1);
+  const Tensor k = RandomTensor({b, c.hkv, lk, dk}, 2);
+  const Tensor v = RandomTensor({b, c.hkv, lk, dv}, 3);
+  AttendOptions o;
+  o.mask = MakeMask(c.mask, b, lq, lk);
+  o.return_weights = c.weights;
+  auto got = client_->Attend(q, k, v, o);
+  ASSERT_OK(got);
+  auto want = Attend(q, k, v, o.mask, {0.0f, c.weights});
+  ASSERT_OK(want);
+  EXPECT_EQ(got->variant, VariantName(c.hq, c.hkv));
+  EXPECT_LT(RelError(got->output, want->output), kF32Tolerance);
+  if (c.weights) {
+    EXPECT_LT(RelError(got->weights, want->weights), kF32Tolerance);
+  } else {
+    EXPECT_TRUE(got->weights.empty());
+  }
+  EXPECT_EQ(got->output_dtype, pb::DTYPE_FLOAT32);
+  EXPECT_GT(got->timing.flops, 0);
+}
+
+std::vector<AttendCase> AttendCases() {
+  std::vector<AttendCase> cases;
+  const std::pair<const char*, Mask> masks[] = {{"NoMask", Mask::kNone},
+                                               {"Causal", Mask::kCausal},
+                                               {"KeyLengths", Mask::kKeyLengths},
+                                               {"Keep", Mask::kKeep},
+                                               {"AllMasks", Mask::kAll}};
+  const std::tuple<const char*, int64_t, int64_t> heads[] = {
+      {"Mha", 4, 4}, {"Gqa", 6, 2}, {"Mqa", 4, 1}};
+  for (const auto& [hname, hq, hkv] : heads) {
+    for (const auto& [mname, m] : masks) {
+      for (bool w : {false, true}) {
+        cases.push_back({absl::StrCat(hname, "_", mname, w ? "_Weights" : ""), hq, hkv, m, w});
+      }
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, ServerAttend, testing::ValuesIn(AttendCases()),
+                         [](const auto& p) { return p.param.name; });
+
+// Rounds every element through a 16-bit dtype.
+Tensor Rounded(const Tensor& t, DType dtype) {
+  std::vector<uint16_t> bits(t.size());
+  Tensor out(t.shape());
+  if (dtype == DType::kFloat16) {
+    FloatToHalf(t.data(), bits.data(), t.size());
+    HalfToFloat(bits.data(), out.data(), t.size());
+  } else {
+    FloatToBfloat16(t.data(), bits.data(), t.size());
+    Bfloat16ToFloat(bits.data(), out.data(), t.size());
+  }
+  return out;
+}
+
+TEST_F(ServerTest, HalfPrecisionInAndOut) {
+  const Tensor q = RandomTensor({1, 4, 6, 8}, 1);
+  const Tensor k = RandomTensor({1, 2, 6, 8}, 2);
+  const Tensor v = RandomTensor({1, 2, 6, 8}, 3);
+  for (DType dt : {DType::kFloat16, DType::kBfloat16}) {
+    SCOPED_TRACE(DTypeName(dt));
+    // The server computes in float32 on the rounded inputs.
+    auto want = Attend(Rounded(q, dt), Rounded(k, dt), Rounded(v, dt), {}, {0.0f, true});
+    ASSERT_OK(want);
+    AttendOptions o;
+    o.wire_dtype = dt;
+    o.return_weights = true;
+    auto same = client_->Attend(q, k, v, o);  // output dtype follows the query
+    ASSERT_OK(same);
+    EXPECT_EQ(same->output_dtype,
+              dt == DType::kFloat16 ? pb::DTYPE_FLOAT16 : pb::DTYPE_BFLOAT16);
+    EXPECT_LT(RelError(same->output, Rounded(want->output, dt)), 1e-6);
+    EXPECT_LT(RelError(same->weights, Rounded(want->weights, dt)), 1e-6);
+    o.output_dtype = pb::DTYPE_FLOAT32;  // 16-bit in, float32 out
+    auto wide = client_->Attend(q, k, v, o);
+    ASSERT_OK(wide);
+    EXPECT_EQ(wide->output_dtype, pb::DTYPE_FLOAT32);
+    EXPECT_LT(RelError(wide->output, want->output), kF32Tolerance);
+  }
+  AttendOptions narrow;  // float32 in, bfloat16 out
+  narrow.output_dtype = pb::DTYPE_BFLOAT16;
+  auto r = client_->Attend(q, k, v, narrow);
+  ASSERT_OK(r);
+  auto want = Attend(q, k, v, {}, {});
+  EXPECT_LT(RelError(r->output, Rounded(want->output, DType::kBfloat16)), 1e-6);
+}
+
+// ---------------------------------------------------------------- Forward
+
+struct ForwardCase {
+  std::string name;
+  ModuleConfig config;
+  bool cross;
+  Mask mask;
+};
+
+void PrintTo(const ForwardCase& c, std::ostream* os) { *os << c.name; }
+
+ModuleConfig Config(Variant v) {
+  ModuleConfig c;
+  c.variant = v;
+  c.d_model = 32;
+  switch (v) {
+    case Variant::kSelfAttention:
+      c.d_k = 12;
+      c.d_v = 20;
+      break;
+    case Variant::kMha:
+    case Variant::kMqa:
+      c.num_heads = 4;
+      break;
+    case Variant::kGqa:
+      c.num_heads = 8;
+      c.num_kv_heads = 2;
+      break;
+    case Variant::kMla:
+      c.num_heads = 4;
+      c.q_lora_rank = 24;
+      c.kv_lora_rank = 16;
+      c.qk_nope_head_dim = 8;
+      c.qk_rope_head_dim = 4;
+      c.v_head_dim = 6;
+      break;
+  }
+  return c;
+}
+
+class ServerForward : public ServerTest, public testing::WithParamInterface<ForwardCase> {};
+
+TEST_P(ServerForward, StateDictModuleEqualsTheCore) {
+  const ForwardCase& c = GetParam();
+  // Weights travel as a state_dict, as a PyTorch user would send them.
+  WeightMap weights;
+  uint32_t seed = 10;
+  for (const WeightSpec& s : ExpectedWeights(c.config)) {
+    weights.emplace(s.name, RandomTensor(s.shape, seed++));
+  }
+  auto info = client_->LoadModule("m", client::ConfigToProto(c.config), weights);
+  ASSERT_OK(info);
+  auto local = AttentionModule::Create(c.config, weights);
+  ASSERT_OK(local);
+
+  const int64_t b = 2, lq = 5, lk = c.cross ? 7 : 5;
+  const Tensor x = RandomTensor({b, lq, 32}, 1);
+  const Tensor mem = RandomTensor({b, lk, 32}, 2);
+  const Tensor val = RandomTensor({b, lk, 32}, 3);
+  ForwardOptions o;
+  ForwardInput in;
+  in.query = &x;
+  if (c.cross) {
+    o.key = in.key = &mem;
+    if (c.config.variant != Variant::kMla) o.value = in.value = &val;
+  }
+  o.mask = in.mask = MakeMask(c.mask, b, lq, lk);
+  o.return_weights = in.return_weights = true;
+  auto got = client_->Forward("m", x, o);
+  ASSERT_OK(got);
+  auto want = (*local)->Forward(in);
+  ASSERT_OK(want);
+  EXPECT_LT(RelError(got->output, want->output), kF32Tolerance);
+  EXPECT_LT(RelError(got->weights, want->weights), kF32Tolerance);
+  EXPECT_DOUBLE_EQ(got->timing.flops, want->flops);
+}
+
+std::vector<ForwardCase> ForwardCases() {
+  std::vector<ForwardCase> cases;
+  for (Variant v : {Variant::kSelfAttention, Variant::kMha, Variant::kGqa, Variant::kMqa,
+                    Variant::kMla}) {
+    const std::string name = VariantFieldName(v);
+    cases.push_back({name + "_Self_Causal", Config(v), false, Mask::kCausal});
+    cases.push_back({name + "_Self_Keep", Config(v), false, Mask::kKeep});
+    cases.push_back({name + "_Cross_KeyLengths", Config(v), true, Mask::kKeyLengths});
+    cases.push_back({name + "_Cross_NoMask", Config(v), true, Mask::kNone});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, ServerForward, testing::ValuesIn(ForwardCases()),
+                         [](const auto& p) { return p.param.name; });
+
+TEST_F(ServerTest, SeededModuleEqualsCoreInitAndHalfWire) {
+  const ModuleConfig c = Config(Variant::kMla);
+  ASSERT_OK(client_->LoadModule("seeded", client::ConfigToProto(c), {}, 99));
+  auto local = AttentionModule::CreateRandom(c, 99);
+  ASSERT_OK(local);
+  const Tensor x = RandomTensor({1, 6, 32}, 4);
+  ForwardInput in;
+  in.query = &x;
+  in.mask.causal = true;
+  auto want = (*local)->Forward(in);
+  ASSERT_OK(want);
+  ForwardOptions o;
+  o.mask.causal = true;
+  auto got = client_->Forward("seeded", x, o);
+  ASSERT_OK(got);
+  EXPECT_LT(RelError(got->output, want->output), kF32Tolerance);
+  // FP16 on the wire both ways: within half precision of the float32 result.
+  o.wire_dtype = DType::kFloat16;
+  auto half = client_->Forward("seeded", x, o);
+  ASSERT_OK(half);
+  EXPECT_EQ(half->output_dtype, pb::DTYPE_FLOAT16);
+  EXPECT_LT(RelError(half->output, want->output), 5e-3);
+}
+
+TEST_F(ServerTest, DemoModulesAnswerForward) {
+  for (const char* name : {"demo-sa", "demo-mha", "demo-gqa", "demo-mqa", "demo-mla"}) {
+    SCOPED_TRACE(name);
+    const int64_t d = std::string(name) == "demo-sa" ? 128 : 512;
+    const Tensor x = RandomTensor({1, 8, d}, 5);
+    ForwardOptions o;
+    o.mask.causal = true;
+    auto r = client_->Forward(name, x, o);
+    ASSERT_OK(r);
+    EXPECT_EQ(r->output.dim(1), 8);
+    EXPECT_GT(r->timing.flops, 0);
+  }
+}
+
+}  // namespace
+}  // namespace attention
