@@ -20,12 +20,11 @@ build: deps
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
 
-# The gRPC service lands with issue #3; until then this builds and says what
-# it will serve.
+# Starts the server in the foreground with the demo modules; Ctrl-C drains
+# and stops it. SERVE_FLAGS adds flags, e.g. SERVE_FLAGS=--workers=4.
+SERVE_FLAGS ?=
 serve: build
-	@echo "attention_server is not built yet (service issue). Will serve on 127.0.0.1:50051:"
-	@echo "  demo-sa, demo-mha, demo-gqa, demo-mqa, demo-mla"
-	@echo "Core library and benchmark are built: $(BUILD_DIR)/bin/attention_bench"
+	@exec $(BUILD_DIR)/bin/attention_server --listen=127.0.0.1:50051 --demo_modules $(SERVE_FLAGS)
 
 bench: build
 	@$(BUILD_DIR)/bin/attention_bench

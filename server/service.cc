@@ -84,18 +84,20 @@ AttentionServiceImpl::~AttentionServiceImpl() = default;
 // Runs `fn` (absl::Status(Timing*)) on the pool, finishing the reactor with
 // its status and writing the call's log line.
 template <typename Request, typename Response, typename Fn>
-static grpc::ServerUnaryReactor* RunOnPool(WorkPool& pool, bool log, const char* method,
-                                           grpc::CallbackServerContext* ctx,
+static grpc::ServerUnaryReactor* RunOnPool(WorkPool& pool, std::atomic<int>& inflight, bool log,
+                                           const char* method, grpc::CallbackServerContext* ctx,
                                            const Request* request, Response* response, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point arrived = Clock::now();
-  pool.Submit([=]() mutable {
+  ++inflight;
+  pool.Submit([=, &inflight]() mutable {
     const Clock::time_point started = Clock::now();
     absl::Status status = ctx->IsCancelled() ? Abandoned(ctx) : fn(Micros(started - arrived));
     if (!status.ok()) response->Clear();
     const size_t response_bytes = status.ok() ? response->ByteSizeLong() : 0;
     LogCall(log, method, status, request->ByteSizeLong(), response_bytes,
             Micros(started - arrived), Micros(Clock::now() - arrived));
+    --inflight;
     reactor->Finish(ToGrpc(status));
   });
   return reactor;
@@ -118,7 +120,7 @@ static grpc::ServerUnaryReactor* RunInline(bool log, const char* method,
 grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerContext* ctx,
                                                        const pb::AttendRequest* req,
                                                        pb::AttendResponse* resp) {
-  return RunOnPool(*pool_, options_.log_calls, "Attend", ctx, req, resp,
+  return RunOnPool(*pool_, inflight_, options_.log_calls, "Attend", ctx, req, resp,
                    [this, req, resp](int64_t queue_us) -> absl::Status {
     const int64_t limit = options_.max_tensor_elements;
     if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
@@ -159,7 +161,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerContext* ctx,
                                                         const pb::ForwardRequest* req,
                                                         pb::ForwardResponse* resp) {
-  return RunOnPool(*pool_, options_.log_calls, "Forward", ctx, req, resp,
+  return RunOnPool(*pool_, inflight_, options_.log_calls, "Forward", ctx, req, resp,
                    [this, req, resp](int64_t queue_us) -> absl::Status {
     const int64_t limit = options_.max_tensor_elements;
     ATTN_ASSIGN_OR_RETURN(LoadedModule m, registry_.Get(req->module()));
@@ -251,7 +253,7 @@ absl::StatusOr<LoadedModule> BuildModule(const pb::LoadModuleRequest& req, int64
 grpc::ServerUnaryReactor* AttentionServiceImpl::LoadModule(grpc::CallbackServerContext* ctx,
                                                            const pb::LoadModuleRequest* req,
                                                            pb::ModuleInfo* resp) {
-  return RunOnPool(*pool_, options_.log_calls, "LoadModule", ctx, req, resp,
+  return RunOnPool(*pool_, inflight_, options_.log_calls, "LoadModule", ctx, req, resp,
                    [this, req, resp](int64_t) -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(LoadedModule loaded, BuildModule(*req, options_.max_tensor_elements));
     *resp = loaded.info;

@@ -7,6 +7,7 @@
 #ifndef ATTENTION_SERVER_SERVICE_H_
 #define ATTENTION_SERVER_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -31,6 +32,8 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   ~AttentionServiceImpl() override;
 
   ModuleRegistry& registry() { return registry_; }
+  // Calls accepted on the compute pool and not yet finished.
+  int inflight() const { return inflight_.load(); }
   const ServiceOptions& options() const { return options_; }
 
   grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* ctx,
@@ -59,6 +62,7 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   ServiceOptions options_;
   ModuleRegistry registry_;
   std::unique_ptr<WorkPool> pool_;
+  std::atomic<int> inflight_{0};
 };
 
 // Registers the five small seeded demo modules (demo-sa, demo-mha, demo-gqa,

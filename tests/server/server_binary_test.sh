@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The real binaries: attention_server on a free loopback port, attention_cli
+# against it, a bad request that fails cleanly, SIGTERM that exits 0.
+set -euo pipefail
+bin="$1"
+work=$(mktemp -d)
+trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+
+"$bin/attention_server" --listen 127.0.0.1:0 2>"$work/server.log" &
+pid=$!
+port=""
+for _ in $(seq 200); do
+  port=$(grep -o '(port [0-9]*)' "$work/server.log" | tr -dc 0-9 || true)
+  [[ -n "$port" ]] && break
+  sleep 0.05
+done
+[[ -n "$port" ]] || { echo "server did not start"; cat "$work/server.log"; exit 1; }
+cli=("$bin/attention_cli" --target "127.0.0.1:$port")
+
+"${cli[@]}" health | grep -qx SERVING
+"${cli[@]}" list | grep -q '^demo-mla'
+"${cli[@]}" attend --causal --dtype f16 --out "$work/out.npy" | grep -q 'variant: gqa'
+test -s "$work/out.npy"
+"${cli[@]}" forward --module demo-mla --lq 8 --causal | grep -q 'shape \[1, 8, 512\]'
+"${cli[@]}" estimate --variant mqa --d_model 4096 --heads 32 --seq_len 1024 \
+  | grep -q 'kv_cache_bytes_per_token: 1024'
+if "${cli[@]}" attend --hq 6 --hkv 4 2>"$work/err"; then
+  echo "bad request succeeded"; exit 1
+fi
+grep -q 'INVALID_ARGUMENT: key: dim 1 (Hkv) must divide' "$work/err"
+"${cli[@]}" health | grep -qx SERVING   # still serving after the bad request
+
+kill -TERM "$pid"
+wait "$pid"   # set -e: a non-zero exit fails the test
+grep -q '"method":"Attend","code":"OK"' "$work/server.log"
+grep -q 'attention_server: stopped' "$work/server.log"
+echo "server_binary_test: 1 passed, 0 failed"
