@@ -290,3 +290,24 @@ TEST_F(BadInputTest, EveryMalformedRequestGetsItsCodeAndAClearMessage) {
 
 }  // namespace
 }  // namespace attention
+
+namespace attention {
+namespace {
+
+class SmallMessageServer : public ServerTest {
+  void Customize(server::ServerOptions& options) override {
+    options.service.max_message_bytes = 1 << 20;
+  }
+};
+
+TEST_F(SmallMessageServer, OversizedMessageIsResourceExhaustedAndServerKeepsServing) {
+  const Tensor big = RandomTensor({1, 1, 512, 1024}, 1);  // 2 MiB of float32
+  auto r = client_->Attend(big, big, big);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  const Tensor small = RandomTensor({1, 1, 4, 8}, 2);
+  EXPECT_OK(client_->Attend(small, small, small));
+}
+
+}  // namespace
+}  // namespace attention
