@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "core/internal/gemm.h"
 #include "core/internal/layer_ops.h"
+#include "core/kv_cache.h"
 #include "core/status_macros.h"
 
 namespace attention {
@@ -187,6 +188,37 @@ class ProjectedAttention final : public AttentionModule {
     return Linear(x.data(), m, k, k, W(prefix + ".weight").data(), n, Bias(prefix), y.data(), n);
   }
 
+  absl::StatusOr<Tensor> DecodeStep(PagedKvCache& cache, const Tensor& x) const override {
+    const int64_t batch = x.dim(0), t_new = x.dim(1), m = batch * t_new;
+    const int64_t l0 = cache.length();
+    ATTN_RETURN_IF_ERROR(cache.Reserve(t_new));
+    Tensor q({m, hq_ * dqk_}), k({m, hkv_ * dqk_}), v({m, hkv_ * dv_});
+    ATTN_RETURN_IF_ERROR(Project(x, q_, hq_ * dqk_, q));
+    ATTN_RETURN_IF_ERROR(Project(x, k_, hkv_ * dqk_, k));
+    ATTN_RETURN_IF_ERROR(Project(x, v_, hkv_ * dv_, v));
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t t = 0; t < t_new; ++t) {
+        for (int64_t h = 0; h < hkv_; ++h) {
+          std::memcpy(cache.K(b, h, l0 + t), k.data() + ((b * t_new + t) * hkv_ + h) * dqk_,
+                      dqk_ * sizeof(float));
+          std::memcpy(cache.V(b, h, l0 + t), v.data() + ((b * t_new + t) * hkv_ + h) * dv_,
+                      dv_ * sizeof(float));
+        }
+      }
+    }
+    cache.Advance(t_new);
+    Tensor attn({batch, t_new, hq_ * dv_});
+    ATTN_RETURN_IF_ERROR(PagedSdpa(HeadsView(q.data(), batch, hq_, t_new, dqk_), cache,
+                                   1.0f / std::sqrt(static_cast<float>(dqk_)),
+                                   MutHeadsView(attn.data(), batch, hq_, t_new, dv_)));
+    if (o_.empty()) return attn;
+    const int64_t d = config().d_model;
+    Tensor y({batch, t_new, d});
+    ATTN_RETURN_IF_ERROR(Linear(attn.data(), m, hq_ * dv_, hq_ * dv_, W(o_ + ".weight").data(), d,
+                                Bias(o_), y.data(), d));
+    return y;
+  }
+
   static View4 HeadsView(const float* data, int64_t b, int64_t h, int64_t l, int64_t d) {
     View4 v;
     v.data = data;
@@ -305,9 +337,59 @@ class LatentAttention final : public AttentionModule {
   absl::Status AttendAbsorbed(const Tensor& q, const Tensor& latent, const Inputs& in,
                               const MaskSpec& mask, float* weights, Tensor& attn) const {
     const ModuleConfig& c = config();
+    const int64_t h = c.num_heads, r = c.kv_lora_rank, dl = r + c.qk_rope_head_dim;
+    const int64_t mq = in.batch * in.lq;
+    ATTN_ASSIGN_OR_RETURN(Tensor qa, AbsorbQuery(q, mq));
+    const View4 qv = Strided(qa.data(), in.batch, h, in.lq, dl, in.lq * h * dl, dl, h * dl);
+    const View4 kv = Strided(latent.data(), in.batch, 1, in.lk, dl, in.lk * dl, in.lk * dl, dl);
+    const View4 vv = Strided(latent.data(), in.batch, 1, in.lk, r, in.lk * dl, in.lk * dl, dl);
+    Tensor out_latent({mq, h * r});
+    ATTN_RETURN_IF_ERROR(Sdpa(qv, kv, vv, mask, Scale(), LatentOutView(out_latent, in.batch, in.lq),
+                              weights));
+    return ExpandLatent(out_latent, mq, attn);
+  }
+
+  absl::StatusOr<Tensor> DecodeStep(PagedKvCache& cache, const Tensor& x) const override {
+    const ModuleConfig& c = config();
+    const int64_t h = c.num_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+    const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, d = c.d_model;
+    const int64_t dq = dn + dr, dl = r + dr;
+    const int64_t batch = x.dim(0), t_new = x.dim(1), m = batch * t_new;
+    const int64_t l0 = cache.length();
+    ATTN_RETURN_IF_ERROR(cache.Reserve(t_new));
+    Tensor q({m, h * dq});
+    ATTN_RETURN_IF_ERROR(ProjectQuery(x, q));
+    internal::ApplyRope(q.data() + dn, batch, t_new, h, dq, h * dq, dr, Theta(), l0);
+    Tensor latent({m, dl});
+    ATTN_RETURN_IF_ERROR(Linear(x.data(), m, d, d, W("kv_a_proj_with_mqa.weight").data(), dl,
+                                nullptr, latent.data(), dl));
+    internal::RmsNormRows(latent.data(), m, r, dl, W("kv_a_layernorm.weight").data());
+    internal::ApplyRope(latent.data() + r, batch, t_new, 1, 0, dl, dr, Theta(), l0);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t t = 0; t < t_new; ++t) {
+        std::memcpy(cache.K(b, 0, l0 + t), latent.data() + (b * t_new + t) * dl,
+                    dl * sizeof(float));
+      }
+    }
+    cache.Advance(t_new);
+    ATTN_ASSIGN_OR_RETURN(Tensor qa, AbsorbQuery(q, m));
+    Tensor out_latent({m, h * r});
+    ATTN_RETURN_IF_ERROR(
+        PagedSdpa(Strided(qa.data(), batch, h, t_new, dl, t_new * h * dl, dl, h * dl), cache,
+                  Scale(), LatentOutView(out_latent, batch, t_new)));
+    Tensor attn({m, h * dv});
+    ATTN_RETURN_IF_ERROR(ExpandLatent(out_latent, m, attn));
+    Tensor y({batch, t_new, d});
+    ATTN_RETURN_IF_ERROR(Linear(attn.data(), m, h * dv, h * dv, W("o_proj.weight").data(), d,
+                                nullptr, y.data(), d));
+    return y;
+  }
+
+  // [mq, H, r + dr]: q_nope_h · W_UK_h for each head, then the roped q_rope.
+  absl::StatusOr<Tensor> AbsorbQuery(const Tensor& q, int64_t mq) const {
+    const ModuleConfig& c = config();
     const int64_t h = c.num_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
     const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, dq = dn + dr, dl = r + dr;
-    const int64_t mq = in.batch * in.lq;
     const float* wkvb = W("kv_b_proj.weight").data();  // [H·(dn+dv), r]
     Tensor qa({mq, h * dl});
     for (int64_t hh = 0; hh < h; ++hh) {
@@ -322,15 +404,25 @@ class LatentAttention final : public AttentionModule {
                     dr * sizeof(float));
       }
     }
-    const View4 qv = Strided(qa.data(), in.batch, h, in.lq, dl, in.lq * h * dl, dl, h * dl);
-    const View4 kv = Strided(latent.data(), in.batch, 1, in.lk, dl, in.lk * dl, in.lk * dl, dl);
-    const View4 vv = Strided(latent.data(), in.batch, 1, in.lk, r, in.lk * dl, in.lk * dl, dl);
-    Tensor out_latent({mq, h * r});
+    return qa;
+  }
+
+  // [B, H, L, r] view of a [B·L, H·r] buffer.
+  MutView4 LatentOutView(Tensor& out_latent, int64_t batch, int64_t len) const {
+    const int64_t h = config().num_heads, r = config().kv_lora_rank;
     MutView4 ov;
     ov.data = out_latent.data();
-    ov.dims[0] = in.batch, ov.dims[1] = h, ov.dims[2] = in.lq, ov.dims[3] = r;
-    ov.strides[0] = in.lq * h * r, ov.strides[1] = r, ov.strides[2] = h * r;
-    ATTN_RETURN_IF_ERROR(Sdpa(qv, kv, vv, mask, Scale(), ov, weights));
+    ov.dims[0] = batch, ov.dims[1] = h, ov.dims[2] = len, ov.dims[3] = r;
+    ov.strides[0] = len * h * r, ov.strides[1] = r, ov.strides[2] = h * r;
+    return ov;
+  }
+
+  // attn [mq, H·dv] = per head out_latent_h · W_UV_hᵀ.
+  absl::Status ExpandLatent(const Tensor& out_latent, int64_t mq, Tensor& attn) const {
+    const ModuleConfig& c = config();
+    const int64_t h = c.num_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim,
+                  r = c.kv_lora_rank;
+    const float* wkvb = W("kv_b_proj.weight").data();
     for (int64_t hh = 0; hh < h; ++hh) {
       // out_h [mq, dv] = out_latent_h [mq, r] · W_UV_hᵀ, W_UV_h [dv, r].
       ATTN_RETURN_IF_ERROR(internal::Matmul(

@@ -43,6 +43,8 @@
 
 namespace attention {
 
+class PagedKvCache;
+
 enum class Variant { kSelfAttention, kMha, kGqa, kMqa, kMla };
 
 // "self_attention", "mha", "gqa", "mqa", "mla" (the contract's field names).
@@ -159,6 +161,15 @@ class AttentionModule {
 
   // Errors: INVALID_ARGUMENT naming "query", "key", "value" or "mask.*".
   virtual absl::StatusOr<ForwardResult> Forward(const ForwardInput& input) const = 0;
+
+  // One streaming-decode step: appends `tokens` [B, T, d_model] (absolute
+  // positions cache.length() .. + T - 1) to `cache` and returns the layer's
+  // output [B, T, OutputDim] of causal attention over everything cached, so
+  // successive steps equal one causal Forward over their concatenation. MLA
+  // caches only its latent and attends in the absorbed form. The cache must
+  // have CacheLayout(config()) and B rows (checked by DecodeSession).
+  // RESOURCE_EXHAUSTED (KV budget) leaves the cache unchanged.
+  virtual absl::StatusOr<Tensor> DecodeStep(PagedKvCache& cache, const Tensor& tokens) const = 0;
 
  protected:
   AttentionModule(ModuleConfig config, WeightMap weights)

@@ -14,7 +14,7 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<AttentionServer> s(new AttentionServer);
-  s->service_ = std::make_unique<AttentionServiceImpl>(options.service);
+  ATTN_ASSIGN_OR_RETURN(s->service_, AttentionServiceImpl::Create(options.service));
   if (options.demo_modules) ATTN_RETURN_IF_ERROR(LoadDemoModules(s->service_->registry()));
 
   grpc::ServerBuilder builder;

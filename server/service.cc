@@ -12,6 +12,7 @@
 #include "core/status_macros.h"
 #include "core/threading.h"
 #include "server/convert.h"
+#include "server/decode_reactor.h"
 
 namespace attention::server {
 namespace {
@@ -72,11 +73,39 @@ constexpr TensorSpec kInputSpec{3, "[B, L, d_model]"};
 
 const char* ServerVersion() { return "0.1.0"; }
 
-AttentionServiceImpl::AttentionServiceImpl(const ServiceOptions& options) : options_(options) {
+absl::StatusOr<std::unique_ptr<AttentionServiceImpl>> AttentionServiceImpl::Create(
+    const ServiceOptions& options) {
+  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<KvBlockPool> kv,
+                        KvBlockPool::Create(options.kv_cache_bytes, options.kv_block_bytes));
+  return std::make_unique<AttentionServiceImpl>(options, std::move(kv));
+}
+
+AttentionServiceImpl::AttentionServiceImpl(const ServiceOptions& options,
+                                           std::unique_ptr<KvBlockPool> kv)
+    : options_(options), kv_pool_(std::move(kv)) {
   if (options_.compute_threads <= 0) {
     options_.compute_threads = static_cast<int>(std::thread::hardware_concurrency());
   }
   pool_ = std::make_unique<WorkPool>(options_.workers, options_.compute_threads);
+}
+
+absl::Status AttentionServiceImpl::AcquireStream() {
+  const int now = ++streams_;
+  if (options_.max_streams > 0 && now > options_.max_streams) {
+    --streams_;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "start: ", options_.max_streams, " Decode streams are open, the server's limit (--max_streams)"));
+  }
+  return absl::OkStatus();
+}
+
+void AttentionServiceImpl::LogStream(const absl::Status& status, int64_t cached_tokens) {
+  LogCall(options_.log_calls, "Decode", status, 0, static_cast<size_t>(cached_tokens), 0, 0);
+}
+
+grpc::ServerBidiReactor<pb::DecodeRequest, pb::DecodeResponse>* AttentionServiceImpl::Decode(
+    grpc::CallbackServerContext* ctx) {
+  return new DecodeReactor(this, ctx);
 }
 
 AttentionServiceImpl::~AttentionServiceImpl() = default;
@@ -305,6 +334,13 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::GetServerInfo(grpc::CallbackServ
     limits->set_max_tensor_elements(options_.max_tensor_elements);
     limits->set_max_inflight_requests(options_.workers);
     limits->set_compute_threads(options_.compute_threads);
+    limits->set_kv_cache_bytes(kv_pool_->total_blocks() * kv_pool_->block_bytes());
+    limits->set_max_concurrent_streams(options_.max_streams);
+    pb::KvCacheUsage* kv = resp->mutable_kv_cache();
+    kv->set_block_bytes(kv_pool_->block_bytes());
+    kv->set_blocks_total(kv_pool_->total_blocks());
+    kv->set_blocks_used(kv_pool_->used_blocks());
+    kv->set_streams(streams_.load());
     for (const char* v : {"self_attention", "mha", "gqa", "mqa", "mla"}) resp->add_variants(v);
     return absl::OkStatus();
   });

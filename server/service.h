@@ -13,6 +13,7 @@
 #include <string>
 
 #include "attention/v1/attention.grpc.pb.h"
+#include "core/kv_cache.h"
 #include "server/registry.h"
 #include "server/work_pool.h"
 
@@ -24,14 +25,27 @@ struct ServiceOptions {
   int workers = 2;                                  // requests computing at once
   int compute_threads = 0;                          // OpenMP threads per request; 0: all cores
   bool log_calls = true;
+  int64_t kv_cache_bytes = int64_t{1} << 30;  // Decode KV budget, all streams together
+  int64_t kv_block_bytes = int64_t{64} << 10;  // one paged block
+  int max_streams = 64;                        // Decode streams open at once; 0: no limit
 };
 
 class AttentionServiceImpl final : public ::attention::v1::AttentionService::CallbackService {
  public:
-  explicit AttentionServiceImpl(const ServiceOptions& options);
+  explicit AttentionServiceImpl(const ServiceOptions& options, std::unique_ptr<KvBlockPool> kv);
+  // Fails (INVALID_ARGUMENT) for an unusable KV block size.
+  static absl::StatusOr<std::unique_ptr<AttentionServiceImpl>> Create(const ServiceOptions& options);
   ~AttentionServiceImpl() override;
 
   ModuleRegistry& registry() { return registry_; }
+  KvBlockPool& kv_pool() { return *kv_pool_; }
+  // Decode streams: a slot per open stream (RESOURCE_EXHAUSTED past
+  // max_streams), work on the compute pool, one log line per stream.
+  absl::Status AcquireStream();
+  void ReleaseStream() { --streams_; }
+  int streams() const { return streams_.load(); }
+  void Submit(std::function<void()> task) { pool_->Submit(std::move(task)); }
+  void LogStream(const absl::Status& status, int64_t cached_tokens);
   // Calls accepted on the compute pool and not yet finished.
   int inflight() const { return inflight_.load(); }
   const ServiceOptions& options() const { return options_; }
@@ -51,6 +65,8 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* ctx,
                                     const ::attention::v1::ForwardRequest* request,
                                     ::attention::v1::ForwardResponse* response) override;
+  grpc::ServerBidiReactor<::attention::v1::DecodeRequest, ::attention::v1::DecodeResponse>*
+  Decode(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Estimate(grpc::CallbackServerContext* ctx,
                                      const ::attention::v1::EstimateRequest* request,
                                      ::attention::v1::EstimateResponse* response) override;
@@ -62,7 +78,9 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   ServiceOptions options_;
   ModuleRegistry registry_;
   std::unique_ptr<WorkPool> pool_;
+  std::unique_ptr<KvBlockPool> kv_pool_;
   std::atomic<int> inflight_{0};
+  std::atomic<int> streams_{0};
 };
 
 // Registers the five small seeded demo modules (demo-sa, demo-mha, demo-gqa,

@@ -1,0 +1,148 @@
+// Streaming decode: chunks through a paged KV cache equal one causal Forward
+// over their concatenation, for every variant; the block budget is honoured.
+#include "core/decode.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "tests/core/test_util.h"
+
+namespace attention {
+namespace {
+
+struct DecodeCase {
+  std::string name;
+  ModuleConfig config;
+};
+
+void PrintTo(const DecodeCase& c, std::ostream* os) { *os << c.name; }
+
+ModuleConfig Make(Variant v) {
+  ModuleConfig c;
+  c.variant = v;
+  c.d_model = 128;
+  switch (v) {
+    case Variant::kSelfAttention:
+      c.d_k = 48;
+      c.d_v = 80;
+      break;
+    case Variant::kMha:
+      c.num_heads = 4;
+      break;
+    case Variant::kGqa:
+      c.num_heads = 8;
+      c.num_kv_heads = 2;
+      break;
+    case Variant::kMqa:
+      c.num_heads = 8;
+      break;
+    case Variant::kMla:
+      c.num_heads = 4;
+      c.q_lora_rank = 48;
+      c.kv_lora_rank = 64;
+      c.qk_nope_head_dim = 16;
+      c.qk_rope_head_dim = 8;
+      c.v_head_dim = 16;
+      break;
+  }
+  return c;
+}
+
+// Slice [B, L, D] rows [t0, t0 + n).
+Tensor Slice(const Tensor& x, int64_t t0, int64_t n) {
+  const int64_t b = x.dim(0), l = x.dim(1), d = x.dim(2);
+  Tensor out({b, n, d});
+  for (int64_t i = 0; i < b; ++i) {
+    std::copy(x.data() + (i * l + t0) * d, x.data() + (i * l + t0 + n) * d,
+              out.data() + i * n * d);
+  }
+  return out;
+}
+
+class DecodeVariants : public testing::TestWithParam<DecodeCase> {};
+
+TEST_P(DecodeVariants, ChunksEqualOneCausalForward) {
+  const ModuleConfig& c = GetParam().config;
+  auto module = AttentionModule::CreateRandom(c, 3);
+  ASSERT_OK(module);
+  std::shared_ptr<const AttentionModule> m = std::move(*module);
+  // Small blocks, so chunks cross block boundaries.
+  auto pool = KvBlockPool::Create(1 << 20, 1024);
+  ASSERT_OK(pool);
+  auto session = DecodeSession::Create(m, 2, 0, pool->get());
+  ASSERT_OK(session);
+  EXPECT_LE((*session)->cache().tokens_per_block(), 8);
+
+  const int64_t chunks[] = {5, 1, 1, 3, 1};
+  const Tensor x = RandomTensor({2, 11, c.d_model}, 7);
+  ForwardInput in;
+  in.query = &x;
+  in.mask.causal = true;
+  auto full = m->Forward(in);
+  ASSERT_OK(full);
+
+  int64_t t0 = 0;
+  const int64_t out_dim = OutputDim(c);
+  for (int64_t n : chunks) {
+    auto step = (*session)->Step(Slice(x, t0, n));
+    ASSERT_OK(step);
+    const Tensor want = Slice(full->output, t0, n);
+    EXPECT_EQ(step->output.shape(), (std::vector<int64_t>{2, n, out_dim}));
+    EXPECT_LT(RelError(step->output, want), 1e-4) << "chunk at " << t0;
+    t0 += n;
+    EXPECT_EQ((*session)->cached_tokens(), t0);
+    EXPECT_EQ((*session)->kv_cache_bytes(), t0 * 2 * KvCacheBytesPerToken(c));
+    EXPECT_GT(step->flops, 0);
+  }
+  EXPECT_EQ(CacheLayout(c).FloatsPerToken() * 4, KvCacheBytesPerToken(c));
+  EXPECT_GT((*pool)->used_blocks(), 0);
+  session->reset();
+  EXPECT_EQ((*pool)->used_blocks(), 0);  // every block back in the budget
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Variants, DecodeVariants,
+    testing::Values(DecodeCase{"SelfAttention", Make(Variant::kSelfAttention)},
+                    DecodeCase{"Mha", Make(Variant::kMha)}, DecodeCase{"Gqa", Make(Variant::kGqa)},
+                    DecodeCase{"Mqa", Make(Variant::kMqa)}, DecodeCase{"Mla", Make(Variant::kMla)}),
+    [](const auto& p) { return p.param.name; });
+
+TEST(Decode, OverBudgetFailsAndLeavesTheCacheUnchanged) {
+  std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(Make(Variant::kMha), 1);
+  // MHA d_model 128: 1 KiB per token and row; 2 blocks of 4 KiB = 8 tokens total.
+  auto pool = KvBlockPool::Create(8192, 4096);
+  ASSERT_OK(pool);
+  auto a = DecodeSession::Create(m, 1, 0, pool->get());
+  ASSERT_OK(a);
+  ASSERT_OK((*a)->Step(RandomTensor({1, 6, 128}, 1)));
+  auto over = (*a)->Step(RandomTensor({1, 3, 128}, 2));
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted) << over.status();
+  EXPECT_TRUE(absl::StrContains(over.status().message(), "--kv_cache_mb")) << over.status();
+  EXPECT_EQ((*a)->cached_tokens(), 6);
+  ASSERT_OK((*a)->Step(RandomTensor({1, 2, 128}, 3)));  // still fits exactly
+  auto b = DecodeSession::Create(m, 1, 0, pool->get());
+  ASSERT_OK(b);
+  EXPECT_EQ((*b)->Step(RandomTensor({1, 1, 128}, 4)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  a->reset();
+  EXPECT_OK((*b)->Step(RandomTensor({1, 1, 128}, 4)));  // a's blocks came back
+}
+
+TEST(Decode, MaxTokensAndShapesAreChecked) {
+  std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(Make(Variant::kGqa), 1);
+  auto pool = KvBlockPool::Create(1 << 20, 4096);
+  ASSERT_OK(pool);
+  auto s = DecodeSession::Create(m, 2, 4, pool->get());
+  ASSERT_OK(s);
+  ASSERT_OK((*s)->Step(RandomTensor({2, 3, 128}, 1)));
+  auto past = (*s)->Step(RandomTensor({2, 2, 128}, 2));
+  EXPECT_EQ(past.status().code(), absl::StatusCode::kFailedPrecondition) << past.status();
+  auto shape = (*s)->Step(RandomTensor({1, 1, 128}, 2));
+  EXPECT_EQ(shape.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(shape.status().message(), "tokens: expected [B = 2")) << shape.status();
+  EXPECT_EQ(DecodeSession::Create(m, 0, 0, pool->get()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace attention
