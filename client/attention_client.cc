@@ -182,6 +182,63 @@ absl::StatusOr<ForwardOutput> AttentionClient::Forward(const std::string& module
   return r;
 }
 
+absl::StatusOr<std::unique_ptr<DecodeStream>> AttentionClient::StartDecode(
+    const std::string& module, int64_t batch, int64_t max_tokens) {
+  std::unique_ptr<DecodeStream> s(new DecodeStream);
+  s->ctx_ = std::make_unique<grpc::ClientContext>();
+  PrepareContext(s->ctx_.get());
+  s->stream_ = stub_->Decode(s->ctx_.get());
+  pb::DecodeRequest req;
+  req.mutable_start()->set_module(module);
+  req.mutable_start()->set_batch(batch);
+  req.mutable_start()->set_max_tokens(max_tokens);
+  if (!s->stream_->Write(req)) return s->Finish();
+  return s;
+}
+
+DecodeStream::~DecodeStream() {
+  if (!done_) Cancel();
+}
+
+absl::Status DecodeStream::Finish() {
+  if (!done_) {
+    done_ = true;
+    error_ = FromGrpc(stream_->Finish());
+    if (error_.ok()) error_ = absl::FailedPreconditionError("stream: already closed");
+  }
+  return error_;
+}
+
+absl::StatusOr<DecodeChunk> DecodeStream::Step(const Tensor& tokens, DType wire_dtype) {
+  if (done_) return error_;
+  pb::DecodeRequest req;
+  TensorToProto(tokens, wire_dtype, req.mutable_tokens());
+  pb::DecodeResponse resp;
+  if (!stream_->Write(req) || !stream_->Read(&resp)) return Finish();
+  DecodeChunk chunk;
+  ATTN_ASSIGN_OR_RETURN(chunk.output, TensorFromProto(resp.output()));
+  chunk.cached_tokens = resp.cached_tokens();
+  chunk.kv_cache_bytes = resp.kv_cache_bytes();
+  chunk.timing = TimingOf(resp.timing());
+  return chunk;
+}
+
+absl::Status DecodeStream::Close() {
+  if (done_) return error_.code() == absl::StatusCode::kFailedPrecondition ? absl::OkStatus() : error_;
+  stream_->WritesDone();
+  done_ = true;
+  error_ = FromGrpc(stream_->Finish());
+  return error_;
+}
+
+void DecodeStream::Cancel() {
+  if (done_) return;
+  ctx_->TryCancel();
+  done_ = true;
+  error_ = absl::CancelledError("stream cancelled by the client");
+  stream_->Finish();
+}
+
 absl::StatusOr<pb::EstimateResponse> AttentionClient::Estimate(const pb::ModuleConfig& config,
                                                                int64_t batch, int64_t seq_len) {
   pb::EstimateRequest req;

@@ -81,6 +81,38 @@ void MaskToProto(const MaskSpec& mask, pb::Mask* out);
 // A core ModuleConfig as the contract's message.
 pb::ModuleConfig ConfigToProto(const ModuleConfig& config);
 
+struct DecodeChunk {
+  Tensor output;  // [B, T, d_model]
+  int64_t cached_tokens = 0;
+  int64_t kv_cache_bytes = 0;
+  Timing timing;
+};
+
+// One Decode stream (not thread-safe; one per thread). The server frees the
+// stream's KV cache when it ends: Close(), Cancel(), or this object's
+// destruction (which cancels an open stream).
+class DecodeStream {
+ public:
+  ~DecodeStream();
+  // Sends `tokens` [B, T, d_model] and waits for their outputs. After an
+  // error the stream is over and every later call returns that error.
+  absl::StatusOr<DecodeChunk> Step(const Tensor& tokens, DType wire_dtype = DType::kFloat32);
+  // Half-closes and returns the server's final status.
+  absl::Status Close();
+  // Abandons the stream (the server sees CANCELLED).
+  void Cancel();
+
+ private:
+  friend class AttentionClient;
+  DecodeStream() = default;
+  absl::Status Finish();
+
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<pb::DecodeRequest, pb::DecodeResponse>> stream_;
+  absl::Status error_;
+  bool done_ = false;
+};
+
 class AttentionClient {
  public:
   static absl::StatusOr<std::unique_ptr<AttentionClient>> Connect(
@@ -98,6 +130,9 @@ class AttentionClient {
   absl::Status UnloadModule(const std::string& name);
   absl::StatusOr<ForwardOutput> Forward(const std::string& module, const Tensor& query,
                                         const ForwardOptions& options = {});
+  // Opens a Decode stream and sends `start`. max_tokens 0: no per-stream cap.
+  absl::StatusOr<std::unique_ptr<DecodeStream>> StartDecode(const std::string& module,
+                                                            int64_t batch, int64_t max_tokens = 0);
   absl::StatusOr<pb::EstimateResponse> Estimate(const pb::ModuleConfig& config, int64_t batch,
                                                 int64_t seq_len);
   absl::StatusOr<pb::ServerInfo> GetServerInfo();

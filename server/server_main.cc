@@ -4,6 +4,7 @@
 //                    [--compute_threads=0] [--max_message_mb=256]
 //                    [--max_tensor_elements=67108864] [--demo_modules=true]
 //                    [--log_calls=true] [--drain_seconds=30]
+//                    [--kv_cache_mb=1024] [--kv_block_kb=64] [--max_streams=64]
 //
 // SIGTERM or SIGINT drains: health turns NOT_SERVING, new calls are refused,
 // calls in flight finish, then the process exits 0.
@@ -28,6 +29,9 @@ ABSL_FLAG(int64_t, max_tensor_elements, int64_t{64} << 20,
 ABSL_FLAG(bool, demo_modules, true, "load demo-sa, demo-mha, demo-gqa, demo-mqa, demo-mla at start");
 ABSL_FLAG(bool, log_calls, true, "one JSON log line per call on stderr");
 ABSL_FLAG(int, drain_seconds, 30, "on SIGTERM/SIGINT, how long calls in flight may take");
+ABSL_FLAG(int64_t, kv_cache_mb, 1024, "KV-cache budget of all Decode streams together, MiB");
+ABSL_FLAG(int64_t, kv_block_kb, 64, "size of one KV-cache block (the paging unit), KiB");
+ABSL_FLAG(int, max_streams, 64, "Decode streams open at once (0: no limit)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves attention.v1 (see proto/attention/v1/attention.proto).");
@@ -48,6 +52,9 @@ int main(int argc, char** argv) {
   options.service.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
   options.service.max_tensor_elements = absl::GetFlag(FLAGS_max_tensor_elements);
   options.service.log_calls = absl::GetFlag(FLAGS_log_calls);
+  options.service.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
+  options.service.kv_block_bytes = absl::GetFlag(FLAGS_kv_block_kb) << 10;
+  options.service.max_streams = absl::GetFlag(FLAGS_max_streams);
   auto server = attention::server::AttentionServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "attention_server: %s\n", server.status().ToString().c_str());

@@ -1,0 +1,187 @@
+// The Decode stream through the real client: chunks equal one causal
+// Forward; caches are freed however a stream ends; the KV budget is shared.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "core/module.h"
+#include "tests/core/test_util.h"
+#include "tests/server/test_server.h"
+
+namespace attention {
+namespace {
+
+namespace pb = ::attention::v1;
+
+Tensor Slice(const Tensor& x, int64_t t0, int64_t n) {
+  const int64_t b = x.dim(0), l = x.dim(1), d = x.dim(2);
+  Tensor out({b, n, d});
+  for (int64_t i = 0; i < b; ++i) {
+    std::copy(x.data() + (i * l + t0) * d, x.data() + (i * l + t0 + n) * d,
+              out.data() + i * n * d);
+  }
+  return out;
+}
+
+class DecodeTest : public ServerTest {
+ protected:
+  void Customize(server::ServerOptions& options) override {
+    // 64 blocks of 16 KiB: 1 MiB of KV budget.
+    options.service.kv_cache_bytes = 1 << 20;
+    options.service.kv_block_bytes = 16 << 10;
+  }
+  int64_t BlocksUsed() {
+    auto info = client_->GetServerInfo();
+    EXPECT_TRUE(info.ok()) << info.status();
+    return info.ok() ? info->kv_cache().blocks_used() : -1;
+  }
+  // Blocks come back when the server has seen the stream end: poll briefly.
+  bool WaitForBlocks(int64_t want) {
+    for (int i = 0; i < 400; ++i) {
+      if (BlocksUsed() == want) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  }
+};
+
+class DecodeEveryDemo : public DecodeTest, public testing::WithParamInterface<const char*> {};
+
+TEST_P(DecodeEveryDemo, ChunksEqualOneCausalForward) {
+  const std::string module = GetParam();
+  auto modules = client_->ListModules();
+  ASSERT_OK(modules);
+  int64_t d_model = 0, per_token = 0;
+  for (const auto& m : *modules) {
+    if (m.name() == module) {
+      d_model = m.config().d_model();
+      per_token = m.kv_cache_bytes_per_token();
+    }
+  }
+  const Tensor x = RandomTensor({2, 11, d_model}, 3);
+  client::ForwardOptions fo;
+  fo.mask.causal = true;
+  auto full = client_->Forward(module, x, fo);
+  ASSERT_OK(full);
+
+  auto stream = client_->StartDecode(module, 2);
+  ASSERT_OK(stream);
+  int64_t t0 = 0;
+  for (int64_t n : {5, 1, 1, 3, 1}) {
+    auto chunk = (*stream)->Step(Slice(x, t0, n));
+    ASSERT_OK(chunk);
+    EXPECT_LT(RelError(chunk->output, Slice(full->output, t0, n)), 1e-4) << "chunk at " << t0;
+    t0 += n;
+    EXPECT_EQ(chunk->cached_tokens, t0);
+    EXPECT_EQ(chunk->kv_cache_bytes, t0 * 2 * per_token);
+    EXPECT_GT(chunk->timing.flops, 0);
+  }
+  EXPECT_GT(BlocksUsed(), 0);
+  ASSERT_OK((*stream)->Close());
+  EXPECT_TRUE(WaitForBlocks(0));
+}
+
+INSTANTIATE_TEST_SUITE_P(Demos, DecodeEveryDemo,
+                         testing::Values("demo-sa", "demo-mha", "demo-gqa", "demo-mqa",
+                                         "demo-mla"),
+                         [](const auto& p) {
+                           std::string n = p.param;
+                           return n.substr(5);
+                         });
+
+TEST_F(DecodeTest, CancelledAndAbandonedStreamsReturnTheirBlocks) {
+  const Tensor x = RandomTensor({1, 40, 512}, 1);
+  {
+    auto cancelled = client_->StartDecode("demo-mha", 1);
+    ASSERT_OK(cancelled);
+    ASSERT_OK((*cancelled)->Step(x));
+    EXPECT_GT(BlocksUsed(), 0);
+    (*cancelled)->Cancel();
+    EXPECT_TRUE(WaitForBlocks(0));
+  }
+  {
+    // Abandoned: the client object goes away mid-stream without closing.
+    auto abandoned = client_->StartDecode("demo-gqa", 1);
+    ASSERT_OK(abandoned);
+    ASSERT_OK((*abandoned)->Step(x));
+    EXPECT_GT(BlocksUsed(), 0);
+  }
+  EXPECT_TRUE(WaitForBlocks(0));
+  {
+    // A stream that fails (bad chunk) frees its cache too.
+    auto failing = client_->StartDecode("demo-gqa", 1);
+    ASSERT_OK(failing);
+    ASSERT_OK((*failing)->Step(x));
+    auto bad = (*failing)->Step(RandomTensor({1, 2, 64}, 2));
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+    EXPECT_TRUE(absl::StartsWith(bad.status().message(), "tokens: expected [B = 1")) << bad.status();
+  }
+  EXPECT_TRUE(WaitForBlocks(0));
+  auto info = client_->GetServerInfo();
+  ASSERT_OK(info);
+  EXPECT_EQ(info->kv_cache().streams(), 0);
+}
+
+TEST_F(DecodeTest, OverBudgetStreamFailsWhileAnotherSucceeds) {
+  // demo-mha caches 4 KiB per token: 4 tokens per 16 KiB block, 256 tokens
+  // in the whole 1 MiB budget.
+  auto small = client_->StartDecode("demo-mha", 1);
+  ASSERT_OK(small);
+  ASSERT_OK((*small)->Step(RandomTensor({1, 8, 512}, 1)));
+  auto greedy = client_->StartDecode("demo-mha", 1);
+  ASSERT_OK(greedy);
+  auto refused = (*greedy)->Step(RandomTensor({1, 300, 512}, 2));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "kv cache")) << refused.status();
+  // The other stream is undisturbed and keeps decoding.
+  auto next = (*small)->Step(RandomTensor({1, 1, 512}, 3));
+  ASSERT_OK(next);
+  EXPECT_EQ(next->cached_tokens, 9);
+  ASSERT_OK((*small)->Close());
+  EXPECT_TRUE(WaitForBlocks(0));
+}
+
+TEST_F(DecodeTest, ProtocolErrors) {
+  pb::DecodeRequest tokens_first;
+  auto* t = tokens_first.mutable_tokens();
+  t->set_dtype(pb::DTYPE_FLOAT32);
+  for (int64_t d : {1, 1, 512}) t->add_shape(d);
+  t->set_data(std::string(512 * 4, '\0'));
+  {
+    grpc::ClientContext ctx;
+    auto s = client_->stub().Decode(&ctx);
+    ASSERT_TRUE(s->Write(tokens_first));
+    pb::DecodeResponse resp;
+    EXPECT_FALSE(s->Read(&resp));
+    const grpc::Status st = s->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_TRUE(absl::StartsWith(st.error_message(), "tokens: sent before start"));
+  }
+  {
+    auto unknown = client_->StartDecode("no-such-module", 1);
+    ASSERT_OK(unknown);  // the start is only answered by the first read
+    auto r = (*unknown)->Step(RandomTensor({1, 1, 512}, 1));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  }
+  {
+    auto capped = client_->StartDecode("demo-gqa", 1, /*max_tokens=*/4);
+    ASSERT_OK(capped);
+    ASSERT_OK((*capped)->Step(RandomTensor({1, 3, 512}, 1)));
+    auto past = (*capped)->Step(RandomTensor({1, 2, 512}, 2));
+    EXPECT_EQ(past.status().code(), absl::StatusCode::kFailedPrecondition) << past.status();
+    EXPECT_TRUE(absl::StrContains(past.status().message(), "max_tokens = 4")) << past.status();
+  }
+  {
+    auto zero = client_->StartDecode("demo-gqa", 0);
+    ASSERT_OK(zero);
+    auto r = (*zero)->Step(RandomTensor({1, 1, 512}, 1));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_TRUE(absl::StartsWith(r.status().message(), "start.batch")) << r.status();
+  }
+  EXPECT_TRUE(WaitForBlocks(0));
+}
+
+}  // namespace
+}  // namespace attention
