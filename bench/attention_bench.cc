@@ -3,6 +3,11 @@
 // in the same run.
 //
 //   attention_bench [--threads N] [--filter SUBSTR] [--min_time SECONDS]
+//                   [--decode_batch 8]
+//
+// Then, per variant at d_model 4096 (32 query heads), whole-layer decode:
+// one token per batch row after Lk = 4096 cached tokens, through
+// DecodeSession and its paged KV cache, in tokens/s.
 //
 // Causal workloads count only visible (query, key) pairs (about half).
 // Decode workloads also report the K/V bytes read per second, against the
@@ -21,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "core/decode.h"
 #include "core/sdpa.h"
 #include "core/threading.h"
 #include "core/workload.h"
@@ -35,6 +41,7 @@ struct Options {
   int threads = 0;
   std::string filter;
   double min_time = 1.0;
+  int64_t decode_batch = 8;
 };
 
 // Runs fn until min_time has passed (at least 3 times, after one warm-up) and
@@ -115,6 +122,86 @@ std::string CpuModel() {
   return "unknown";
 }
 
+// Layer configs of the variant comparison at d_model 4096.
+std::vector<std::pair<std::string, ModuleConfig>> DecodeVariants() {
+  ModuleConfig mha;
+  mha.variant = Variant::kMha;
+  mha.d_model = 4096;
+  mha.num_heads = 32;
+  mha.bias = false;
+  ModuleConfig gqa = mha;
+  gqa.variant = Variant::kGqa;
+  gqa.num_kv_heads = 8;
+  ModuleConfig mqa = mha;
+  mqa.variant = Variant::kMqa;
+  ModuleConfig mla = mha;
+  mla.variant = Variant::kMla;
+  mla.q_lora_rank = 1536;
+  mla.kv_lora_rank = 512;
+  mla.qk_nope_head_dim = 128;
+  mla.qk_rope_head_dim = 64;
+  mla.v_head_dim = 128;
+  return {{"mha_h32", mha}, {"gqa_h32kv8", gqa}, {"mqa_h32", mqa}, {"mla_h32_r512", mla}};
+}
+
+int RunDecode(const Options& opt, double bandwidth) {
+  const int64_t lk = 4096, batch = opt.decode_batch;
+  std::printf("\n## layer decode, d_model 4096, B = %lld, one token per row after %lld cached\n\n",
+              static_cast<long long>(batch), static_cast<long long>(lk));
+  std::printf("| variant | KV bytes/token | KV cache MiB | ms/step | tokens/s | KV GB/s | vs bandwidth |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  for (const auto& [name, config] : DecodeVariants()) {
+    if (!opt.filter.empty() && name.find(opt.filter) == std::string::npos &&
+        std::string("decode").find(opt.filter) == std::string::npos) {
+      continue;
+    }
+    auto module = AttentionModule::CreateRandom(config, 1);
+    const int64_t per_token = KvCacheBytesPerToken(config);
+    auto pool = KvBlockPool::Create(per_token * batch * (lk + 64) + (int64_t{64} << 20), 64 << 10);
+    if (!module.ok() || !pool.ok()) return 1;
+    std::shared_ptr<const AttentionModule> m = std::move(*module);
+    auto session = DecodeSession::Create(m, batch, 0, pool->get());
+    if (!session.ok()) return 1;
+    // Fill the cache with lk tokens of small random values (contents do not
+    // change the cost), then time single-token steps, resetting the length.
+    PagedKvCache& cache = (*session)->mutable_cache();
+    if (!cache.Reserve(lk + 1).ok()) return 1;
+    const KvLayout& layout = cache.layout();
+    std::mt19937 gen(1);
+    std::uniform_real_distribution<float> dist(-0.1f, 0.1f);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t h = 0; h < layout.heads; ++h)
+        for (int64_t t = 0; t < lk; ++t) {
+          float* kr = cache.K(b, h, t);
+          for (int64_t i = 0; i < layout.k_width; ++i) kr[i] = dist(gen);
+          if (!layout.v_in_k) {
+            float* vr = cache.V(b, h, t);
+            for (int64_t i = 0; i < layout.v_width; ++i) vr[i] = dist(gen);
+          }
+        }
+    cache.Advance(lk);
+    const auto x = RandomBuffer(batch * config.d_model, 5);
+    Tensor tokens({batch, 1, config.d_model}, x);
+    absl::Status status;
+    const double t = TimeIt(
+        [&] {
+          status = (*session)->Step(tokens).status();
+          cache.Advance(-1);  // keep Lk fixed
+        },
+        opt.min_time);
+    if (!status.ok()) {
+      std::fprintf(stderr, "%s: %s\n", name.c_str(), status.ToString().c_str());
+      return 1;
+    }
+    const double kv_bytes = static_cast<double>(per_token) * batch * (lk + 1);
+    std::printf("| %s | %lld | %.0f | %.2f | %.0f | %.1f | %.0f%% |\n", name.c_str(),
+                static_cast<long long>(per_token), kv_bytes / 1048576.0, t * 1e3, batch / t,
+                kv_bytes / t / 1e9, 100 * kv_bytes / t / 1e9 / bandwidth);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 int Run(const Options& opt) {
   if (opt.threads > 0) SetComputeThreads(opt.threads);
   char date[32];
@@ -163,7 +250,7 @@ int Run(const Options& opt) {
     }
     std::fflush(stdout);
   }
-  return 0;
+  return RunDecode(opt, bw);
 }
 
 }  // namespace
@@ -185,9 +272,12 @@ int main(int argc, char** argv) {
       opt.filter = f;
     } else if (const char* m = value("--min_time")) {
       opt.min_time = std::atof(m);
+    } else if (const char* db = value("--decode_batch")) {
+      opt.decode_batch = std::atoll(db);
     } else {
       std::fprintf(stderr,
-                   "usage: attention_bench [--threads N] [--filter SUBSTR] [--min_time SECONDS]\n");
+                   "usage: attention_bench [--threads N] [--filter SUBSTR] [--min_time SECONDS] "
+                   "[--decode_batch B]\n");
       return arg == "--help" || arg == "-h" ? 0 : 2;
     }
   }

@@ -35,6 +35,8 @@ class DecodeSession {
   // Bytes the cache's tokens occupy: cached_tokens · batch · per-token bytes.
   int64_t kv_cache_bytes() const;
   const PagedKvCache& cache() const { return *cache_; }
+  // For benchmarks: the cache itself (e.g. to fill it without computing).
+  PagedKvCache& mutable_cache() { return *cache_; }
   const AttentionModule& module() const { return *module_; }
 
  private:

@@ -1,5 +1,6 @@
 #include "core/kv_cache.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -86,7 +87,7 @@ int64_t KvBlockPool::used_blocks() const {
 absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvLayout& layout,
                                                                    int64_t batch,
                                                                    KvBlockPool* pool) {
-  const int64_t bytes_per_token = layout.FloatsPerToken() * 4;
+  const int64_t bytes_per_token = layout.FloatsPerHeadToken() * 4;
   const int64_t tpb = pool->block_bytes() / bytes_per_token;
   if (tpb < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -113,8 +114,8 @@ int64_t PagedKvCache::blocks_held() const {
 
 absl::Status PagedKvCache::Reserve(int64_t tokens) {
   const int64_t need = (length_ + tokens + tokens_per_block_ - 1) / tokens_per_block_;
-  std::vector<std::pair<int64_t, float*>> added;
-  for (int64_t b = 0; b < batch_; ++b) {
+  std::vector<std::pair<size_t, float*>> added;
+  for (size_t b = 0; b < blocks_.size(); ++b) {
     while (static_cast<int64_t>(blocks_[b].size()) < need) {
       absl::StatusOr<float*> block = pool_->Allocate();
       if (!block.ok()) {
@@ -131,6 +132,43 @@ absl::Status PagedKvCache::Reserve(int64_t tokens) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// dot(a, b) over n floats.
+inline float Dot(const float* a, const float* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  }
+  acc0 = _mm256_add_ps(acc0, acc1);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  float sum = _mm_cvtss_f32(h);
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+// y += a · x over n floats.
+inline void Axpy(float a, const float* x, float* y, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  }
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+constexpr int64_t kRowTile = 32;  // query rows sharing one pass over the cache
+constexpr int64_t kGemmRows = 8;  // from this many rows, oneDNN GEMMs per block win
+
+}  // namespace
+
 absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
                        const MutView4& out) {
   using internal::Mat;
@@ -143,66 +181,97 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
     return absl::InternalError(absl::StrCat("PagedSdpa: query ", ShapeString(q.dims),
                                             " does not match the cache"));
   }
+  // Rows of kv head g are its G query heads × T new tokens, head-major. A
+  // tile is up to kRowTile rows with one stride (so it can be a GEMM
+  // operand): across heads when T == 1 or heads are consecutive [T, D]
+  // blocks in both query and output, else within one head.
   const int64_t group = hq / hkv, rows = group * t_new;
-  const int64_t nblocks = (lk + tpb - 1) / tpb;
-  // The G heads' rows form one strided matrix when T == 1 or heads are
-  // consecutive [T, D] blocks.
-  auto merged = [&](const int64_t* s) -> int64_t {
-    if (t_new == 1) return s[1];
-    return s[1] == t_new * s[2] ? s[2] : 0;
+  auto uniform = [&](const int64_t* st) -> int64_t {
+    if (t_new == 1) return st[1];
+    return st[1] == t_new * st[2] ? st[2] : 0;
   };
-  const int64_t q_rows = merged(q.strides), o_rows = merged(out.strides);
+  const bool across_heads = uniform(q.strides) != 0 && uniform(out.strides) != 0;
+  const int64_t qs = across_heads ? uniform(q.strides) : q.strides[2];
+  const int64_t os = across_heads ? uniform(out.strides) : out.strides[2];
+  const int64_t tiles_per_head = (t_new + kRowTile - 1) / kRowTile;
+  const int64_t tiles = across_heads ? (rows + kRowTile - 1) / kRowTile : group * tiles_per_head;
 
   absl::Mutex error_mu;
   absl::Status error;
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<size_t>(rows * lk));
-    std::vector<float> acc(static_cast<size_t>(rows * dv)), part(static_cast<size_t>(rows * dv));
+    const int64_t max_rows = std::min(rows, kRowTile);
+    std::vector<float> scores(static_cast<size_t>(max_rows * lk));
+    std::vector<float> acc(static_cast<size_t>(max_rows * dv)), part(acc.size());
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t job = 0; job < batch * hkv; ++job) {
-      const int64_t b = job / hkv, g = job % hkv;
+    for (int64_t job = 0; job < batch * hkv * tiles; ++job) {
+      const int64_t b = job / (hkv * tiles), g = job / tiles % hkv, tile = job % tiles;
+      // First row (head hl0, token t0) and row count of the tile.
+      int64_t hl0, t0, nr;
+      if (across_heads) {
+        const int64_t r0 = tile * kRowTile;
+        hl0 = r0 / t_new;
+        t0 = r0 % t_new;
+        nr = std::min(kRowTile, rows - r0);
+      } else {
+        hl0 = tile / tiles_per_head;
+        t0 = tile % tiles_per_head * kRowTile;
+        nr = std::min(kRowTile, t_new - t0);
+      }
+      const float* q0 = q.Row(b, g * group + hl0, t0);
+      float* o0 = out.Row(b, g * group + hl0, t0);
+      int64_t visible[kRowTile];
+      int64_t kmax = 0;
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t t = across_heads ? (hl0 * t_new + t0 + i) % t_new : t0 + i;
+        visible[i] = t + lk - t_new + 1;  // causal, bottom-right
+        kmax = std::max(kmax, visible[i]);
+      }
+      const int64_t nblocks = (kmax + tpb - 1) / tpb;
       absl::Status status;
-      // Scores, block by block: S[:, blk] = Q · K_blkᵀ.
-      for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
-        const int64_t n = std::min(tpb, lk - blk * tpb);
-        const Mat kt = Mat::Transposed(cache.K(b, g, blk * tpb), dk, n, layout.k_width);
-        if (q_rows != 0) {
-          status = internal::Matmul(Mat::RowMajor(q.Row(b, g * group, 0), rows, dk, q_rows), kt,
+      if (nr >= kGemmRows) {
+        // Compute-bound: a GEMM per block for scores and for values.
+        for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
+          const int64_t n = std::min(tpb, kmax - blk * tpb);
+          status = internal::Matmul(Mat::RowMajor(q0, nr, dk, qs),
+                                    Mat::Transposed(cache.K(b, g, blk * tpb), dk, n, layout.k_width),
                                     scores.data() + blk * tpb, lk);
-        } else {
-          for (int64_t hl = 0; hl < group && status.ok(); ++hl) {
-            status = internal::Matmul(
-                Mat::RowMajor(q.Row(b, g * group + hl, 0), t_new, dk, q.strides[2]), kt,
-                scores.data() + hl * t_new * lk + blk * tpb, lk);
-          }
+        }
+      } else {
+        // Memory-bound: each cached key row is read once for all rows.
+        for (int64_t j = 0; j < kmax; ++j) {
+          const float* kj = cache.K(b, g, j);
+          for (int64_t i = 0; i < nr; ++i) scores[i * lk + j] = Dot(q0 + i * qs, kj, dk);
         }
       }
-      for (int64_t r = 0; r < rows && status.ok(); ++r) {
-        const int64_t t = r % t_new;
-        internal::MaskedSoftmaxRow(scores.data() + r * lk, lk, scale, t + lk - t_new + 1, nullptr,
-                                   0);
+      for (int64_t i = 0; i < nr && status.ok(); ++i) {
+        internal::MaskedSoftmaxRow(scores.data() + i * lk, kmax, scale, visible[i], nullptr, 0);
       }
-      // O = Σ_blk P[:, blk] · V_blk.
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
-        const int64_t n = std::min(tpb, lk - blk * tpb);
-        status = internal::Matmul(Mat::RowMajor(scores.data() + blk * tpb, rows, n, lk),
-                                  Mat::RowMajor(cache.V(b, g, blk * tpb), n, dv, cache.v_stride()),
-                                  part.data(), dv);
-        for (size_t i = 0; i < acc.size(); ++i) acc[i] += part[i];
+      std::fill(acc.begin(), acc.begin() + nr * dv, 0.0f);
+      if (nr >= kGemmRows) {
+        for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
+          const int64_t n = std::min(tpb, kmax - blk * tpb);
+          status = internal::Matmul(
+              Mat::RowMajor(scores.data() + blk * tpb, nr, n, lk),
+              Mat::RowMajor(cache.V(b, g, blk * tpb), n, dv, cache.v_stride()), part.data(), dv);
+          for (int64_t x = 0; x < nr * dv; ++x) acc[x] += part[x];
+        }
+      } else {
+        for (int64_t j = 0; j < kmax; ++j) {
+          const float* vj = cache.V(b, g, j);
+          for (int64_t i = 0; i < nr; ++i) {
+            const float p = scores[i * lk + j];
+            if (p != 0.0f) Axpy(p, vj, acc.data() + i * dv, dv);
+          }
+        }
       }
       if (!status.ok()) {
         absl::MutexLock lock(&error_mu);
         if (error.ok()) error = status;
         continue;
       }
-      for (int64_t hl = 0; hl < group; ++hl) {
-        for (int64_t t = 0; t < t_new; ++t) {
-          float* dst = o_rows != 0 ? out.Row(b, g * group, 0) + (hl * t_new + t) * o_rows
-                                   : out.Row(b, g * group + hl, t);
-          std::memcpy(dst, acc.data() + (hl * t_new + t) * dv, dv * sizeof(float));
-        }
+      for (int64_t i = 0; i < nr; ++i) {
+        std::memcpy(o0 + i * os, acc.data() + i * dv, dv * sizeof(float));
       }
     }
   }

@@ -7,9 +7,10 @@
 //   mla                                 the latent [RMSNorm(c_KV) | RoPE(k_rope)]
 //                                       (kv_lora_rank + qk_rope_head_dim); values
 //                                       are its first kv_lora_rank columns
-// Block layout, for tokens_per_block tokens of one batch row:
-//   K [heads][tokens_per_block][k_width], then (unless v_in_k)
-//   V [heads][tokens_per_block][v_width].
+// A block holds tokens_per_block consecutive tokens of one batch row and one
+// kv head, so a head's keys are read in long contiguous runs:
+//   K [tokens_per_block][k_width], then (unless v_in_k)
+//   V [tokens_per_block][v_width].
 #ifndef ATTENTION_CORE_KV_CACHE_H_
 #define ATTENTION_CORE_KV_CACHE_H_
 
@@ -31,7 +32,8 @@ struct KvLayout {
   int64_t v_width = 0;  // per head: Dv (mla: kv_lora_rank)
   bool v_in_k = false;  // mla: values are the first v_width columns of the key rows
 
-  int64_t FloatsPerToken() const { return heads * (k_width + (v_in_k ? 0 : v_width)); }
+  int64_t FloatsPerToken() const { return heads * FloatsPerHeadToken(); }
+  int64_t FloatsPerHeadToken() const { return k_width + (v_in_k ? 0 : v_width); }
 };
 
 // The cache layout of a valid config; FloatsPerToken() · 4 equals
@@ -71,7 +73,7 @@ class KvBlockPool {
 // thread-safe; returns its blocks to the pool when destroyed.
 class PagedKvCache {
  public:
-  // INVALID_ARGUMENT if one token of one row does not fit a block.
+  // INVALID_ARGUMENT if one token of one row and head does not fit a block.
   static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvLayout& layout,
                                                               int64_t batch, KvBlockPool* pool);
   ~PagedKvCache();
@@ -92,13 +94,12 @@ class PagedKvCache {
 
   // Row of token t (any t < reserved capacity) for batch row b, head h.
   float* K(int64_t b, int64_t h, int64_t t) const {
-    return Block(b, t / tokens_per_block_) + (h * tokens_per_block_ + t % tokens_per_block_) *
-                                                 layout_.k_width;
+    return Block(b, h, t / tokens_per_block_) + t % tokens_per_block_ * layout_.k_width;
   }
   float* V(int64_t b, int64_t h, int64_t t) const {
     if (layout_.v_in_k) return K(b, h, t);
-    return Block(b, t / tokens_per_block_) + layout_.heads * tokens_per_block_ * layout_.k_width +
-           (h * tokens_per_block_ + t % tokens_per_block_) * layout_.v_width;
+    return Block(b, h, t / tokens_per_block_) + tokens_per_block_ * layout_.k_width +
+           t % tokens_per_block_ * layout_.v_width;
   }
   // Leading dimension of K / V rows inside a block.
   int64_t v_stride() const { return layout_.v_in_k ? layout_.k_width : layout_.v_width; }
@@ -106,14 +107,14 @@ class PagedKvCache {
  private:
   PagedKvCache(const KvLayout& layout, int64_t batch, int64_t tokens_per_block, KvBlockPool* pool)
       : layout_(layout), batch_(batch), tokens_per_block_(tokens_per_block), pool_(pool),
-        blocks_(batch) {}
-  float* Block(int64_t b, int64_t i) const { return blocks_[b][i]; }
+        blocks_(batch * layout.heads) {}
+  float* Block(int64_t b, int64_t h, int64_t i) const { return blocks_[b * layout_.heads + h][i]; }
 
   KvLayout layout_;
   int64_t batch_;
   int64_t tokens_per_block_;
   KvBlockPool* pool_;
-  std::vector<std::vector<float*>> blocks_;  // per batch row
+  std::vector<std::vector<float*>> blocks_;  // per (batch row, head)
   int64_t length_ = 0;
 };
 

@@ -100,6 +100,31 @@ TEST_P(DecodeVariants, ChunksEqualOneCausalForward) {
   EXPECT_EQ((*pool)->used_blocks(), 0);  // every block back in the budget
 }
 
+TEST(Decode, LongChunksMatchForwardToo) {
+  // Chunks of 9 and 12 tokens: query tiles large enough for the GEMM path.
+  for (Variant v : {Variant::kMha, Variant::kGqa, Variant::kMla}) {
+    SCOPED_TRACE(VariantFieldName(v));
+    std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(Make(v), 9);
+    auto pool = KvBlockPool::Create(1 << 22, 1024);
+    ASSERT_OK(pool);
+    auto session = DecodeSession::Create(m, 1, 0, pool->get());
+    ASSERT_OK(session);
+    const Tensor x = RandomTensor({1, 22, 128}, 8);
+    ForwardInput in;
+    in.query = &x;
+    in.mask.causal = true;
+    auto full = m->Forward(in);
+    ASSERT_OK(full);
+    int64_t t0 = 0;
+    for (int64_t n : {9, 12, 1}) {
+      auto step = (*session)->Step(Slice(x, t0, n));
+      ASSERT_OK(step);
+      EXPECT_LT(RelError(step->output, Slice(full->output, t0, n)), 1e-4) << t0;
+      t0 += n;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Variants, DecodeVariants,
     testing::Values(DecodeCase{"SelfAttention", Make(Variant::kSelfAttention)},
@@ -109,8 +134,9 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(Decode, OverBudgetFailsAndLeavesTheCacheUnchanged) {
   std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(Make(Variant::kMha), 1);
-  // MHA d_model 128: 1 KiB per token and row; 2 blocks of 4 KiB = 8 tokens total.
-  auto pool = KvBlockPool::Create(8192, 4096);
+  // MHA d_model 128, 4 heads: 256 bytes per token and head, so a 1 KiB
+  // block holds 4 tokens of one head; 8 blocks hold 8 tokens of one row.
+  auto pool = KvBlockPool::Create(8192, 1024);
   ASSERT_OK(pool);
   auto a = DecodeSession::Create(m, 1, 0, pool->get());
   ASSERT_OK(a);
