@@ -15,6 +15,10 @@
 //   forward    a whole layer: --module, random [--b, --lq, d_model] input or
 //              --query (and --key/--value) .npy; --out writes the output
 //   estimate   parameters, KV bytes and FLOPs of a config (--batch --seq_len)
+//   decode     stream --lq tokens through --module in chunks of --chunk
+//   compare    the variant comparison at --d_model/--heads/--seq: parameters,
+//              KV bytes, measured prefill and decode latency, quality proxy;
+//              a Markdown table on stdout and --svg FILE
 // Masks: --causal, --key_lengths=3,5, --keep=mask.npy. Wire dtypes: --dtype
 // (f32|f16|bf16) for inputs, --output_dtype for results.
 #include <cmath>
@@ -32,6 +36,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/attention_client.h"
+#include "client/compare.h"
 #include "core/npy.h"
 #include "core/status_macros.h"
 
@@ -82,6 +87,14 @@ ABSL_FLAG(std::string, weights_dir, "", "load: directory of NAME.npy state_dict 
 ABSL_FLAG(bool, replace, false, "load: replace a module of the same name");
 ABSL_FLAG(int64_t, batch, 1, "estimate: batch");
 ABSL_FLAG(int64_t, seq_len, 4096, "estimate: sequence length");
+ABSL_FLAG(int64_t, chunk, 1, "decode: tokens per chunk");
+ABSL_FLAG(int64_t, seq, 4096, "compare: prefill length and decode context");
+ABSL_FLAG(std::string, gqa_kv_heads, "8,4", "compare: GQA kv-head counts");
+ABSL_FLAG(int64_t, mla_rank, 512, "compare: MLA kv_lora_rank");
+ABSL_FLAG(int64_t, mla_rope, 64, "compare: MLA qk_rope_head_dim");
+ABSL_FLAG(int64_t, decode_steps, 8, "compare: timed decode steps per variant");
+ABSL_FLAG(int64_t, quality_len, 256, "compare: tokens of the quality input");
+ABSL_FLAG(std::string, svg, "", "compare: write the chart here");
 
 namespace attention::client {
 namespace {
@@ -274,6 +287,61 @@ absl::Status Run(const std::string& command) {
     std::printf("decode_flops_per_token:   %.6g\n", e.decode_flops_per_token());
     return absl::OkStatus();
   }
+  if (command == "compare") {
+    CompareOptions o;
+    o.d_model = absl::GetFlag(FLAGS_d_model);
+    o.heads = absl::GetFlag(FLAGS_heads);
+    o.seq = absl::GetFlag(FLAGS_seq);
+    o.batch = b;
+    o.gqa_kv_heads.clear();
+    for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_gqa_kv_heads), ',',
+                                                 absl::SkipEmpty())) {
+      int64_t v = 0;
+      if (!absl::SimpleAtoi(part, &v)) {
+        return absl::InvalidArgumentError(absl::StrCat("--gqa_kv_heads: bad number '", part, "'"));
+      }
+      o.gqa_kv_heads.push_back(v);
+    }
+    o.mla_rank = absl::GetFlag(FLAGS_mla_rank);
+    o.mla_rope = absl::GetFlag(FLAGS_mla_rope);
+    o.decode_steps = absl::GetFlag(FLAGS_decode_steps);
+    o.quality_len = absl::GetFlag(FLAGS_quality_len);
+    o.seed = seed;
+    o.weights_dir = absl::GetFlag(FLAGS_weights_dir);
+    ATTN_ASSIGN_OR_RETURN(std::vector<CompareRow> rows, RunCompare(*client, o));
+    std::printf("%s", CompareMarkdown(o, rows).c_str());
+    if (!absl::GetFlag(FLAGS_svg).empty()) {
+      FILE* f = std::fopen(absl::GetFlag(FLAGS_svg).c_str(), "w");
+      if (f == nullptr) return absl::NotFoundError(absl::StrCat("--svg: cannot write ", absl::GetFlag(FLAGS_svg)));
+      const std::string svg = CompareSvg(o, rows);
+      std::fwrite(svg.data(), 1, svg.size(), f);
+      std::fclose(f);
+      std::printf("\nwrote %s\n", absl::GetFlag(FLAGS_svg).c_str());
+    }
+    return absl::OkStatus();
+  }
+  if (command == "decode") {
+    ATTN_ASSIGN_OR_RETURN(auto modules, client->ListModules());
+    int64_t d_model = 0;
+    for (const auto& m : modules) {
+      if (m.name() == absl::GetFlag(FLAGS_module)) d_model = m.config().d_model();
+    }
+    if (d_model == 0) {
+      return absl::NotFoundError(
+          absl::StrCat("--module: no module named '", absl::GetFlag(FLAGS_module), "' is loaded"));
+    }
+    ATTN_ASSIGN_OR_RETURN(auto stream, client->StartDecode(absl::GetFlag(FLAGS_module), b));
+    const int64_t chunk = std::max<int64_t>(1, absl::GetFlag(FLAGS_chunk));
+    for (int64_t t = 0; t < lq; t += chunk) {
+      const int64_t n = std::min(chunk, lq - t);
+      ATTN_ASSIGN_OR_RETURN(DecodeChunk c, stream->Step(Random({b, n, d_model}, seed + t)));
+      std::printf("chunk %lld: %lld tokens, cached %lld, kv_cache_bytes %lld, compute %lld us\n",
+                  static_cast<long long>(t / chunk), static_cast<long long>(n),
+                  static_cast<long long>(c.cached_tokens), static_cast<long long>(c.kv_cache_bytes),
+                  static_cast<long long>(c.timing.compute_us));
+    }
+    return stream->Close();
+  }
   ATTN_ASSIGN_OR_RETURN(DType wire, ParseDType(absl::GetFlag(FLAGS_dtype), "dtype"));
   ATTN_ASSIGN_OR_RETURN(pb::DType out_dtype, OutputDType());
   ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromFlags());
@@ -329,7 +397,8 @@ absl::Status Run(const std::string& command) {
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown command '", command,
-      "' (expected info, health, list, load, unload, attend, forward or estimate)"));
+      "' (expected info, health, list, load, unload, attend, forward, decode, estimate or "
+      "compare)"));
 }
 
 }  // namespace
@@ -338,7 +407,7 @@ absl::Status Run(const std::string& command) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "attention_cli COMMAND [flags]; COMMAND is info, health, list, load, unload, attend, "
-      "forward or estimate. --helpfull lists the flags.");
+      "forward, decode, estimate or compare. --helpfull lists the flags.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
