@@ -123,6 +123,21 @@ TEST_F(DecodeTest, CancelledAndAbandonedStreamsReturnTheirBlocks) {
   EXPECT_EQ(info->kv_cache().streams(), 0);
 }
 
+TEST_F(DecodeTest, ExpiredDeadlineEndsTheStreamAndFreesItsCache) {
+  client::ClientOptions options;
+  options.timeout = absl::Milliseconds(300);
+  auto short_lived = client::AttentionClient::Connect(address(), options);
+  ASSERT_OK(short_lived);
+  auto stream = (*short_lived)->StartDecode("demo-gqa", 1);
+  ASSERT_OK(stream);
+  ASSERT_OK((*stream)->Step(RandomTensor({1, 16, 512}, 1)));
+  EXPECT_GT(BlocksUsed(), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // past the deadline
+  auto late = (*stream)->Step(RandomTensor({1, 1, 512}, 2));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded) << late.status();
+  EXPECT_TRUE(WaitForBlocks(0));
+}
+
 TEST_F(DecodeTest, OverBudgetStreamFailsWhileAnotherSucceeds) {
   // demo-mha caches 4 KiB per token: 4 tokens per 16 KiB block, 256 tokens
   // in the whole 1 MiB budget.
