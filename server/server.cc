@@ -5,6 +5,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "core/status_macros.h"
 
 namespace attention::server {
@@ -46,8 +47,17 @@ AttentionServer::~AttentionServer() {
 }
 
 void AttentionServer::Drain(absl::Duration grace) {
+  const absl::Time deadline = absl::Now() + grace;
   server_->GetHealthCheckService()->SetServingStatus(false);
-  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  service_->StartDraining();
+  // Closing transports while a large response is still being written can
+  // reset the connection under it: wait for the work to end first, then
+  // let the last bytes go out.
+  while ((service_->inflight() > 0 || service_->streams() > 0) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  absl::SleepFor(absl::Milliseconds(200));
+  server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Seconds(1))));
 }
 
 void AttentionServer::Wait() { server_->Wait(); }

@@ -34,8 +34,10 @@ class AttentionServer {
   int port() const { return port_; }
   AttentionServiceImpl& service() { return *service_; }
 
-  // Graceful stop: health turns NOT_SERVING, new calls are refused, calls in
-  // flight finish (cancelled after `grace`), then returns.
+  // Graceful stop: health turns NOT_SERVING and new calls and streams are
+  // refused (UNAVAILABLE); calls and streams in flight finish (for at most
+  // `grace`, then they are cancelled); their responses get a moment to
+  // reach the clients before the transports close; then returns.
   void Drain(absl::Duration grace);
   // Blocks until the server has shut down.
   void Wait();

@@ -90,6 +90,7 @@ AttentionServiceImpl::AttentionServiceImpl(const ServiceOptions& options,
 }
 
 absl::Status AttentionServiceImpl::AcquireStream() {
+  if (draining_.load()) return Draining();
   const int now = ++streams_;
   if (options_.max_streams > 0 && now > options_.max_streams) {
     --streams_;
@@ -110,46 +111,56 @@ grpc::ServerBidiReactor<pb::DecodeRequest, pb::DecodeResponse>* AttentionService
 
 AttentionServiceImpl::~AttentionServiceImpl() = default;
 
-// Runs `fn` (absl::Status(Timing*)) on the pool, finishing the reactor with
-// its status and writing the call's log line.
+// Runs `fn` (absl::Status(int64_t queue_us)) on the pool, finishing the
+// reactor with its status and writing the call's log line. While draining,
+// calls are refused at once.
 template <typename Request, typename Response, typename Fn>
-static grpc::ServerUnaryReactor* RunOnPool(WorkPool& pool, std::atomic<int>& inflight, bool log,
-                                           const char* method, grpc::CallbackServerContext* ctx,
-                                           const Request* request, Response* response, Fn fn) {
+grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
+                                                          grpc::CallbackServerContext* ctx,
+                                                          const Request* request,
+                                                          Response* response, Fn fn) {
+  if (draining_.load()) return RunInline(method, ctx, request, response, [] { return Draining(); });
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point arrived = Clock::now();
-  ++inflight;
-  pool.Submit([=, &inflight]() mutable {
+  ++inflight_;
+  pool_->Submit([=, this]() mutable {
     const Clock::time_point started = Clock::now();
     absl::Status status = ctx->IsCancelled() ? Abandoned(ctx) : fn(Micros(started - arrived));
     if (!status.ok()) response->Clear();
     const size_t response_bytes = status.ok() ? response->ByteSizeLong() : 0;
-    LogCall(log, method, status, request->ByteSizeLong(), response_bytes,
+    LogCall(options_.log_calls, method, status, request->ByteSizeLong(), response_bytes,
             Micros(started - arrived), Micros(Clock::now() - arrived));
-    --inflight;
     reactor->Finish(ToGrpc(status));
+    --inflight_;
   });
   return reactor;
 }
 
 template <typename Request, typename Response, typename Fn>
-static grpc::ServerUnaryReactor* RunInline(bool log, const char* method,
-                                           grpc::CallbackServerContext* ctx,
-                                           const Request* request, Response* response, Fn fn) {
+grpc::ServerUnaryReactor* AttentionServiceImpl::RunInline(const char* method,
+                                                          grpc::CallbackServerContext* ctx,
+                                                          const Request* request,
+                                                          Response* response, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point arrived = Clock::now();
-  const absl::Status status = fn();
+  const absl::Status status = draining_.load() ? Draining() : fn();
   if (!status.ok()) response->Clear();
-  LogCall(log, method, status, request->ByteSizeLong(), status.ok() ? response->ByteSizeLong() : 0,
-          0, Micros(Clock::now() - arrived));
+  LogCall(options_.log_calls, method, status, request->ByteSizeLong(),
+          status.ok() ? response->ByteSizeLong() : 0, 0, Micros(Clock::now() - arrived));
   reactor->Finish(ToGrpc(status));
   return reactor;
 }
 
+absl::Status AttentionServiceImpl::Draining() {
+  return absl::UnavailableError("server: draining for shutdown; retry on another replica");
+}
+
+void AttentionServiceImpl::StartDraining() { draining_.store(true); }
+
 grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerContext* ctx,
                                                        const pb::AttendRequest* req,
                                                        pb::AttendResponse* resp) {
-  return RunOnPool(*pool_, inflight_, options_.log_calls, "Attend", ctx, req, resp,
+  return RunOnPool("Attend", ctx, req, resp,
                    [this, req, resp](int64_t queue_us) -> absl::Status {
     const int64_t limit = options_.max_tensor_elements;
     if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
@@ -190,7 +201,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerContext* ctx,
                                                         const pb::ForwardRequest* req,
                                                         pb::ForwardResponse* resp) {
-  return RunOnPool(*pool_, inflight_, options_.log_calls, "Forward", ctx, req, resp,
+  return RunOnPool("Forward", ctx, req, resp,
                    [this, req, resp](int64_t queue_us) -> absl::Status {
     const int64_t limit = options_.max_tensor_elements;
     ATTN_ASSIGN_OR_RETURN(LoadedModule m, registry_.Get(req->module()));
@@ -282,7 +293,7 @@ absl::StatusOr<LoadedModule> BuildModule(const pb::LoadModuleRequest& req, int64
 grpc::ServerUnaryReactor* AttentionServiceImpl::LoadModule(grpc::CallbackServerContext* ctx,
                                                            const pb::LoadModuleRequest* req,
                                                            pb::ModuleInfo* resp) {
-  return RunOnPool(*pool_, inflight_, options_.log_calls, "LoadModule", ctx, req, resp,
+  return RunOnPool("LoadModule", ctx, req, resp,
                    [this, req, resp](int64_t) -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(LoadedModule loaded, BuildModule(*req, options_.max_tensor_elements));
     *resp = loaded.info;
@@ -293,7 +304,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::LoadModule(grpc::CallbackServerC
 grpc::ServerUnaryReactor* AttentionServiceImpl::ListModules(grpc::CallbackServerContext* ctx,
                                                             const pb::ListModulesRequest* req,
                                                             pb::ListModulesResponse* resp) {
-  return RunInline(options_.log_calls, "ListModules", ctx, req, resp, [&] {
+  return RunInline("ListModules", ctx, req, resp, [&] {
     for (auto& info : registry_.List()) *resp->add_modules() = std::move(info);
     return absl::OkStatus();
   });
@@ -302,14 +313,14 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::ListModules(grpc::CallbackServer
 grpc::ServerUnaryReactor* AttentionServiceImpl::UnloadModule(grpc::CallbackServerContext* ctx,
                                                              const pb::UnloadModuleRequest* req,
                                                              pb::UnloadModuleResponse* resp) {
-  return RunInline(options_.log_calls, "UnloadModule", ctx, req, resp,
+  return RunInline("UnloadModule", ctx, req, resp,
                    [&] { return registry_.Remove(req->name()); });
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::Estimate(grpc::CallbackServerContext* ctx,
                                                          const pb::EstimateRequest* req,
                                                          pb::EstimateResponse* resp) {
-  return RunInline(options_.log_calls, "Estimate", ctx, req, resp, [&]() -> absl::Status {
+  return RunInline("Estimate", ctx, req, resp, [&]() -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(ModuleConfig config, ConfigFromProto(req->config()));
     ATTN_ASSIGN_OR_RETURN(CostEstimate e, EstimateCosts(config, req->batch(), req->seq_len()));
     resp->set_parameters(e.parameters);
@@ -324,7 +335,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Estimate(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* AttentionServiceImpl::GetServerInfo(grpc::CallbackServerContext* ctx,
                                                               const pb::GetServerInfoRequest* req,
                                                               pb::ServerInfo* resp) {
-  return RunInline(options_.log_calls, "GetServerInfo", ctx, req, resp, [&] {
+  return RunInline("GetServerInfo", ctx, req, resp, [&] {
     resp->set_version(ServerVersion());
     resp->set_onednn_version(OneDnnVersion());
     resp->set_cpu_isa(CpuIsa());

@@ -48,6 +48,11 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   void LogStream(const absl::Status& status, int64_t cached_tokens);
   // Calls accepted on the compute pool and not yet finished.
   int inflight() const { return inflight_.load(); }
+  // From now on every new call and stream is refused with UNAVAILABLE;
+  // calls and streams already running go on.
+  void StartDraining();
+  bool draining() const { return draining_.load(); }
+  static absl::Status Draining();
   const ServiceOptions& options() const { return options_; }
 
   grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* ctx,
@@ -75,12 +80,20 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
                                           ::attention::v1::ServerInfo* response) override;
 
  private:
+  template <typename Request, typename Response, typename Fn>
+  grpc::ServerUnaryReactor* RunOnPool(const char* method, grpc::CallbackServerContext* ctx,
+                                      const Request* request, Response* response, Fn fn);
+  template <typename Request, typename Response, typename Fn>
+  grpc::ServerUnaryReactor* RunInline(const char* method, grpc::CallbackServerContext* ctx,
+                                      const Request* request, Response* response, Fn fn);
+
   ServiceOptions options_;
   ModuleRegistry registry_;
   std::unique_ptr<WorkPool> pool_;
   std::unique_ptr<KvBlockPool> kv_pool_;
   std::atomic<int> inflight_{0};
   std::atomic<int> streams_{0};
+  std::atomic<bool> draining_{false};
 };
 
 // Registers the five small seeded demo modules (demo-sa, demo-mha, demo-gqa,

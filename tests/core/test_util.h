@@ -59,6 +59,17 @@ inline double RelError(const Tensor& a, const Tensor& b) {
   return RelError(a.data(), b.data(), a.size());
 }
 
+// Rows [t0, t0 + n) of every batch row of x [B, L, D].
+inline Tensor Slice(const Tensor& x, int64_t t0, int64_t n) {
+  const int64_t b = x.dim(0), l = x.dim(1), d = x.dim(2);
+  Tensor out({b, n, d});
+  for (int64_t i = 0; i < b; ++i) {
+    std::copy(x.data() + (i * l + t0) * d, x.data() + (i * l + t0 + n) * d,
+              out.data() + i * n * d);
+  }
+  return out;
+}
+
 // Test names, not byte dumps, in gtest and ctest output.
 inline void PrintTo(const Workload& w, std::ostream* os) { *os << w.name; }
 

@@ -14,16 +14,6 @@ namespace {
 
 namespace pb = ::attention::v1;
 
-Tensor Slice(const Tensor& x, int64_t t0, int64_t n) {
-  const int64_t b = x.dim(0), l = x.dim(1), d = x.dim(2);
-  Tensor out({b, n, d});
-  for (int64_t i = 0; i < b; ++i) {
-    std::copy(x.data() + (i * l + t0) * d, x.data() + (i * l + t0 + n) * d,
-              out.data() + i * n * d);
-  }
-  return out;
-}
-
 class DecodeTest : public ServerTest {
  protected:
   void Customize(server::ServerOptions& options) override {
