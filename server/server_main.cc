@@ -32,6 +32,7 @@ ABSL_FLAG(int, drain_seconds, 30, "on SIGTERM/SIGINT, how long calls in flight m
 ABSL_FLAG(int64_t, kv_cache_mb, 1024, "KV-cache budget of all Decode streams together, MiB");
 ABSL_FLAG(int64_t, kv_block_kb, 64, "size of one KV-cache block (the paging unit), KiB");
 ABSL_FLAG(int, max_streams, 64, "Decode streams open at once (0: no limit)");
+ABSL_FLAG(int, test_delay_ms, 0, "testing only: add this fixed latency to every computing call");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves attention.v1 (see proto/attention/v1/attention.proto).");
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   options.service.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mb) << 20;
   options.service.kv_block_bytes = absl::GetFlag(FLAGS_kv_block_kb) << 10;
   options.service.max_streams = absl::GetFlag(FLAGS_max_streams);
+  options.service.test_delay_ms = absl::GetFlag(FLAGS_test_delay_ms);
   auto server = attention::server::AttentionServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "attention_server: %s\n", server.status().ToString().c_str());

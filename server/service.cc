@@ -125,6 +125,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
   ++inflight_;
   pool_->Submit([=, this]() mutable {
     const Clock::time_point started = Clock::now();
+    if (options_.test_delay_ms > 0) absl::SleepFor(absl::Milliseconds(options_.test_delay_ms));
     absl::Status status = ctx->IsCancelled() ? Abandoned(ctx) : fn(Micros(started - arrived));
     if (!status.ok()) response->Clear();
     const size_t response_bytes = status.ok() ? response->ByteSizeLong() : 0;

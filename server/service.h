@@ -28,6 +28,9 @@ struct ServiceOptions {
   int64_t kv_cache_bytes = int64_t{1} << 30;  // Decode KV budget, all streams together
   int64_t kv_block_bytes = int64_t{64} << 10;  // one paged block
   int max_streams = 64;                        // Decode streams open at once; 0: no limit
+  // Testing only: every call on the compute pool first sleeps this long, as
+  // a slow server would (it holds its worker meanwhile).
+  int test_delay_ms = 0;
 };
 
 class AttentionServiceImpl final : public ::attention::v1::AttentionService::CallbackService {

@@ -1,0 +1,340 @@
+#include "client/loadtest/runner.h"
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "attention/v1/attention.grpc.pb.h"
+
+namespace attention::loadtest {
+namespace {
+
+namespace pb = ::attention::v1;
+using Clock = std::chrono::steady_clock;
+
+std::string CodeName(grpc::StatusCode code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
+
+// Thread-safe collection of one phase's outcomes.
+class Recorder {
+ public:
+  Recorder(Clock::time_point start, bool enabled) : start_(start), enabled_(enabled) {}
+
+  void Record(Clock::time_point from, const std::string& code, const Workload& w) {
+    const Clock::time_point now = Clock::now();
+    if (!enabled_) return;
+    const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - from).count();
+    const size_t second = static_cast<size_t>(std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::seconds>(now - start_).count()));
+    std::lock_guard<std::mutex> lock(mu_);
+    ++result_.codes[code];
+    while (seconds_.size() <= second) seconds_.emplace_back();
+    Second& s = seconds_[second];
+    if (code == "OK") {
+      ++result_.succeeded;
+      result_.latency.Record(ns);
+      result_.tokens += w.tokens;
+      result_.flops += w.flops;
+      if (s.hist == nullptr) s.hist = std::make_unique<Histogram>();
+      s.hist->Record(ns);
+    } else {
+      ++result_.failed;
+      ++s.errors;
+    }
+    last_ = now;
+  }
+
+  int64_t done() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return result_.succeeded + result_.failed;
+  }
+  int64_t errors() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return result_.failed;
+  }
+
+  RunResult Take(Clock::time_point end) {
+    std::lock_guard<std::mutex> lock(mu_);
+    RunResult r = std::move(result_);
+    r.sent = r.succeeded + r.failed;
+    r.duration_s = std::chrono::duration<double>(std::max(end, last_) - start_).count();
+    for (size_t i = 0; i < seconds_.size(); ++i) {
+      SecondStats st;
+      st.t = static_cast<double>(i);
+      st.errors = seconds_[i].errors;
+      if (seconds_[i].hist != nullptr) {
+        const Histogram& h = *seconds_[i].hist;
+        st.completed = h.count();
+        st.p50_ns = h.Percentile(50);
+        st.p99_ns = h.Percentile(99);
+        st.max_ns = h.max();
+      }
+      r.series.push_back(st);
+    }
+    return r;
+  }
+
+ private:
+  struct Second {
+    std::unique_ptr<Histogram> hist;
+    int64_t errors = 0;
+  };
+  const Clock::time_point start_;
+  const bool enabled_;
+  std::mutex mu_;
+  RunResult result_;
+  std::vector<Second> seconds_;
+  Clock::time_point last_;
+};
+
+struct Connection {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<grpc::GenericStub> generic;
+  std::unique_ptr<pb::AttentionService::Stub> stub;
+};
+
+class Runner {
+ public:
+  Runner(const RunConfig& config, const std::vector<Workload>& workloads,
+         std::vector<Connection>& connections)
+      : config_(config), workloads_(workloads), connections_(connections) {
+    for (size_t i = 0; i < workloads.size(); ++i) {
+      for (int k = 0; k < std::max(1, workloads[i].weight); ++k) order_.push_back(i);
+      grpc::Slice slice(workloads[i].request);
+      requests_.emplace_back(&slice, 1);
+    }
+  }
+
+  RunResult Phase(double duration_s, int64_t requests, bool record) {
+    start_ = Clock::now();
+    end_ = duration_s > 0 ? start_ + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(duration_s))
+                          : Clock::time_point::max();
+    max_requests_ = requests;
+    tickets_ = 0;
+    recorder_ = std::make_unique<Recorder>(start_, record);
+    std::atomic<bool> finished{false};
+    std::thread progress;
+    if (record && config_.progress && isatty(STDERR_FILENO)) {
+      progress = std::thread([&] { Progress(finished); });
+    }
+    if (workloads_[0].rpc == RpcKind::kDecode) {
+      DecodeClosedLoop();
+    } else if (config_.rps > 0) {
+      OpenLoop();
+    } else {
+      ClosedLoop();
+    }
+    finished = true;
+    if (progress.joinable()) progress.join();
+    return recorder_->Take(Clock::now());
+  }
+
+ private:
+  // A ticket per request: false once the run's bound is reached.
+  bool Take(int64_t& ticket) {
+    if (Clock::now() >= end_) return false;
+    ticket = tickets_++;
+    return max_requests_ == 0 || ticket < max_requests_;
+  }
+
+  void Prepare(grpc::ClientContext& ctx) const {
+    if (config_.deadline_ms > 0) {
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::microseconds(static_cast<int64_t>(config_.deadline_ms * 1e3)));
+    }
+    for (const auto& [k, v] : config_.metadata) ctx.AddMetadata(k, v);
+  }
+
+  struct Call {
+    grpc::ClientContext ctx;
+    grpc::ByteBuffer request, response;
+  };
+
+  // Sends request `ticket` (its workload by weight), recording its latency
+  // from `from`; then runs `done`.
+  template <typename Done>
+  void Issue(int64_t ticket, Clock::time_point from, Done done) {
+    const size_t wi = order_[static_cast<size_t>(ticket) % order_.size()];
+    const Workload& w = workloads_[wi];
+    Connection& c = connections_[static_cast<size_t>(ticket) % connections_.size()];
+    auto* call = new Call;
+    Prepare(call->ctx);
+    call->request = requests_[wi];
+    c.generic->UnaryCall(&call->ctx, w.method, grpc::StubOptions(), &call->request,
+                         &call->response, [this, call, from, &w, done](grpc::Status s) {
+                           recorder_->Record(from, CodeName(s.error_code()), w);
+                           delete call;
+                           done();
+                         });
+  }
+
+  void ClosedLoop() {
+    std::mutex mu;
+    std::condition_variable cv;
+    int active = config_.concurrency;
+    std::function<void()> user_done = [&] {
+      std::lock_guard<std::mutex> lock(mu);
+      if (--active == 0) cv.notify_all();
+    };
+    std::function<void()> next = [&, this] {
+      int64_t ticket;
+      if (!Take(ticket)) return user_done();
+      Issue(ticket, Clock::now(), next);
+    };
+    for (int u = 0; u < config_.concurrency; ++u) next();
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return active == 0; });
+  }
+
+  void OpenLoop() {
+    const auto period = std::chrono::duration<double>(1.0 / config_.rps);
+    std::mutex mu;
+    std::condition_variable cv;
+    int64_t outstanding = 0;
+    for (int64_t i = 0;; ++i) {
+      const Clock::time_point scheduled =
+          start_ + std::chrono::duration_cast<Clock::duration>(period * static_cast<double>(i));
+      if (scheduled >= end_ || (max_requests_ > 0 && i >= max_requests_)) break;
+      std::this_thread::sleep_until(scheduled);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (outstanding >= config_.max_outstanding) {
+          recorder_->Record(scheduled, "CLIENT_OUTSTANDING_LIMIT", workloads_[0]);
+          continue;
+        }
+        ++outstanding;
+      }
+      Issue(i, scheduled, [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        if (--outstanding == 0) cv.notify_all();
+      });
+    }
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return outstanding == 0; });
+  }
+
+  // Decode: each virtual user runs streams back to back: start, prefill
+  // (not recorded), then decode_steps one-token chunks, each recorded.
+  void DecodeClosedLoop() {
+    const Workload& w = workloads_[0];
+    pb::DecodeRequest start, prefill, token;
+    start.ParseFromString(w.decode_start);
+    prefill.ParseFromString(w.decode_prefill);
+    token.ParseFromString(w.decode_token);
+    std::vector<std::thread> users;
+    for (int u = 0; u < config_.concurrency; ++u) {
+      users.emplace_back([&, u] {
+        Connection& c = connections_[static_cast<size_t>(u) % connections_.size()];
+        bool more = true;
+        while (more) {
+          grpc::ClientContext ctx;
+          Prepare(ctx);
+          auto stream = c.stub->Decode(&ctx);
+          pb::DecodeResponse resp;
+          bool ok = stream->Write(start) && stream->Write(prefill) && stream->Read(&resp);
+          for (int64_t s = 0; ok && s < w.decode_steps; ++s) {
+            int64_t ticket;
+            if (!Take(ticket)) {
+              more = false;
+              break;
+            }
+            const Clock::time_point from = Clock::now();
+            ok = stream->Write(token) && stream->Read(&resp);
+            if (ok) recorder_->Record(from, "OK", w);
+          }
+          if (ok) {
+            stream->WritesDone();
+          } else {
+            ctx.TryCancel();
+          }
+          const grpc::Status st = stream->Finish();
+          if (!ok) {
+            recorder_->Record(Clock::now(), CodeName(st.ok() ? grpc::StatusCode::UNKNOWN
+                                                             : st.error_code()),
+                              w);
+            if (Clock::now() >= end_) more = false;
+          }
+        }
+      });
+    }
+    for (auto& t : users) t.join();
+  }
+
+  void Progress(const std::atomic<bool>& finished) {
+    while (!finished) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      const double t = std::chrono::duration<double>(Clock::now() - start_).count();
+      const int64_t done = recorder_->done();
+      std::fprintf(stderr, "\r  %6.1fs  %10lld done  %9.1f req/s  %lld errors   ", t,
+                   static_cast<long long>(done), t > 0 ? done / t : 0.0,
+                   static_cast<long long>(recorder_->errors()));
+      std::fflush(stderr);
+    }
+    std::fprintf(stderr, "\r\033[K");
+  }
+
+  const RunConfig& config_;
+  const std::vector<Workload>& workloads_;
+  std::vector<Connection>& connections_;
+  std::vector<size_t> order_;
+  std::vector<grpc::ByteBuffer> requests_;
+  Clock::time_point start_, end_;
+  int64_t max_requests_ = 0;
+  std::atomic<int64_t> tickets_{0};
+  std::unique_ptr<Recorder> recorder_;
+};
+
+}  // namespace
+
+absl::StatusOr<RunResult> RunLoad(const RunConfig& config, const std::vector<Workload>& workloads) {
+  if (workloads.empty()) return absl::InvalidArgumentError("workload: none given");
+  if (config.targets.empty()) return absl::InvalidArgumentError("--target: none given");
+  if (config.duration_s <= 0 && config.requests <= 0) {
+    return absl::InvalidArgumentError("--duration or --requests: a run must be bounded");
+  }
+  if (config.connections < 1 || config.concurrency < 1) {
+    return absl::InvalidArgumentError("--connections and --concurrency: expected >= 1");
+  }
+  for (const Workload& w : workloads) {
+    if (w.rpc == RpcKind::kDecode && (workloads.size() > 1 || config.rps > 0)) {
+      return absl::InvalidArgumentError(
+          "decode: runs alone and closed-loop (--concurrency streams), not in a mix or with --rps");
+    }
+  }
+  std::vector<Connection> connections(static_cast<size_t>(config.connections));
+  for (int i = 0; i < config.connections; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt("attention.loadtest.connection", i);  // distinct args: a connection each
+    args.SetMaxReceiveMessageSize(-1);
+    args.SetMaxSendMessageSize(-1);
+    args.SetLoadBalancingPolicyName("round_robin");
+    std::string target = config.targets[static_cast<size_t>(i) % config.targets.size()];
+    Connection& c = connections[static_cast<size_t>(i)];
+    c.channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    if (!c.channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+      return absl::UnavailableError(absl::StrCat("--target: cannot connect to ", target));
+    }
+    c.generic = std::make_unique<grpc::GenericStub>(c.channel);
+    c.stub = pb::AttentionService::NewStub(c.channel);
+  }
+  Runner runner(config, workloads, connections);
+  if (config.warmup_s > 0) runner.Phase(config.warmup_s, 0, /*record=*/false);
+  RunResult result = runner.Phase(config.duration_s, config.requests, /*record=*/true);
+  result.config = config;
+  for (const Workload& w : workloads) result.workloads.push_back(w.name);
+  return result;
+}
+
+}  // namespace attention::loadtest

@@ -1,0 +1,175 @@
+// attention_loadtest: load-test an attention server and report.
+//
+//   attention_loadtest --target host:port[,host:port...] [--rpc attend|forward|decode|health]
+//       [--concurrency N | --rps R] [--connections M] [--duration S] [--requests N]
+//       [--warmup S] [--deadline_ms D] [--token T] [--metadata k=v,...]
+//       [--mix FILE] [--sweep concurrency=1,2,4,8 | --sweep rps=50,100]
+//       [--json FILE] [--html FILE] [shape flags: --b --hq --hkv --lq --lk --dk --dv
+//        --causal --module --decode_steps --dtype]
+//
+// Closed loop (default): N virtual users, each with one request outstanding.
+// Open loop (--rps): a fixed timetable; latency counts from the scheduled
+// send time, so queueing in a slow server shows (no coordinated omission).
+#include <cstdio>
+#include <fstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/attention_client.h"
+#include "client/loadtest/report.h"
+#include "client/loadtest/runner.h"
+#include "client/loadtest/workload.h"
+#include "core/status_macros.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "server(s): host:port[,host:port...] or dns:///name:port");
+ABSL_FLAG(int, concurrency, 1, "closed loop: requests outstanding at once");
+ABSL_FLAG(int, connections, 1, "gRPC channels (TCP connections), spread over the targets");
+ABSL_FLAG(double, rps, 0, "open loop: requests per second on a fixed timetable (0: closed loop)");
+ABSL_FLAG(double, duration, 10, "seconds to run (0: until --requests)");
+ABSL_FLAG(int64_t, requests, 0, "requests to send (0: until --duration)");
+ABSL_FLAG(double, warmup, 0, "seconds of unrecorded load first");
+ABSL_FLAG(double, deadline_ms, 0, "per-request deadline (0: none)");
+ABSL_FLAG(std::string, token, "", "bearer token: sent as 'authorization: Bearer TOKEN'");
+ABSL_FLAG(std::string, metadata, "", "extra metadata, k=v[,k=v...]");
+ABSL_FLAG(std::string, rpc, "attend", "attend, forward, decode or health");
+ABSL_FLAG(std::string, mix, "", "mix file: lines 'WEIGHT RPC key=value ...'");
+ABSL_FLAG(std::string, sweep, "", "concurrency=1,2,4,... or rps=10,20,...: one run per value");
+ABSL_FLAG(std::string, json, "", "write the JSON report here");
+ABSL_FLAG(std::string, html, "", "write the HTML report here");
+ABSL_FLAG(bool, progress, true, "live progress line (only on a terminal)");
+ABSL_FLAG(int64_t, b, 1, "batch rows");
+ABSL_FLAG(int64_t, hq, 8, "attend: query heads");
+ABSL_FLAG(int64_t, hkv, 2, "attend: key/value heads");
+ABSL_FLAG(int64_t, lq, 128, "queries (forward/decode: tokens; decode: the prefill)");
+ABSL_FLAG(int64_t, lk, 0, "attend: keys (0: lq)");
+ABSL_FLAG(int64_t, dk, 64, "attend: Dk");
+ABSL_FLAG(int64_t, dv, 64, "attend: Dv");
+ABSL_FLAG(bool, causal, true, "causal mask");
+ABSL_FLAG(std::string, module, "demo-gqa", "forward/decode: module");
+ABSL_FLAG(int64_t, decode_steps, 16, "decode: one-token steps per stream");
+ABSL_FLAG(std::string, dtype, "f32", "wire dtype of inputs: f32, f16, bf16");
+
+namespace attention::loadtest {
+namespace {
+
+absl::Status WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  if (!out) return absl::NotFoundError(absl::StrCat("cannot write ", path));
+  out << text;
+  return absl::OkStatus();
+}
+
+absl::Status Main() {
+  RunConfig config;
+  config.targets = absl::StrSplit(absl::GetFlag(FLAGS_target), ',', absl::SkipEmpty());
+  config.concurrency = absl::GetFlag(FLAGS_concurrency);
+  config.connections = absl::GetFlag(FLAGS_connections);
+  config.rps = absl::GetFlag(FLAGS_rps);
+  config.duration_s = absl::GetFlag(FLAGS_duration);
+  config.requests = absl::GetFlag(FLAGS_requests);
+  config.warmup_s = absl::GetFlag(FLAGS_warmup);
+  config.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
+  config.progress = absl::GetFlag(FLAGS_progress);
+  if (!absl::GetFlag(FLAGS_token).empty()) {
+    config.metadata.emplace_back("authorization", "Bearer " + absl::GetFlag(FLAGS_token));
+  }
+  for (absl::string_view kv : absl::StrSplit(absl::GetFlag(FLAGS_metadata), ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    config.metadata.push_back(p);
+  }
+
+  WorkloadSpec defaults;
+  defaults.b = absl::GetFlag(FLAGS_b);
+  defaults.hq = absl::GetFlag(FLAGS_hq);
+  defaults.hkv = absl::GetFlag(FLAGS_hkv);
+  defaults.lq = absl::GetFlag(FLAGS_lq);
+  defaults.lk = absl::GetFlag(FLAGS_lk);
+  defaults.dk = absl::GetFlag(FLAGS_dk);
+  defaults.dv = absl::GetFlag(FLAGS_dv);
+  defaults.causal = absl::GetFlag(FLAGS_causal);
+  defaults.module = absl::GetFlag(FLAGS_module);
+  defaults.decode_steps = absl::GetFlag(FLAGS_decode_steps);
+  defaults.dtype = absl::GetFlag(FLAGS_dtype);
+  std::vector<WorkloadSpec> specs;
+  if (!absl::GetFlag(FLAGS_mix).empty()) {
+    ATTN_ASSIGN_OR_RETURN(specs, ReadMixFile(absl::GetFlag(FLAGS_mix), defaults));
+  } else {
+    WorkloadSpec spec = defaults;
+    ATTN_RETURN_IF_ERROR(ParseSpec(absl::GetFlag(FLAGS_rpc), spec));
+    specs.push_back(spec);
+  }
+  ATTN_ASSIGN_OR_RETURN(auto client, client::AttentionClient::Connect(config.targets[0]));
+  std::vector<Workload> workloads;
+  for (const WorkloadSpec& s : specs) {
+    ATTN_ASSIGN_OR_RETURN(Workload w, BuildWorkload(s, *client));
+    workloads.push_back(std::move(w));
+  }
+
+  std::vector<RunConfig> runs;
+  const std::string sweep = absl::GetFlag(FLAGS_sweep);
+  std::vector<std::string> labels;
+  if (sweep.empty()) {
+    runs.push_back(config);
+    labels.push_back("");
+  } else {
+    std::pair<std::string, std::string> kv = absl::StrSplit(sweep, absl::MaxSplits('=', 1));
+    for (absl::string_view v : absl::StrSplit(kv.second, ',', absl::SkipEmpty())) {
+      RunConfig c = config;
+      double value = 0;
+      if (!absl::SimpleAtod(v, &value) || value <= 0) {
+        return absl::InvalidArgumentError(absl::StrCat("--sweep: bad value '", v, "'"));
+      }
+      if (kv.first == "concurrency") {
+        c.concurrency = static_cast<int>(value);
+        c.rps = 0;
+      } else if (kv.first == "rps") {
+        c.rps = value;
+      } else {
+        return absl::InvalidArgumentError("--sweep: expected concurrency=... or rps=...");
+      }
+      runs.push_back(c);
+      labels.push_back(absl::StrCat(kv.first, "=", v));
+    }
+  }
+  std::vector<RunResult> results;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    ATTN_ASSIGN_OR_RETURN(RunResult r, RunLoad(runs[i], workloads));
+    r.label = labels[i];
+    std::printf("%s\n", SummaryText(r).c_str());
+    std::fflush(stdout);
+    results.push_back(std::move(r));
+  }
+  if (results.size() > 1) {
+    const std::string text = SweepText(results);
+    std::printf("%s", text.substr(text.find("| run |")).c_str());
+  }
+  if (!absl::GetFlag(FLAGS_json).empty()) {
+    ATTN_RETURN_IF_ERROR(WriteFile(absl::GetFlag(FLAGS_json), ReportJson(results)));
+  }
+  if (!absl::GetFlag(FLAGS_html).empty()) {
+    ATTN_RETURN_IF_ERROR(WriteFile(absl::GetFlag(FLAGS_html), ReportHtml(results)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace attention::loadtest
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "attention_loadtest --target host:port [--rpc attend|forward|decode|health] "
+      "[--concurrency N | --rps R] [--duration S | --requests N] [--json F] [--html F]; "
+      "--helpfull lists every flag.");
+  absl::ParseCommandLine(argc, argv);
+  const absl::Status s = attention::loadtest::Main();
+  if (!s.ok()) {
+    std::fprintf(stderr, "attention_loadtest: %s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
+                 std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

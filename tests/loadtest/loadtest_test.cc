@@ -1,0 +1,116 @@
+// attention_loadtest's engine against a real server on loopback: counts add
+// up, percentiles are ordered, and open-loop mode exposes queueing in a slow
+// server that closed-loop mode hides.
+#include "client/loadtest/runner.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "client/loadtest/report.h"
+#include "tests/core/test_util.h"
+#include "tests/server/test_server.h"
+
+namespace attention::loadtest {
+namespace {
+
+RunConfig Config(const std::string& target) {
+  RunConfig c;
+  c.targets = {target};
+  c.progress = false;
+  return c;
+}
+
+Workload Tiny(client::AttentionClient& client) {
+  WorkloadSpec spec;
+  spec.rpc = RpcKind::kAttend;
+  spec.hq = 4;
+  spec.hkv = 2;
+  spec.lq = 8;
+  spec.dk = spec.dv = 16;
+  return BuildWorkload(spec, client).value();
+}
+
+TEST_F(ServerTest, BoundedRunCountsEveryRequestOnce) {
+  RunConfig c = Config(address());
+  c.concurrency = 4;
+  c.connections = 2;
+  c.requests = 300;
+  c.duration_s = 30;
+  // A mix: attend, forward and a module that does not exist (NOT_FOUND).
+  WorkloadSpec fwd;
+  fwd.rpc = RpcKind::kForward;
+  fwd.module = "demo-sa";
+  fwd.lq = 8;
+  Workload missing = BuildWorkload(fwd, *client_).value();
+  missing.request = [&] {
+    ::attention::v1::ForwardRequest r;
+    r.ParseFromString(missing.request);
+    r.set_module("no-such-module");
+    return r.SerializeAsString();
+  }();
+  std::vector<Workload> mix = {Tiny(*client_), BuildWorkload(fwd, *client_).value(), missing};
+  auto r = RunLoad(c, mix);
+  ASSERT_OK(r);
+  EXPECT_EQ(r->sent, 300);
+  EXPECT_EQ(r->succeeded + r->failed, r->sent);
+  EXPECT_EQ(r->codes["OK"], r->succeeded);
+  EXPECT_EQ(r->codes["NOT_FOUND"], 100);  // every third request
+  EXPECT_EQ(r->failed, 100);
+  int64_t by_code = 0;
+  for (const auto& [code, n] : r->codes) by_code += n;
+  EXPECT_EQ(by_code, r->sent);
+  const Histogram& h = r->latency;
+  EXPECT_EQ(h.count(), r->succeeded);
+  EXPECT_LE(h.min(), h.Percentile(50));
+  EXPECT_LE(h.Percentile(50), h.Percentile(90));
+  EXPECT_LE(h.Percentile(90), h.Percentile(99));
+  EXPECT_LE(h.Percentile(99), h.Percentile(99.9));
+  EXPECT_LE(h.Percentile(99.9), h.max());
+  EXPECT_GT(r->tokens, 0);
+  EXPECT_GT(r->flops, 0);
+  int64_t series_total = 0;
+  for (const SecondStats& s : r->series) series_total += s.completed + s.errors;
+  EXPECT_EQ(series_total, r->sent);
+
+  const std::string json = ReportJson({*r});
+  EXPECT_TRUE(absl::StrContains(json, "\"sent\": 300")) << json.substr(0, 400);
+  EXPECT_TRUE(absl::StrContains(json, "\"NOT_FOUND\": 100"));
+  const std::string html = ReportHtml({*r});
+  EXPECT_TRUE(absl::StrContains(html, "<svg"));
+  EXPECT_TRUE(absl::StrContains(SummaryText(*r), "300 sent = 200 succeeded + 100 failed"));
+}
+
+class SlowServerTest : public ServerTest {
+  void Customize(server::ServerOptions& options) override {
+    options.service.workers = 1;
+    options.service.test_delay_ms = 20;  // capacity: 50 requests/s
+  }
+};
+
+TEST_F(SlowServerTest, OpenLoopShowsQueueingThatClosedLoopHides) {
+  const std::vector<Workload> w = {Tiny(*client_)};
+  RunConfig closed = Config(address());
+  closed.concurrency = 1;
+  closed.duration_s = 1.5;
+  auto c = RunLoad(closed, w);
+  ASSERT_OK(c);
+  // One request at a time: each takes the fixed delay, never more.
+  EXPECT_GE(c->latency.Percentile(50), 20'000'000);
+  EXPECT_LT(c->latency.Percentile(99), 60'000'000);
+
+  RunConfig open = Config(address());
+  open.rps = 80;  // 1.6× what the server can do
+  open.duration_s = 2;
+  auto o = RunLoad(open, w);
+  ASSERT_OK(o);
+  EXPECT_EQ(o->sent, 160);
+  EXPECT_EQ(o->succeeded, 160);
+  // Latency from the scheduled time includes the queue that builds up.
+  EXPECT_GT(o->latency.Percentile(99), 4 * c->latency.Percentile(99));
+  EXPECT_GT(o->latency.Percentile(99), 300'000'000);
+  ASSERT_GE(o->series.size(), 2u);
+  EXPECT_GT(o->series.back().p50_ns, o->series.front().p50_ns);  // grows over time
+}
+
+}  // namespace
+}  // namespace attention::loadtest
