@@ -11,6 +11,7 @@ packages=(
   libabsl-dev          # absl::Status, StatusOr, containers, synchronization
   libgtest-dev libgmock-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the service
+  python3-grpcio python3-protobuf python3-numpy  # the Python client and its tests
 )
 if [[ "${1:-}" == "--golden" ]]; then
   packages+=(python3-torch python3-numpy)
@@ -22,6 +23,10 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# The Node client needs node >= 18 with npm (a preinstalled Node.js counts).
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi

@@ -148,7 +148,7 @@ std::string LineChart(const std::string& title, const std::string& xlabel,
                       const std::string& ylabel,
                       const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>& lines,
                       bool log_x_percentile) {
-  const int w = 640, h = 300, left = 60, bottom = 40, top = 30, right = 150;
+  const int w = 720, h = 300, left = 80, bottom = 40, top = 30, right = 210;
   double xmax = 0, ymax = 0;
   for (const auto& [name, pts] : lines)
     for (const auto& [x, y] : pts) {
