@@ -4,6 +4,8 @@
 //
 //   attention_bench [--threads N] [--filter SUBSTR] [--min_time SECONDS]
 //                   [--decode_batch 8]
+//   attention_bench --memory L    peak memory of single-head attention at
+//                                 Lq = Lk = L, D = 64, without weights
 //
 // Then, per variant at d_model 4096 (32 query heads), whole-layer decode:
 // one token per batch row after Lk = 4096 cached tokens, through
@@ -14,6 +16,7 @@
 // measured bandwidth: decode is memory-bound.
 #include <immintrin.h>
 #include <omp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -38,6 +41,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Options {
+  int64_t memory_l = 0;
   int threads = 0;
   std::string filter;
   double min_time = 1.0;
@@ -202,8 +206,45 @@ int RunDecode(const Options& opt, double bandwidth) {
   return 0;
 }
 
+// Peak resident memory of the process, bytes (Linux reports KiB).
+int64_t PeakRss() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+// The memory claim of the performance issue: attention over L = 16384 keys
+// must not materialise the L × L score matrix (1 GiB at float32).
+int RunMemory(int64_t l) {
+  const int64_t d = 64;
+  std::vector<float> q = RandomBuffer(l * d, 1), k = RandomBuffer(l * d, 2),
+                     v = RandomBuffer(l * d, 3), out(l * d);
+  std::fill(out.begin(), out.end(), 0.0f);  // touch every page
+  const int64_t before = PeakRss();
+  const auto t0 = Clock::now();
+  const absl::Status s = Sdpa(View4::Dense(q.data(), 1, 1, l, d), View4::Dense(k.data(), 1, 1, l, d),
+                              View4::Dense(v.data(), 1, 1, l, d), MaskSpec{}, 0.0f,
+                              MutView4::Dense(out.data(), 1, 1, l, d), nullptr);
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s\n", s.ToString().c_str());
+    return 1;
+  }
+  const int64_t after = PeakRss();
+  std::printf("single head, Lq = Lk = %lld, D = %lld, no weights, %d threads\n",
+              static_cast<long long>(l), static_cast<long long>(d), ComputeThreads());
+  std::printf("inputs + output: %.1f MiB; peak RSS before: %.1f MiB, after: %.1f MiB\n",
+              4.0 * l * d * 4 / 1048576.0, before / 1048576.0, after / 1048576.0);
+  std::printf("peak RSS above the inputs: %.1f MiB (the full score matrix would be %.0f MiB); "
+              "%.1f ms, %.1f GFLOP/s\n",
+              (after - before) / 1048576.0, 4.0 * l * l / 1048576.0, secs * 1e3,
+              SdpaFlops(1, 1, l, l, d, d, false) / secs / 1e9);
+  return 0;
+}
+
 int Run(const Options& opt) {
   if (opt.threads > 0) SetComputeThreads(opt.threads);
+  if (opt.memory_l > 0) return RunMemory(opt.memory_l);
   char date[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof(date), "%Y-%m-%d", std::gmtime(&now));
@@ -272,6 +313,8 @@ int main(int argc, char** argv) {
       opt.filter = f;
     } else if (const char* m = value("--min_time")) {
       opt.min_time = std::atof(m);
+    } else if (const char* ml = value("--memory")) {
+      opt.memory_l = std::atoll(ml);
     } else if (const char* db = value("--decode_batch")) {
       opt.decode_batch = std::atoll(db);
     } else {

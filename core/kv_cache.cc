@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/internal/gemm.h"
+#include "core/internal/row_attention.h"
 #include "core/internal/softmax.h"
 #include "core/status_macros.h"
 
@@ -134,38 +135,7 @@ absl::Status PagedKvCache::Reserve(int64_t tokens) {
 
 namespace {
 
-// dot(a, b) over n floats.
-inline float Dot(const float* a, const float* b, int64_t n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  for (; i + 8 <= n; i += 8) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  }
-  acc0 = _mm256_add_ps(acc0, acc1);
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  float sum = _mm_cvtss_f32(h);
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-// y += a · x over n floats.
-inline void Axpy(float a, const float* x, float* y, int64_t n) {
-  const __m256 va = _mm256_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  }
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-
 constexpr int64_t kRowTile = 32;  // query rows sharing one pass over the cache
-constexpr int64_t kGemmRows = 8;  // from this many rows, oneDNN GEMMs per block win
 
 }  // namespace
 
@@ -229,7 +199,7 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
       }
       const int64_t nblocks = (kmax + tpb - 1) / tpb;
       absl::Status status;
-      if (nr >= kGemmRows) {
+      if (nr >= internal::kFewRows) {
         // Compute-bound: a GEMM per block for scores and for values.
         for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
           const int64_t n = std::min(tpb, kmax - blk * tpb);
@@ -237,18 +207,10 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
                                     Mat::Transposed(cache.K(b, g, blk * tpb), dk, n, layout.k_width),
                                     scores.data() + blk * tpb, lk);
         }
-      } else {
-        // Memory-bound: each cached key row is read once for all rows.
-        for (int64_t j = 0; j < kmax; ++j) {
-          const float* kj = cache.K(b, g, j);
-          for (int64_t i = 0; i < nr; ++i) scores[i * lk + j] = Dot(q0 + i * qs, kj, dk);
+        for (int64_t i = 0; i < nr && status.ok(); ++i) {
+          internal::MaskedSoftmaxRow(scores.data() + i * lk, kmax, scale, visible[i], nullptr, 0);
         }
-      }
-      for (int64_t i = 0; i < nr && status.ok(); ++i) {
-        internal::MaskedSoftmaxRow(scores.data() + i * lk, kmax, scale, visible[i], nullptr, 0);
-      }
-      std::fill(acc.begin(), acc.begin() + nr * dv, 0.0f);
-      if (nr >= kGemmRows) {
+        std::fill(acc.begin(), acc.begin() + nr * dv, 0.0f);
         for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
           const int64_t n = std::min(tpb, kmax - blk * tpb);
           status = internal::Matmul(
@@ -256,22 +218,27 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
               Mat::RowMajor(cache.V(b, g, blk * tpb), n, dv, cache.v_stride()), part.data(), dv);
           for (int64_t x = 0; x < nr * dv; ++x) acc[x] += part[x];
         }
-      } else {
-        for (int64_t j = 0; j < kmax; ++j) {
-          const float* vj = cache.V(b, g, j);
-          for (int64_t i = 0; i < nr; ++i) {
-            const float p = scores[i * lk + j];
-            if (p != 0.0f) Axpy(p, vj, acc.data() + i * dv, dv);
-          }
+        for (int64_t i = 0; i < nr && status.ok(); ++i) {
+          std::memcpy(o0 + i * os, acc.data() + i * dv, dv * sizeof(float));
         }
+      } else {
+        // Memory-bound: each cached key and value row is read once for all rows.
+        const float* q_rows[kRowTile];
+        float* s_rows[kRowTile];
+        float* o_rows[kRowTile];
+        for (int64_t i = 0; i < nr; ++i) {
+          q_rows[i] = q0 + i * qs;
+          s_rows[i] = scores.data() + i * lk;
+          o_rows[i] = o0 + i * os;
+        }
+        internal::AttendFewRows(
+            nr, q_rows, dk, dv, kmax, visible, nullptr, 0, scale,
+            [&](int64_t j) { return cache.K(b, g, j); },
+            [&](int64_t j) { return cache.V(b, g, j); }, s_rows, acc.data(), o_rows);
       }
       if (!status.ok()) {
         absl::MutexLock lock(&error_mu);
         if (error.ok()) error = status;
-        continue;
-      }
-      for (int64_t i = 0; i < nr; ++i) {
-        std::memcpy(o0 + i * os, acc.data() + i * dv, dv * sizeof(float));
       }
     }
   }

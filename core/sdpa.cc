@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "core/internal/gemm.h"
+#include "core/internal/row_attention.h"
 #include "core/internal/softmax.h"
 #include "core/status_macros.h"
 
@@ -68,6 +69,11 @@ absl::Status CheckDim(const char* field, const char* what, int64_t expected, int
   return absl::InvalidArgumentError(
       absl::StrCat(field, ": ", what, " expected ", expected, ", got ", actual));
 }
+
+// Flash path tiles: about this many query rows (of the G heads sharing a kv
+// head) against key tiles of kFlashKeys.
+constexpr int64_t kFlashRows = 256;
+constexpr int64_t kFlashKeys = 512;
 
 // Parallel job: batch row b, kv head g, query rows [i0, i1) of all G heads
 // that share kv head g.
@@ -142,10 +148,15 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
   if (scale == 0.0f) scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const KeepIndex keep = MakeKeepIndex(mask);
 
-  // Query tile: keep a thread's scores (G × Tq × Lk floats) near 2 MiB, and
-  // make at least 4 jobs per thread when the problem allows.
+  // Query tile. Whole score rows: keep a thread's G × Tq × Lk scores near
+  // 2 MiB. Flash: about kFlashRows rows of the G heads against key tiles.
+  // Then make at least 4 jobs per thread when the problem allows.
   const int threads = omp_get_max_threads();
-  int64_t tq = std::max<int64_t>(1, (int64_t{1} << 19) / (group * lk));
+  const int64_t full_rows_tq = std::max<int64_t>(1, (int64_t{1} << 19) / (group * lk));
+  // Whole score rows are faster while they allow tiles of >= 64 queries
+  // (one pass, no rescaling); past that, or when Lk is long, flash.
+  const bool use_flash = weights == nullptr && full_rows_tq < 64;
+  int64_t tq = use_flash ? std::max<int64_t>(1, kFlashRows / group) : full_rows_tq;
   tq = std::min(tq, lq);
   while (tq > 16 && batch * hkv * ((lq + tq - 1) / tq) < 4 * threads) tq = (tq + 1) / 2;
   std::vector<Job> jobs;
@@ -175,10 +186,17 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
 
 #pragma omp parallel
   {
-    std::vector<float> scratch(weights == nullptr ? static_cast<size_t>(group * tq * lk) : 0);
+    // Few-rows path: score rows (G·Tq·Lk, < kFewRows·Lk) and outputs. Flash
+    // path: a score tile, the output accumulator and the running max/sum.
+    const bool flash = use_flash && group * tq >= internal::kFewRows;
+    std::vector<float> scratch(
+        weights != nullptr ? 0 : static_cast<size_t>(group * tq * (flash ? kFlashKeys : lk)));
+    // (The few-rows and whole-row paths use scratch as G·Tq score rows.)
+    std::vector<float> few_acc(static_cast<size_t>(group * tq * dv));
+    std::vector<float> row_max(static_cast<size_t>(group * tq)), row_sum(row_max.size());
 #pragma omp for schedule(dynamic, 1)
-    for (size_t n = 0; n < jobs.size(); ++n) {
-      const Job job = jobs[n];
+    for (size_t job_index = 0; job_index < jobs.size(); ++job_index) {
+      const Job job = jobs[job_index];
       const int64_t rows = job.i1 - job.i0;
       // Keys beyond the last one any row of the tile sees are masked for all
       // of them and get exactly zero weight, unless a row is fully masked
@@ -188,6 +206,85 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
         const int64_t last = VisibleKeys(mask, job.b, job.i1 - 1, lq, lk);
         const int64_t first = VisibleKeys(mask, job.b, job.i0, lq, lk);
         if (first >= 1) kmax = last;  // visible counts grow with i
+      }
+      if (group * rows < internal::kFewRows) {
+        // Decode-like: read each key/value row once for the few rows.
+        const float* q_rows[internal::kFewRows];
+        float* s_rows[internal::kFewRows];
+        float* o_rows[internal::kFewRows];
+        const uint8_t* keep_rows[internal::kFewRows];
+        int64_t visible[internal::kFewRows];
+        int64_t nr = 0;
+        for (int64_t hl = 0; hl < group; ++hl) {
+          const int64_t h = job.g * group + hl;
+          for (int64_t i = job.i0; i < job.i1; ++i, ++nr) {
+            q_rows[nr] = q.Row(job.b, h, i);
+            o_rows[nr] = out.Row(job.b, h, i);
+            s_rows[nr] = weights != nullptr ? weights + ((job.b * hq + h) * lq + i) * lk
+                                            : scratch.data() + nr * lk;
+            keep_rows[nr] = keep.Row(job.b, h, i);
+            visible[nr] = VisibleKeys(mask, job.b, i, lq, lk);
+          }
+        }
+        internal::AttendFewRows(
+            nr, q_rows, dk, dv, kmax, visible, keep.data != nullptr ? keep_rows : nullptr,
+            keep.strides[3], scale, [&](int64_t j) { return k.Row(job.b, job.g, j); },
+            [&](int64_t j) { return v.Row(job.b, job.g, j); }, s_rows, few_acc.data(), o_rows);
+        if (weights != nullptr) {
+          for (int64_t r = 0; r < nr; ++r) std::fill(s_rows[r] + kmax, s_rows[r] + lk, 0.0f);
+        }
+        continue;
+      }
+      if (flash) {
+        // Flash: key tiles of kFlashKeys with an online softmax, so only a
+        // rows × kFlashKeys score tile exists; every K/V tile is read once
+        // for all G heads sharing it.
+        const bool merged = merge && rows == lq;
+        const int64_t blocks = merged ? 1 : group, block_rows = merged ? group * rows : rows;
+        const int64_t q_ld = merged ? q_merged : q.strides[2];
+        std::fill(row_max.begin(), row_max.end(), -INFINITY);
+        std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+        std::fill(few_acc.begin(), few_acc.begin() + group * rows * dv, 0.0f);
+        absl::Status status;
+        for (int64_t k0 = 0; k0 < kmax && status.ok(); k0 += kFlashKeys) {
+          const int64_t n = std::min(kFlashKeys, kmax - k0);
+          const Mat kt = Mat::Transposed(k.Row(job.b, job.g, k0), dk, n, k.strides[2]);
+          const Mat vt = Mat::RowMajor(v.Row(job.b, job.g, k0), n, dv, v.strides[2]);
+          for (int64_t blk = 0; blk < blocks && status.ok(); ++blk) {
+            const float* q0 = q.Row(job.b, job.g * group + blk, job.i0);
+            status = internal::Matmul(Mat::RowMajor(q0, block_rows, dk, q_ld), kt, scratch.data(),
+                                      kFlashKeys);
+            if (!status.ok()) break;
+            for (int64_t r = 0; r < block_rows; ++r) {
+              const int64_t row = blk * block_rows + r;  // head-major over the job
+              const int64_t hl = row / rows, i = job.i0 + row % rows;
+              const uint8_t* keep_row = keep.Row(job.b, job.g * group + hl, i);
+              const float alpha = internal::OnlineSoftmaxTile(
+                  scratch.data() + r * kFlashKeys, n, scale,
+                  VisibleKeys(mask, job.b, i, lq, lk) - k0,
+                  keep_row != nullptr ? keep_row + k0 * keep.strides[3] : nullptr,
+                  keep.strides[3], row_max[row], row_sum[row]);
+              float* acc = few_acc.data() + row * dv;
+              if (alpha != 1.0f) {
+                for (int64_t x = 0; x < dv; ++x) acc[x] *= alpha;
+              }
+            }
+            status = internal::Matmul(Mat::RowMajor(scratch.data(), block_rows, n, kFlashKeys), vt,
+                                      few_acc.data() + blk * block_rows * dv, dv, nullptr,
+                                      /*accumulate=*/true);
+          }
+        }
+        if (!status.ok()) {
+          record(std::move(status));
+          continue;
+        }
+        for (int64_t row = 0; row < group * rows; ++row) {
+          float* o = out.Row(job.b, job.g * group + row / rows, job.i0 + row % rows);
+          const float inv = 1.0f / row_sum[row];
+          const float* acc = few_acc.data() + row * dv;
+          for (int64_t x = 0; x < dv; ++x) o[x] = acc[x] * inv;
+        }
+        continue;
       }
       // Score rows for head h (local index hl) and query i0 + t live at
       // s_base + (hl * rows + t) * lk.

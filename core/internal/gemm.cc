@@ -16,7 +16,7 @@ namespace {
 using Key = std::tuple<int64_t, int64_t, int64_t,  // M N K
                        int64_t, int64_t,           // A strides
                        int64_t, int64_t,           // B strides
-                       int64_t, bool>;             // ldc, bias
+                       int64_t, bool, bool>;       // ldc, bias, accumulate
 
 struct Entry {
   dnnl::matmul primitive;
@@ -52,13 +52,18 @@ class PrimitiveCache {
   }
 
   static dnnl::matmul::primitive_desc Describe(const Key& key) {
-    const auto [m, n, k, ars, acs, brs, bcs, ldc, bias] = key;
+    const auto [m, n, k, ars, acs, brs, bcs, ldc, bias, accumulate] = key;
     using dt = dnnl::memory::data_type;
     dnnl::memory::desc a_md({m, k}, dt::f32, {ars, acs});
     dnnl::memory::desc b_md({k, n}, dt::f32, {brs, bcs});
     dnnl::memory::desc c_md({m, n}, dt::f32, {ldc, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (accumulate) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
+    }
     if (bias) {
       dnnl::memory::desc bias_md({1, n}, dt::f32, {n, 1});
       return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, bias_md, c_md), attr,
@@ -101,20 +106,21 @@ ThreadState& State() {
   return state;
 }
 
-Key MakeKey(const Mat& a, const Mat& b, int64_t ldc, bool bias) {
+Key MakeKey(const Mat& a, const Mat& b, int64_t ldc, bool bias, bool accumulate) {
   return Key{a.rows, b.cols, a.cols, a.row_stride, a.col_stride, b.row_stride, b.col_stride, ldc,
-             bias};
+             bias, accumulate};
 }
 
 }  // namespace
 
-absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias) {
+absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias,
+                    bool accumulate) {
   if (a.cols != b.rows) {
     return absl::InternalError(absl::StrCat("matmul: inner dimensions differ: ", a.cols, " vs ",
                                             b.rows));
   }
   try {
-    const Key key = MakeKey(a, b, ldc, bias != nullptr);
+    const Key key = MakeKey(a, b, ldc, bias != nullptr, accumulate);
     std::shared_ptr<const Entry> entry = Cache().Get(key);
     ThreadState& state = State();
     if (state.scratchpad.size() < entry->scratchpad_bytes) {
@@ -146,9 +152,9 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, int64_t ldx, const flo
   return Matmul(Mat::RowMajor(x, m, k, ldx), Mat::Transposed(w, k, n, k), y, ldy, bias);
 }
 
-std::string MatmulImplName(const Mat& a, const Mat& b, int64_t ldc, bool bias) {
+std::string MatmulImplName(const Mat& a, const Mat& b, int64_t ldc, bool bias, bool accumulate) {
   try {
-    return PrimitiveCache::Describe(MakeKey(a, b, ldc, bias)).impl_info_str();
+    return PrimitiveCache::Describe(MakeKey(a, b, ldc, bias, accumulate)).impl_info_str();
   } catch (const dnnl::error& e) {
     return absl::StrCat("error: ", e.what());
   }

@@ -31,9 +31,10 @@ struct Mat {
   }
 };
 
-// C[M, N] = A[M, K] · B[K, N] (+ bias[N] broadcast over rows).
-// C is row-major with leading dimension ldc.
-absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias = nullptr);
+// C[M, N] = A[M, K] · B[K, N] (+ bias[N] broadcast over rows), or with
+// `accumulate` C += A · B. C is row-major with leading dimension ldc.
+absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias = nullptr,
+                    bool accumulate = false);
 
 // y[M, N] = x[M, K] · Wᵀ + b for an nn.Linear weight W [N, K] (row-major,
 // dense) and optional bias b [N]. x has leading dimension ldx, y has ldy.
@@ -42,7 +43,8 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, int64_t ldx, const flo
 
 // The implementation oneDNN picked for a problem, e.g. "gemm:jit" (for
 // benchmarks and diagnostics).
-std::string MatmulImplName(const Mat& a, const Mat& b, int64_t ldc, bool bias);
+std::string MatmulImplName(const Mat& a, const Mat& b, int64_t ldc, bool bias,
+                           bool accumulate = false);
 
 // Number of primitives currently cached.
 int64_t MatmulCacheSize();

@@ -53,6 +53,53 @@ void ExpInPlace(float* x, int64_t n) {
   for (; j < n; ++j) x[j] = x[j] < -87.3365447504f ? 0.0f : std::exp(x[j]);
 }
 
+float OnlineSoftmaxTile(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
+                        int64_t keep_stride, float& m, float& l) {
+  visible = std::clamp<int64_t>(visible, 0, n);
+  const __m256 vscale = _mm256_set1_ps(scale);
+  __m256 vmax = _mm256_set1_ps(kMaskedScore);
+  float tmax = kMaskedScore;
+  int64_t j = 0;
+  if (keep == nullptr) {
+    for (; j + 8 <= visible; j += 8) {
+      __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + j), vscale);
+      vmax = _mm256_max_ps(vmax, v);
+      _mm256_storeu_ps(s + j, v);
+    }
+    for (; j < visible; ++j) {
+      s[j] *= scale;
+      tmax = std::max(tmax, s[j]);
+    }
+  } else {
+    for (; j < visible; ++j) {
+      s[j] = keep[j * keep_stride] != 0 ? s[j] * scale : kMaskedScore;
+      tmax = std::max(tmax, s[j]);
+    }
+  }
+  for (j = visible; j < n; ++j) s[j] = kMaskedScore;
+  tmax = std::max(tmax, HorizontalMax(vmax));
+  const float m_new = std::max(m, tmax);
+  const float alpha = m == -INFINITY ? 0.0f : std::exp(m - m_new);
+  const __m256 vm = _mm256_set1_ps(m_new);
+  __m256 vsum = _mm256_setzero_ps();
+  float sum = 0.0f;
+  j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = Exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+    vsum = _mm256_add_ps(vsum, e);
+    _mm256_storeu_ps(s + j, e);
+  }
+  for (; j < n; ++j) {
+    const float d = s[j] - m_new;
+    s[j] = d < -87.3365447504f ? 0.0f : std::exp(d);
+    sum += s[j];
+  }
+  sum += HorizontalSum(vsum);
+  l = l * alpha + sum;
+  m = m_new;
+  return alpha;
+}
+
 void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
                       int64_t keep_stride) {
   visible = std::clamp<int64_t>(visible, 0, n);

@@ -16,6 +16,15 @@ inline constexpr float kMaskedScore = -1e9f;
 void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
                       int64_t keep_stride);
 
+// One key tile of an online (flash) softmax row. In place over s[0, n):
+// scale, mask (j >= visible or keep[j·keep_stride] == 0 -> kMaskedScore),
+// then s[j] = exp(s[j] − m') with m' = max(m, max_j s[j]); updates the
+// running max m and sum l (l = l·exp(m − m') + Σ s[j]) and returns
+// exp(m − m'), the factor the row's accumulated output must be scaled by.
+// Start a row with m = -infinity, l = 0.
+float OnlineSoftmaxTile(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
+                        int64_t keep_stride, float& m, float& l);
+
 // exp(x) for 8 lanes with ~1 ulp error over [-87, 88]; 0 below.
 void ExpInPlace(float* x, int64_t n);
 

@@ -122,6 +122,7 @@ const Workload kShapes[] = {
     {"ManyQueryTiles", 1, 2, 1, 300, 257, 24, 40},
     {"LongDecode", 2, 4, 4, 1, 1000, 32, 32},
     {"MoreQueriesThanKeys", 2, 2, 1, 9, 4, 8, 8},
+    {"FlashKeyTiles", 1, 2, 1, 24, 9000, 8, 12},
 };
 
 class SdpaSweep : public testing::TestWithParam<std::tuple<Workload, MaskKind, bool>> {};
