@@ -168,7 +168,9 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
 
   absl::Mutex error_mu;
   absl::Status error;
-#pragma omp parallel
+  const int64_t total_jobs = batch * hkv * tiles;
+  const int team = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), total_jobs));
+#pragma omp parallel num_threads(team)
   {
     const int64_t max_rows = std::min(rows, kRowTile);
     std::vector<float> scores(static_cast<size_t>(max_rows * lk));

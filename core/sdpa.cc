@@ -184,7 +184,9 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
     if (error.ok()) error = std::move(s);
   };
 
-#pragma omp parallel
+  // Never wake more threads than there are jobs (a tiny call runs alone).
+  const int team = static_cast<int>(std::min<size_t>(static_cast<size_t>(threads), jobs.size()));
+#pragma omp parallel num_threads(team)
   {
     // Few-rows path: score rows (G·Tq·Lk, < kFewRows·Lk) and outputs. Flash
     // path: a score tile, the output accumulator and the running max/sum.

@@ -36,6 +36,16 @@ absl::Status CheckElementLimit(absl::string_view field, absl::Span<const int64_t
 absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t, absl::string_view field,
                                        const TensorSpec& spec, int64_t max_elements);
 
+// A rank-4 input as the core reads it: FLOAT32 data that is 4-byte aligned
+// is viewed in place (no copy); other dtypes are decoded into `*storage`.
+// Validation as TensorFromProto.
+absl::StatusOr<View4> ViewFromProto(const pb::Tensor& t, absl::string_view field,
+                                    const TensorSpec& spec, int64_t max_elements, Tensor* storage);
+
+// Sizes `out` for `shape` at FLOAT32 and returns a view the core writes the
+// result into directly (serialised once, by gRPC).
+MutView4 OutputView(const std::vector<int64_t>& shape, pb::Tensor* out);
+
 // Encodes `t` as `dtype` (FLOAT32, FLOAT16 or BFLOAT16).
 void TensorToProto(const Tensor& t, pb::DType dtype, pb::Tensor* out);
 

@@ -174,27 +174,38 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
       return absl::InvalidArgumentError(
           absl::StrCat("scale: expected a finite number (0: 1/sqrt(Dk)), got ", req->scale()));
     }
-    ATTN_ASSIGN_OR_RETURN(Tensor q, TensorFromProto(req->query(), "query", kQuerySpec, limit));
-    ATTN_ASSIGN_OR_RETURN(Tensor k, TensorFromProto(req->key(), "key", kKeySpec, limit));
-    ATTN_ASSIGN_OR_RETURN(Tensor v, TensorFromProto(req->value(), "value", kValueSpec, limit));
+    // Float32 inputs are read where protobuf parsed them; float32 outputs
+    // are written straight into the response.
+    Tensor q_store, k_store, v_store;
+    ATTN_ASSIGN_OR_RETURN(View4 q, ViewFromProto(req->query(), "query", kQuerySpec, limit, &q_store));
+    ATTN_ASSIGN_OR_RETURN(View4 k, ViewFromProto(req->key(), "key", kKeySpec, limit, &k_store));
+    ATTN_ASSIGN_OR_RETURN(View4 v, ViewFromProto(req->value(), "value", kValueSpec, limit, &v_store));
     ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromProto(req->mask(), "mask", limit));
-    ATTN_RETURN_IF_ERROR(ValidateSdpa(View4::Of(q), View4::Of(k), View4::Of(v), mask));
-    const std::vector<int64_t> out_shape = {q.dim(0), q.dim(1), q.dim(2), v.dim(3)};
+    ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
+    const std::vector<int64_t> out_shape = {q.dims[0], q.dims[1], q.dims[2], v.dims[3]};
+    const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};
     ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
-    if (req->return_weights()) {
-      ATTN_RETURN_IF_ERROR(
-          CheckElementLimit("weights", {q.dim(0), q.dim(1), q.dim(2), k.dim(2)}, limit));
-    }
+    if (req->return_weights()) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
     const Clock::time_point start = Clock::now();
-    ATTN_ASSIGN_OR_RETURN(AttentionResult r,
-                          attention::Attend(q, k, v, mask, {req->scale(), req->return_weights()}));
+    if (out_dtype == pb::DTYPE_FLOAT32) {
+      const MutView4 out = OutputView(out_shape, resp->mutable_output());
+      float* weights = req->return_weights()
+                           ? OutputView(w_shape, resp->mutable_weights()).data
+                           : nullptr;
+      ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), out, weights));
+    } else {
+      Tensor out(out_shape), weights;
+      if (req->return_weights()) weights = Tensor(w_shape);
+      ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), MutView4::Of(out),
+                                req->return_weights() ? weights.data() : nullptr));
+      TensorToProto(out, out_dtype, resp->mutable_output());
+      if (req->return_weights()) TensorToProto(weights, out_dtype, resp->mutable_weights());
+    }
     resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
     resp->mutable_timing()->set_queue_us(queue_us);
-    resp->mutable_timing()->set_flops(SdpaFlops(q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3),
-                                                v.dim(3), mask.causal));
-    TensorToProto(r.output, out_dtype, resp->mutable_output());
-    if (req->return_weights()) TensorToProto(r.weights, out_dtype, resp->mutable_weights());
-    resp->set_variant(VariantName(q.dim(1), k.dim(1)));
+    resp->mutable_timing()->set_flops(SdpaFlops(q.dims[0], q.dims[1], q.dims[2], k.dims[2],
+                                                q.dims[3], v.dims[3], mask.causal));
+    resp->set_variant(VariantName(q.dims[1], k.dims[1]));
     return absl::OkStatus();
   });
 }
