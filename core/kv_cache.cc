@@ -9,6 +9,7 @@
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "core/cancellation.h"
 #include "core/internal/gemm.h"
 #include "core/internal/row_attention.h"
 #include "core/internal/softmax.h"
@@ -169,6 +170,7 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
   absl::Mutex error_mu;
   absl::Status error;
   const int64_t total_jobs = batch * hkv * tiles;
+  const CancellationCheck* cancel = CurrentCancellation();
   const int team = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), total_jobs));
 #pragma omp parallel num_threads(team)
   {
@@ -178,6 +180,11 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
 #pragma omp for schedule(dynamic, 1)
     for (int64_t job = 0; job < batch * hkv * tiles; ++job) {
       const int64_t b = job / (hkv * tiles), g = job / tiles % hkv, tile = job % tiles;
+      if (absl::Status c = PollCancellation(cancel); !c.ok()) {  // between tiles
+        absl::MutexLock lock(&error_mu);
+        if (error.ok()) error = c;
+        continue;
+      }
       // First row (head hl0, token t0) and row count of the tile.
       int64_t hl0, t0, nr;
       if (across_heads) {

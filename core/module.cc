@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/cancellation.h"
 #include "core/internal/gemm.h"
 #include "core/internal/layer_ops.h"
 #include "core/kv_cache.h"
@@ -153,9 +154,11 @@ class ProjectedAttention final : public AttentionModule {
 
     const int64_t mq = in.batch * in.lq, mk = in.batch * in.lk, d = c.d_model;
     Tensor q({mq, hq_ * dqk_}), k({mk, hkv_ * dqk_}), v({mk, hkv_ * dv_});
+    const CancellationCheck* cancel = CurrentCancellation();
     ATTN_RETURN_IF_ERROR(Project(*in.query, q_, hq_ * dqk_, q));
     ATTN_RETURN_IF_ERROR(Project(*in.key, k_, hkv_ * dqk_, k));
     ATTN_RETURN_IF_ERROR(Project(*in.value, v_, hkv_ * dv_, v));
+    ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
 
     // [B, L, H, D] buffers read as [B, H, L, D] through strides.
     ForwardResult result;
@@ -172,6 +175,7 @@ class ProjectedAttention final : public AttentionModule {
       result.output = std::move(attn);
       return result;
     }
+    ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
     result.output = Tensor({in.batch, in.lq, d});
     ATTN_RETURN_IF_ERROR(Linear(attn.data(), mq, hq_ * dv_, hq_ * dv_, W(o_ + ".weight").data(), d,
                                 Bias(o_), result.output.data(), d));
@@ -270,6 +274,7 @@ class LatentAttention final : public AttentionModule {
     internal::RmsNormRows(latent.data(), mk, r, r + dr, W("kv_a_layernorm.weight").data());
     internal::ApplyRope(latent.data() + r, in.batch, in.lk, 1, 0, r + dr, dr, Theta(), 0);
 
+    ATTN_RETURN_IF_ERROR(PollCancellation(CurrentCancellation()));
     if (input.return_weights) result.weights = Tensor({in.batch, h, in.lq, in.lk});
     float* weights = input.return_weights ? result.weights.data() : nullptr;
     Tensor attn({mq, h * dv});
@@ -629,6 +634,31 @@ double LayerFlops(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk, int6
                    causal);
   }
   return f + 2.0 * rows_q * h * dv * d;  // o_proj
+}
+
+int64_t ForwardWorkingBytes(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk,
+                            bool return_weights) {
+  // Float counts in double: no overflow, and a huge value is refused anyway.
+  const double d = static_cast<double>(c.d_model), h = static_cast<double>(NumQueryHeads(c));
+  const double rows_q = static_cast<double>(b) * lq, rows_k = static_cast<double>(b) * lk;
+  double floats = rows_q * d + 2 * rows_k * d;  // decoded inputs
+  if (c.variant == Variant::kMla) {
+    const double dq = static_cast<double>(c.qk_nope_head_dim + c.qk_rope_head_dim);
+    const double dl = static_cast<double>(c.kv_lora_rank + c.qk_rope_head_dim);
+    const double dkv = static_cast<double>(c.qk_nope_head_dim + c.v_head_dim);
+    floats += rows_q * (h * dq + static_cast<double>(c.q_lora_rank) + h * dl) +
+              rows_k * (dl + h * dkv + h * dq) +
+              rows_q * h * (static_cast<double>(c.v_head_dim) + static_cast<double>(c.kv_lora_rank));
+  } else {
+    const double hkv = static_cast<double>(NumKvHeads(c));
+    const double dqk = c.variant == Variant::kSelfAttention ? static_cast<double>(c.d_k) : d / h;
+    const double dv = c.variant == Variant::kSelfAttention ? static_cast<double>(c.d_v) : d / h;
+    floats += rows_q * h * (dqk + dv) + rows_k * hkv * (dqk + dv);
+  }
+  floats += rows_q * static_cast<double>(OutputDim(c));
+  if (return_weights) floats += rows_q * h * static_cast<double>(lk);
+  const double bytes = floats * 4 + 8.0 * (1 << 20);  // + per-thread tiles
+  return bytes > 9e18 ? INT64_MAX : static_cast<int64_t>(bytes);
 }
 
 absl::StatusOr<CostEstimate> EstimateCosts(const ModuleConfig& config, int64_t batch,

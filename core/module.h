@@ -109,6 +109,12 @@ enum class MlaForm {
 double LayerFlops(const ModuleConfig& config, int64_t b, int64_t lq, int64_t lk,
                   int64_t kv_projected, bool causal, MlaForm form);
 
+// An upper bound of the bytes Forward allocates for a call of this size
+// (decoded inputs, projections, attention buffers, output, weights), for
+// admission control: checked before any of it is allocated.
+int64_t ForwardWorkingBytes(const ModuleConfig& config, int64_t b, int64_t lq, int64_t lk,
+                            bool return_weights);
+
 struct CostEstimate {
   int64_t parameters = 0;
   int64_t kv_cache_bytes_per_token = 0;  // one batch row, float32

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "core/cancellation.h"
 #include "core/internal/gemm.h"
 #include "core/internal/row_attention.h"
 #include "core/internal/softmax.h"
@@ -184,6 +185,7 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
     if (error.ok()) error = std::move(s);
   };
 
+  const CancellationCheck* cancel = CurrentCancellation();
   // Never wake more threads than there are jobs (a tiny call runs alone).
   const int team = static_cast<int>(std::min<size_t>(static_cast<size_t>(threads), jobs.size()));
 #pragma omp parallel num_threads(team)
@@ -199,6 +201,10 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
 #pragma omp for schedule(dynamic, 1)
     for (size_t job_index = 0; job_index < jobs.size(); ++job_index) {
       const Job job = jobs[job_index];
+      if (absl::Status c = PollCancellation(cancel); !c.ok()) {  // between tiles
+        record(std::move(c));
+        continue;
+      }
       const int64_t rows = job.i1 - job.i0;
       // Keys beyond the last one any row of the tile sees are masked for all
       // of them and get exactly zero weight, unless a row is fully masked

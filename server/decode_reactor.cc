@@ -82,7 +82,7 @@ void DecodeReactor::OnReadDone(bool ok) {
 
 void DecodeReactor::RunChunk() {
   const Clock::time_point arrived = Clock::now();
-  service_->Submit([this, arrived] {
+  const absl::Status queued = service_->Submit([this, arrived] {
     const Clock::time_point started = Clock::now();
     if (ctx_->IsCancelled()) return End(absl::CancelledError("stream cancelled"));
     const pb::Tensor& tokens = request_.tokens();
@@ -106,6 +106,7 @@ void DecodeReactor::RunChunk() {
     if (!status.ok()) return End(status);
     StartWrite(&response_);
   });
+  if (!queued.ok()) End(queued);
 }
 
 void DecodeReactor::OnWriteDone(bool ok) {

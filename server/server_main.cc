@@ -32,6 +32,9 @@ ABSL_FLAG(int, drain_seconds, 30, "on SIGTERM/SIGINT, how long calls in flight m
 ABSL_FLAG(int64_t, kv_cache_mb, 1024, "KV-cache budget of all Decode streams together, MiB");
 ABSL_FLAG(int64_t, kv_block_kb, 64, "size of one KV-cache block (the paging unit), KiB");
 ABSL_FLAG(int, max_streams, 64, "Decode streams open at once (0: no limit)");
+ABSL_FLAG(int, max_queued, 64, "requests waiting for a worker; more get RESOURCE_EXHAUSTED at once");
+ABSL_FLAG(int64_t, request_memory_mb, 4096,
+          "memory the requests in flight may reserve together (estimates); more is RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, test_delay_ms, 0, "testing only: add this fixed latency to every computing call");
 
 int main(int argc, char** argv) {
@@ -57,6 +60,8 @@ int main(int argc, char** argv) {
   options.service.kv_block_bytes = absl::GetFlag(FLAGS_kv_block_kb) << 10;
   options.service.max_streams = absl::GetFlag(FLAGS_max_streams);
   options.service.test_delay_ms = absl::GetFlag(FLAGS_test_delay_ms);
+  options.service.max_queued = absl::GetFlag(FLAGS_max_queued);
+  options.service.request_memory_bytes = absl::GetFlag(FLAGS_request_memory_mb) << 20;
   auto server = attention::server::AttentionServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "attention_server: %s\n", server.status().ToString().c_str());

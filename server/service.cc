@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/cancellation.h"
 #include "core/status_macros.h"
 #include "core/threading.h"
 #include "server/convert.h"
@@ -118,23 +119,134 @@ template <typename Request, typename Response, typename Fn>
 grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
                                                           grpc::CallbackServerContext* ctx,
                                                           const Request* request,
-                                                          Response* response, Fn fn) {
+                                                          Response* response,
+                                                          int64_t memory_estimate, Fn fn) {
   if (draining_.load()) return RunInline(method, ctx, request, response, [] { return Draining(); });
+  // Admission: memory first, then a queue slot; refused at once otherwise.
+  if (absl::Status s = ReserveMemory(memory_estimate); !s.ok()) {
+    return RunInline(method, ctx, request, response, [s] { return s; });
+  }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point arrived = Clock::now();
   ++inflight_;
-  pool_->Submit([=, this]() mutable {
+  const bool queued = pool_->TrySubmit([=, this]() mutable {
     const Clock::time_point started = Clock::now();
     if (options_.test_delay_ms > 0) absl::SleepFor(absl::Milliseconds(options_.test_delay_ms));
-    absl::Status status = ctx->IsCancelled() ? Abandoned(ctx) : fn(Micros(started - arrived));
+    // The core polls this between tiles: a cancelled or expired call stops.
+    const CancellationCheck cancelled = [ctx] { return ctx->IsCancelled(); };
+    absl::Status status;
+    {
+      ScopedCancellation scope(&cancelled);
+      status = ctx->IsCancelled() ? Abandoned(ctx) : fn(Micros(started - arrived));
+    }
+    if (status.code() == absl::StatusCode::kCancelled &&
+        ctx->deadline() <= std::chrono::system_clock::now()) {
+      status = absl::DeadlineExceededError(absl::StrCat(
+          "deadline exceeded: the computation was stopped (", status.message(), ")"));
+    }
     if (!status.ok()) response->Clear();
     const size_t response_bytes = status.ok() ? response->ByteSizeLong() : 0;
     LogCall(options_.log_calls, method, status, request->ByteSizeLong(), response_bytes,
             Micros(started - arrived), Micros(Clock::now() - arrived));
     reactor->Finish(ToGrpc(status));
+    ReleaseMemory(memory_estimate);
     --inflight_;
-  });
+  }, options_.max_queued);
+  if (!queued) {
+    --inflight_;
+    ReleaseMemory(memory_estimate);
+    const absl::Status s = QueueFull();
+    LogCall(options_.log_calls, method, s, request->ByteSizeLong(), 0, 0, 0);
+    reactor->Finish(ToGrpc(s));
+  }
   return reactor;
+}
+
+absl::Status AttentionServiceImpl::QueueFull() const {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "queue: ", options_.max_queued, " requests are already waiting for ", options_.workers,
+      " workers, the server's limit (--max_queued); retry later"));
+}
+
+absl::Status AttentionServiceImpl::Submit(std::function<void()> task) {
+  if (!pool_->TrySubmit(std::move(task), options_.max_queued)) return QueueFull();
+  return absl::OkStatus();
+}
+
+absl::Status AttentionServiceImpl::ReserveMemory(int64_t bytes) {
+  const int64_t budget = options_.request_memory_bytes;
+  int64_t now = reserved_memory_.load();
+  while (true) {
+    if (budget > 0 && bytes > budget - now) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "memory: the request needs about ", bytes >> 20, " MiB; ", now >> 20, " of ",
+          budget >> 20, " MiB are reserved by requests in flight (--request_memory_mb)"));
+    }
+    if (reserved_memory_.compare_exchange_weak(now, now + bytes)) return absl::OkStatus();
+  }
+}
+
+namespace {
+
+// Elements of a wire tensor's shape, or 0 when it is not a valid shape
+// (validation will reject it; admission then reserves nothing for it).
+int64_t Elements(const pb::Tensor& t) {
+  const int64_t n = NumElements(t.shape());
+  return n < 0 ? 0 : n;
+}
+
+double ElementsOrZero(std::initializer_list<int64_t> dims) {
+  double n = 1;
+  for (int64_t d : dims) n *= static_cast<double>(std::max<int64_t>(d, 0));
+  return n;
+}
+
+int64_t Dim(const pb::Tensor& t, int i) { return i < t.shape_size() ? t.shape(i) : 0; }
+
+}  // namespace
+
+int64_t AttentionServiceImpl::EstimateAttend(const pb::AttendRequest& r) const {
+  // Shapes that validation will refuse (overflowing, over the tensor limit)
+  // reserve nothing: their field-specific error comes first.
+  const int64_t limit = options_.max_tensor_elements;
+  auto valid = [limit](std::initializer_list<int64_t> dims) {
+    const double n = ElementsOrZero(dims);
+    return n > 0 && (limit <= 0 || n <= static_cast<double>(limit));
+  };
+  const pb::Tensor &q = r.query(), &k = r.key(), &v = r.value();
+  double floats = 0;
+  if (valid({Dim(q, 0), Dim(q, 1), Dim(q, 2), Dim(v, 3)})) {
+    floats += ElementsOrZero({Dim(q, 0), Dim(q, 1), Dim(q, 2), Dim(v, 3)});  // output
+  }
+  if (r.return_weights() && valid({Dim(q, 0), Dim(q, 1), Dim(q, 2), Dim(k, 2)})) {
+    floats += ElementsOrZero({Dim(q, 0), Dim(q, 1), Dim(q, 2), Dim(k, 2)});
+  }
+  if (r.output_dtype() != pb::DTYPE_UNSPECIFIED && r.output_dtype() != pb::DTYPE_FLOAT32) {
+    floats *= 1.5;  // computed in float32, then encoded
+  }
+  for (const pb::Tensor* t : {&q, &k, &v}) {
+    const int64_t n = Elements(*t);
+    if (t->dtype() != pb::DTYPE_FLOAT32 && (limit <= 0 || n <= limit)) {
+      floats += static_cast<double>(n);
+    }
+  }
+  return static_cast<int64_t>(floats * 4 + static_cast<double>(options_.compute_threads) * (4 << 20));
+}
+
+int64_t AttentionServiceImpl::EstimateForward(const pb::ForwardRequest& r) const {
+  absl::StatusOr<LoadedModule> m = registry_.Get(r.module());
+  if (!m.ok()) return 0;  // NOT_FOUND follows
+  const int64_t b = Dim(r.query(), 0), lq = Dim(r.query(), 1);
+  const int64_t lk = r.has_key() ? Dim(r.key(), 1) : lq;
+  if (b <= 0 || lq <= 0 || lk <= 0) return 0;
+  const ModuleConfig& c = m->module->config();
+  // Inputs or outputs that validation refuses reserve nothing (see above).
+  const int64_t limit = options_.max_tensor_elements;
+  const double biggest = std::max({ElementsOrZero({b, lq, c.d_model}), ElementsOrZero({b, lk, c.d_model}),
+                                   r.return_weights() ? ElementsOrZero({b, NumQueryHeads(c), lq, lk})
+                                                      : 0.0});
+  if (limit > 0 && biggest > static_cast<double>(limit)) return 0;
+  return std::min<int64_t>(INT64_MAX / 2, ForwardWorkingBytes(c, b, lq, lk, r.return_weights()));
 }
 
 template <typename Request, typename Response, typename Fn>
@@ -161,7 +273,7 @@ void AttentionServiceImpl::StartDraining() { draining_.store(true); }
 grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerContext* ctx,
                                                        const pb::AttendRequest* req,
                                                        pb::AttendResponse* resp) {
-  return RunOnPool("Attend", ctx, req, resp,
+  return RunOnPool("Attend", ctx, req, resp, EstimateAttend(*req),
                    [this, req, resp](int64_t queue_us) -> absl::Status {
     const int64_t limit = options_.max_tensor_elements;
     if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
@@ -213,7 +325,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerContext* ctx,
                                                         const pb::ForwardRequest* req,
                                                         pb::ForwardResponse* resp) {
-  return RunOnPool("Forward", ctx, req, resp,
+  return RunOnPool("Forward", ctx, req, resp, EstimateForward(*req),
                    [this, req, resp](int64_t queue_us) -> absl::Status {
     const int64_t limit = options_.max_tensor_elements;
     ATTN_ASSIGN_OR_RETURN(LoadedModule m, registry_.Get(req->module()));
@@ -305,7 +417,8 @@ absl::StatusOr<LoadedModule> BuildModule(const pb::LoadModuleRequest& req, int64
 grpc::ServerUnaryReactor* AttentionServiceImpl::LoadModule(grpc::CallbackServerContext* ctx,
                                                            const pb::LoadModuleRequest* req,
                                                            pb::ModuleInfo* resp) {
-  return RunOnPool("LoadModule", ctx, req, resp,
+  // The decoded weights (or the random init): about the request's size.
+  return RunOnPool("LoadModule", ctx, req, resp, static_cast<int64_t>(req->ByteSizeLong()) * 2,
                    [this, req, resp](int64_t) -> absl::Status {
     ATTN_ASSIGN_OR_RETURN(LoadedModule loaded, BuildModule(*req, options_.max_tensor_elements));
     *resp = loaded.info;
@@ -356,6 +469,12 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::GetServerInfo(grpc::CallbackServ
     limits->set_max_message_bytes(options_.max_message_bytes);
     limits->set_max_tensor_elements(options_.max_tensor_elements);
     limits->set_max_inflight_requests(options_.workers);
+    limits->set_max_queued_requests(options_.max_queued);
+    limits->set_request_memory_bytes(options_.request_memory_bytes);
+    pb::ServerLoad* load = resp->mutable_load();
+    load->set_inflight_requests(inflight_.load());
+    load->set_queued_requests(pool_->queued());
+    load->set_reserved_memory_bytes(reserved_memory_.load());
     limits->set_compute_threads(options_.compute_threads);
     limits->set_kv_cache_bytes(kv_pool_->total_blocks() * kv_pool_->block_bytes());
     limits->set_max_concurrent_streams(options_.max_streams);

@@ -28,6 +28,8 @@ struct ServiceOptions {
   int64_t kv_cache_bytes = int64_t{1} << 30;  // Decode KV budget, all streams together
   int64_t kv_block_bytes = int64_t{64} << 10;  // one paged block
   int max_streams = 64;                        // Decode streams open at once; 0: no limit
+  int max_queued = 64;                         // requests waiting for a worker; 0: no limit
+  int64_t request_memory_bytes = int64_t{4} << 30;  // admitted requests' estimates together
   // Testing only: every call on the compute pool first sleeps this long, as
   // a slow server would (it holds its worker meanwhile).
   int test_delay_ms = 0;
@@ -47,15 +49,18 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   absl::Status AcquireStream();
   void ReleaseStream() { --streams_; }
   int streams() const { return streams_.load(); }
-  void Submit(std::function<void()> task) { pool_->Submit(std::move(task)); }
+  // Queues work unless the queue is full (then RESOURCE_EXHAUSTED).
+  absl::Status Submit(std::function<void()> task);
   void LogStream(const absl::Status& status, int64_t cached_tokens);
   // Calls accepted on the compute pool and not yet finished.
   int inflight() const { return inflight_.load(); }
+  int64_t reserved_memory() const { return reserved_memory_.load(); }
   // From now on every new call and stream is refused with UNAVAILABLE;
   // calls and streams already running go on.
   void StartDraining();
   bool draining() const { return draining_.load(); }
   static absl::Status Draining();
+  absl::Status QueueFull() const;
   const ServiceOptions& options() const { return options_; }
 
   grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* ctx,
@@ -85,7 +90,13 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
  private:
   template <typename Request, typename Response, typename Fn>
   grpc::ServerUnaryReactor* RunOnPool(const char* method, grpc::CallbackServerContext* ctx,
-                                      const Request* request, Response* response, Fn fn);
+                                      const Request* request, Response* response,
+                                      int64_t memory_estimate, Fn fn);
+  // Admission: reserves `bytes` of the request memory budget.
+  absl::Status ReserveMemory(int64_t bytes);
+  void ReleaseMemory(int64_t bytes) { reserved_memory_ -= bytes; }
+  int64_t EstimateAttend(const ::attention::v1::AttendRequest& r) const;
+  int64_t EstimateForward(const ::attention::v1::ForwardRequest& r) const;
   template <typename Request, typename Response, typename Fn>
   grpc::ServerUnaryReactor* RunInline(const char* method, grpc::CallbackServerContext* ctx,
                                       const Request* request, Response* response, Fn fn);
@@ -97,6 +108,7 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   std::atomic<int> inflight_{0};
   std::atomic<int> streams_{0};
   std::atomic<bool> draining_{false};
+  std::atomic<int64_t> reserved_memory_{0};
 };
 
 // Registers the five small seeded demo modules (demo-sa, demo-mha, demo-gqa,

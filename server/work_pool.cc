@@ -23,6 +23,13 @@ void WorkPool::Submit(std::function<void()> task) {
   tasks_.push_back(std::move(task));
 }
 
+bool WorkPool::TrySubmit(std::function<void()> task, int max_queued) {
+  absl::MutexLock lock(&mu_);
+  if (max_queued > 0 && static_cast<int>(tasks_.size()) >= max_queued) return false;
+  tasks_.push_back(std::move(task));
+  return true;
+}
+
 int WorkPool::queued() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(tasks_.size());

@@ -20,6 +20,8 @@ class WorkPool {
   ~WorkPool();
 
   void Submit(std::function<void()> task);
+  // Submits unless `max_queued` (> 0) tasks are already waiting.
+  bool TrySubmit(std::function<void()> task, int max_queued);
   int queued() const;
   int workers() const { return static_cast<int>(threads_.size()); }
 

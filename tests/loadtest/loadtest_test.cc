@@ -83,6 +83,7 @@ TEST_F(ServerTest, BoundedRunCountsEveryRequestOnce) {
 class SlowServerTest : public ServerTest {
   void Customize(server::ServerOptions& options) override {
     options.service.workers = 1;
+    options.service.max_queued = 0;      // let the queue grow: that is what is measured
     options.service.test_delay_ms = 20;  // capacity: 50 requests/s
   }
 };
