@@ -3,7 +3,9 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <fstream>
 #include <future>
+#include <iterator>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -69,6 +71,23 @@ pb::ModuleConfig ConfigToProto(const ModuleConfig& c) {
   return out;
 }
 
+absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const ClientOptions& options) {
+  if (options.tls_ca_pem.empty() && options.tls_cert_pem.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.tls_ca_pem;
+  ssl.pem_cert_chain = options.tls_cert_pem;
+  ssl.pem_private_key = options.tls_key_pem;
+  return grpc::SslCredentials(ssl);
+}
+
 absl::StatusOr<std::unique_ptr<AttentionClient>> AttentionClient::Connect(
     const std::string& target, const ClientOptions& options) {
   if (target.empty()) return absl::InvalidArgumentError("target: expected host:port, got ''");
@@ -78,8 +97,8 @@ absl::StatusOr<std::unique_ptr<AttentionClient>> AttentionClient::Connect(
   args.SetMaxReceiveMessageSize(max_bytes);
   args.SetMaxSendMessageSize(max_bytes);
   args.SetLoadBalancingPolicyName("round_robin");
-  auto channel =
-      grpc::CreateCustomChannel(ChannelTarget(target), grpc::InsecureChannelCredentials(), args);
+  if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
+  auto channel = grpc::CreateCustomChannel(ChannelTarget(target), ChannelCredentials(options), args);
   return std::make_unique<AttentionClient>(std::move(channel), options);
 }
 
@@ -90,6 +109,7 @@ AttentionClient::AttentionClient(std::shared_ptr<grpc::Channel> channel,
       options_(options) {}
 
 void AttentionClient::PrepareContext(grpc::ClientContext* ctx) const {
+  if (!options_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options_.token);
   if (options_.timeout != absl::InfiniteDuration()) {
     ctx->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
   }

@@ -19,6 +19,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include <grpcpp/security/credentials.h>
+
 #include "attention/v1/attention.grpc.pb.h"
 #include "core/dtype.h"
 #include "core/module.h"
@@ -32,7 +34,18 @@ namespace pb = ::attention::v1;
 struct ClientOptions {
   int64_t max_message_bytes = int64_t{256} << 20;
   absl::Duration timeout = absl::InfiniteDuration();  // per call
+  // TLS: the CA to trust (PEM); empty = plaintext. A client certificate and
+  // key (PEM) for mutual TLS. tls_server_name overrides the name checked
+  // against the server's certificate.
+  std::string tls_ca_pem, tls_cert_pem, tls_key_pem, tls_server_name;
+  // Sent as "authorization: Bearer <token>" on every call when not empty.
+  std::string token;
 };
+
+// Reads a file (for PEM files and token files); NOT_FOUND naming it.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+// Channel credentials for `options` (plaintext or TLS).
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const ClientOptions& options);
 
 struct Timing {
   int64_t queue_us = 0;

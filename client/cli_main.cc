@@ -34,6 +34,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "client/attention_client.h"
 #include "client/compare.h"
@@ -42,6 +43,11 @@
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "server address (host:port, dns:///name:port, or a comma list)");
 ABSL_FLAG(double, timeout_s, 0, "per-call deadline in seconds (0: none)");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA file to trust: connect with TLS");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate file (mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM client key file (mutual TLS)");
+ABSL_FLAG(std::string, tls_server_name, "", "name to check the server certificate against");
+ABSL_FLAG(std::string, token, "", "bearer token (or @FILE to read it from a file)");
 // Shapes for random inputs.
 ABSL_FLAG(int64_t, b, 1, "batch rows B");
 ABSL_FLAG(int64_t, hq, 8, "query heads Hq (attend)");
@@ -224,11 +230,30 @@ void PrintModule(const pb::ModuleInfo& m) {
               static_cast<long long>(m.kv_cache_bytes_per_token()));
 }
 
+absl::Status TlsAndTokenFromFlags(ClientOptions& options) {
+  for (auto [flag, out] : {std::pair{absl::GetFlag(FLAGS_tls_ca), &options.tls_ca_pem},
+                           std::pair{absl::GetFlag(FLAGS_tls_cert), &options.tls_cert_pem},
+                           std::pair{absl::GetFlag(FLAGS_tls_key), &options.tls_key_pem}}) {
+    if (!flag.empty()) {
+      ATTN_ASSIGN_OR_RETURN(*out, ReadFileToString(flag));
+    }
+  }
+  options.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  std::string token = absl::GetFlag(FLAGS_token);
+  if (!token.empty() && token[0] == '@') {
+    ATTN_ASSIGN_OR_RETURN(token, ReadFileToString(token.substr(1)));
+    token = std::string(absl::StripAsciiWhitespace(token));
+  }
+  options.token = token;
+  return absl::OkStatus();
+}
+
 absl::Status Run(const std::string& command) {
   ClientOptions options;
   if (absl::GetFlag(FLAGS_timeout_s) > 0) {
     options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   }
+  ATTN_RETURN_IF_ERROR(TlsAndTokenFromFlags(options));
   ATTN_ASSIGN_OR_RETURN(auto client, AttentionClient::Connect(absl::GetFlag(FLAGS_target), options));
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   const int64_t b = absl::GetFlag(FLAGS_b), lq = absl::GetFlag(FLAGS_lq);

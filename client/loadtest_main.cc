@@ -35,6 +35,10 @@ ABSL_FLAG(double, warmup, 0, "seconds of unrecorded load first");
 ABSL_FLAG(double, deadline_ms, 0, "per-request deadline (0: none)");
 ABSL_FLAG(std::string, token, "", "bearer token: sent as 'authorization: Bearer TOKEN'");
 ABSL_FLAG(std::string, metadata, "", "extra metadata, k=v[,k=v...]");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA file to trust: connect with TLS");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate file (mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM client key file (mutual TLS)");
+ABSL_FLAG(std::string, tls_server_name, "", "name to check the server certificate against");
 ABSL_FLAG(std::string, rpc, "attend", "attend, forward, decode or health");
 ABSL_FLAG(std::string, mix, "", "mix file: lines 'WEIGHT RPC key=value ...'");
 ABSL_FLAG(std::string, sweep, "", "concurrency=1,2,4,... or rps=10,20,...: one run per value");
@@ -77,6 +81,14 @@ absl::Status Main() {
   if (!absl::GetFlag(FLAGS_token).empty()) {
     config.metadata.emplace_back("authorization", "Bearer " + absl::GetFlag(FLAGS_token));
   }
+  for (auto [flag, out] : {std::pair{absl::GetFlag(FLAGS_tls_ca), &config.tls.tls_ca_pem},
+                           std::pair{absl::GetFlag(FLAGS_tls_cert), &config.tls.tls_cert_pem},
+                           std::pair{absl::GetFlag(FLAGS_tls_key), &config.tls.tls_key_pem}}) {
+    if (!flag.empty()) {
+      ATTN_ASSIGN_OR_RETURN(*out, client::ReadFileToString(flag));
+    }
+  }
+  config.tls.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
   for (absl::string_view kv : absl::StrSplit(absl::GetFlag(FLAGS_metadata), ',', absl::SkipEmpty())) {
     std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
     config.metadata.push_back(p);
@@ -102,7 +114,10 @@ absl::Status Main() {
     ATTN_RETURN_IF_ERROR(ParseSpec(absl::GetFlag(FLAGS_rpc), spec));
     specs.push_back(spec);
   }
-  ATTN_ASSIGN_OR_RETURN(auto client, client::AttentionClient::Connect(config.targets[0]));
+  client::ClientOptions client_options = config.tls;
+  client_options.token = absl::GetFlag(FLAGS_token);
+  ATTN_ASSIGN_OR_RETURN(auto client,
+                        client::AttentionClient::Connect(config.targets[0], client_options));
   std::vector<Workload> workloads;
   for (const WorkloadSpec& s : specs) {
     ATTN_ASSIGN_OR_RETURN(Workload w, BuildWorkload(s, *client));

@@ -10,6 +10,7 @@ packages=(
   libdnnl-dev          # oneDNN 2.6.3: the matrix primitives of core/
   libabsl-dev          # absl::Status, StatusOr, containers, synchronization
   libgtest-dev libgmock-dev
+  openssl              # certificates for the TLS tests
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the service
   python3-grpcio python3-protobuf python3-numpy  # the Python client and its tests
 )

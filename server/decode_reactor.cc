@@ -48,6 +48,7 @@ absl::Status DecodeReactor::HandleStart(const pb::DecodeStart& start) {
   if (session_ != nullptr) {
     return absl::FailedPreconditionError("start: the stream has already started");
   }
+  ATTN_RETURN_IF_ERROR(service_->Authenticate(ctx_));
   ATTN_ASSIGN_OR_RETURN(LoadedModule m, service_->registry().Get(start.module()));
   ATTN_RETURN_IF_ERROR(service_->AcquireStream());
   counted_ = true;

@@ -18,8 +18,21 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   ATTN_ASSIGN_OR_RETURN(s->service_, AttentionServiceImpl::Create(options.service));
   if (options.demo_modules) ATTN_RETURN_IF_ERROR(LoadDemoModules(s->service_->registry()));
 
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_pem.empty() || !options.tls_key_pem.empty()) {
+    if (options.tls_cert_pem.empty() || options.tls_key_pem.empty()) {
+      return absl::InvalidArgumentError("tls: a certificate needs its key and a key its certificate");
+    }
+    grpc::SslServerCredentialsOptions ssl(
+        options.tls_client_ca_pem.empty()
+            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = options.tls_client_ca_pem;
+    ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(options.listen, credentials, &s->port_);
   builder.RegisterService(s->service_.get());
   const int max_bytes = static_cast<int>(
       std::min<int64_t>(options.service.max_message_bytes, std::numeric_limits<int>::max()));

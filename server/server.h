@@ -22,6 +22,9 @@ struct ServerOptions {
   bool demo_modules = true;
   int grpc_threads = 0;  // 0: gRPC's default
   ServiceOptions service;
+  // TLS: PEM contents; both empty = plaintext. With tls_client_ca_pem,
+  // clients must present a certificate signed by it (mTLS).
+  std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;
 };
 
 class AttentionServer {

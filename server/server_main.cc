@@ -11,12 +11,16 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/threading.h"
 #include "server/server.h"
 
@@ -35,6 +39,12 @@ ABSL_FLAG(int, max_streams, 64, "Decode streams open at once (0: no limit)");
 ABSL_FLAG(int, max_queued, 64, "requests waiting for a worker; more get RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(int64_t, request_memory_mb, 4096,
           "memory the requests in flight may reserve together (estimates); more is RESOURCE_EXHAUSTED");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain file: serve TLS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key file of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA file: require client certificates it signed (mTLS)");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file of bearer tokens, one per line: calls must send 'authorization: Bearer <token>' "
+          "(the health service stays open)");
 ABSL_FLAG(int, test_delay_ms, 0, "testing only: add this fixed latency to every computing call");
 
 int main(int argc, char** argv) {
@@ -62,6 +72,31 @@ int main(int argc, char** argv) {
   options.service.test_delay_ms = absl::GetFlag(FLAGS_test_delay_ms);
   options.service.max_queued = absl::GetFlag(FLAGS_max_queued);
   options.service.request_memory_bytes = absl::GetFlag(FLAGS_request_memory_mb) << 20;
+  auto read = [](const std::string& path, std::string* out) -> bool {
+    if (path.empty()) return true;
+    std::ifstream in(path);
+    if (!in) {
+      std::fprintf(stderr, "attention_server: cannot read %s\n", path.c_str());
+      return false;
+    }
+    out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return true;
+  };
+  std::string tokens;
+  if (!read(absl::GetFlag(FLAGS_tls_cert), &options.tls_cert_pem) ||
+      !read(absl::GetFlag(FLAGS_tls_key), &options.tls_key_pem) ||
+      !read(absl::GetFlag(FLAGS_tls_client_ca), &options.tls_client_ca_pem) ||
+      !read(absl::GetFlag(FLAGS_auth_token_file), &tokens)) {
+    return 1;
+  }
+  for (absl::string_view line : absl::StrSplit(tokens, '\n', absl::SkipWhitespace())) {
+    options.service.auth_tokens.emplace_back(absl::StripAsciiWhitespace(line));
+  }
+  if (!absl::GetFlag(FLAGS_auth_token_file).empty() && options.service.auth_tokens.empty()) {
+    std::fprintf(stderr, "attention_server: %s holds no token\n",
+                 absl::GetFlag(FLAGS_auth_token_file).c_str());
+    return 1;
+  }
   auto server = attention::server::AttentionServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "attention_server: %s\n", server.status().ToString().c_str());
@@ -75,6 +110,10 @@ int main(int argc, char** argv) {
                attention::OneDnnVersion(), attention::CpuIsa(), so.workers, so.compute_threads,
                options.demo_modules ? "; demo modules: demo-sa demo-mha demo-gqa demo-mqa demo-mla"
                                     : "");
+  std::fprintf(stderr, "attention_server: %s, %s\n",
+               options.tls_cert_pem.empty() ? "plaintext"
+               : options.tls_client_ca_pem.empty() ? "TLS" : "mutual TLS",
+               options.service.auth_tokens.empty() ? "no token auth" : "bearer-token auth");
 
   std::thread waiter([&] {
     int sig = 0;

@@ -122,6 +122,9 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
                                                           Response* response,
                                                           int64_t memory_estimate, Fn fn) {
   if (draining_.load()) return RunInline(method, ctx, request, response, [] { return Draining(); });
+  if (absl::Status s = Authenticate(ctx); !s.ok()) {
+    return RunInline(method, ctx, request, response, [s] { return s; });
+  }
   // Admission: memory first, then a queue slot; refused at once otherwise.
   if (absl::Status s = ReserveMemory(memory_estimate); !s.ok()) {
     return RunInline(method, ctx, request, response, [s] { return s; });
@@ -256,12 +259,47 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunInline(const char* method,
                                                           Response* response, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point arrived = Clock::now();
-  const absl::Status status = draining_.load() ? Draining() : fn();
+  absl::Status status = draining_.load() ? Draining() : Authenticate(ctx);
+  if (status.ok()) status = fn();
   if (!status.ok()) response->Clear();
   LogCall(options_.log_calls, method, status, request->ByteSizeLong(),
           status.ok() ? response->ByteSizeLong() : 0, 0, Micros(Clock::now() - arrived));
   reactor->Finish(ToGrpc(status));
   return reactor;
+}
+
+namespace {
+
+// Equal strings, in time that depends only on the lengths.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  unsigned char diff = a.size() != b.size();
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
+  }
+  return diff == 0;
+}
+
+}  // namespace
+
+absl::Status AttentionServiceImpl::Authenticate(const grpc::CallbackServerContext* ctx) const {
+  if (options_.auth_tokens.empty()) return absl::OkStatus();
+  const auto& metadata = ctx->client_metadata();
+  auto it = metadata.find("authorization");
+  bool valid = false;
+  if (it != metadata.end()) {
+    const absl::string_view value(it->second.data(), it->second.size());
+    constexpr absl::string_view kBearer = "Bearer ";
+    if (value.size() > kBearer.size() && value.substr(0, kBearer.size()) == kBearer) {
+      const absl::string_view token = value.substr(kBearer.size());
+      for (const std::string& t : options_.auth_tokens) valid |= ConstantTimeEquals(token, t);
+    }
+  }
+  if (valid) return absl::OkStatus();
+  return absl::UnauthenticatedError(
+      it == metadata.end()
+          ? "authorization: expected 'authorization: Bearer <token>' metadata, got none"
+          : "authorization: the bearer token is not valid");
 }
 
 absl::Status AttentionServiceImpl::Draining() {

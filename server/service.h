@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <vector>
 #include <string>
 
 #include "attention/v1/attention.grpc.pb.h"
@@ -30,6 +31,9 @@ struct ServiceOptions {
   int max_streams = 64;                        // Decode streams open at once; 0: no limit
   int max_queued = 64;                         // requests waiting for a worker; 0: no limit
   int64_t request_memory_bytes = int64_t{4} << 30;  // admitted requests' estimates together
+  // Bearer tokens accepted in "authorization: Bearer <token>" metadata;
+  // empty: no authentication. The health service is always open.
+  std::vector<std::string> auth_tokens;
   // Testing only: every call on the compute pool first sleeps this long, as
   // a slow server would (it holds its worker meanwhile).
   int test_delay_ms = 0;
@@ -60,6 +64,9 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   void StartDraining();
   bool draining() const { return draining_.load(); }
   static absl::Status Draining();
+  // UNAUTHENTICATED unless token auth is off or the call carries a valid
+  // token (compared in constant time).
+  absl::Status Authenticate(const grpc::CallbackServerContext* ctx) const;
   absl::Status QueueFull() const;
   const ServiceOptions& options() const { return options_; }
 

@@ -322,7 +322,10 @@ absl::StatusOr<RunResult> RunLoad(const RunConfig& config, const std::vector<Wor
     args.SetLoadBalancingPolicyName("round_robin");
     std::string target = config.targets[static_cast<size_t>(i) % config.targets.size()];
     Connection& c = connections[static_cast<size_t>(i)];
-    c.channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    if (!config.tls.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(config.tls.tls_server_name);
+    }
+    c.channel = grpc::CreateCustomChannel(target, client::ChannelCredentials(config.tls), args);
     if (!c.channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
       return absl::UnavailableError(absl::StrCat("--target: cannot connect to ", target));
     }

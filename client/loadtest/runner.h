@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "client/loadtest/histogram.h"
+#include "client/attention_client.h"
 #include "client/loadtest/workload.h"
 
 namespace attention::loadtest {
@@ -34,6 +35,7 @@ struct RunConfig {
   double warmup_s = 0;             // run first, not recorded
   double deadline_ms = 0;          // per call; 0: none
   std::vector<std::pair<std::string, std::string>> metadata;  // e.g. authorization
+  client::ClientOptions tls;  // TLS fields only (CA, client cert/key, server name)
   int64_t max_outstanding = 20000;  // open loop: more is counted as a local failure
   bool progress = true;             // live line on stderr when it is a terminal
 };
