@@ -32,7 +32,8 @@ void DecodeReactor::End(const absl::Status& status) {
     if (ended_) return;
     ended_ = true;
   }
-  service_->LogStream(status, session_ != nullptr ? session_->cached_tokens() : 0);
+  service_->LogStream(status, session_ != nullptr ? session_->cached_tokens() : 0,
+                      Micros(Clock::now() - opened_));
   Finish(status.ok() ? grpc::Status::OK
                      : grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                                     std::string(status.message())));

@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
@@ -42,6 +43,7 @@ class DecodeReactor final
   ::attention::v1::DecodeResponse response_;
   std::unique_ptr<DecodeSession> session_;
   bool counted_ = false;  // holds one of the service's stream slots
+  const std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
   absl::Mutex mu_;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
 };

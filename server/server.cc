@@ -46,6 +46,12 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   if (s->server_ == nullptr || s->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("listen: cannot bind ", options.listen));
   }
+  if (options.metrics_port >= 0) {
+    AttentionServiceImpl* service = s->service_.get();
+    ATTN_ASSIGN_OR_RETURN(s->metrics_,
+                          MetricsHttpServer::Start(options.metrics_address, options.metrics_port,
+                                                   [service] { return service->RenderMetrics(); }));
+  }
   grpc::HealthCheckServiceInterface* health = s->server_->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus("attention.v1.AttentionService", true);

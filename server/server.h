@@ -25,6 +25,9 @@ struct ServerOptions {
   // TLS: PEM contents; both empty = plaintext. With tls_client_ca_pem,
   // clients must present a certificate signed by it (mTLS).
   std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;
+  // Prometheus text endpoint (GET /metrics): -1 off, 0 any free port.
+  int metrics_port = -1;
+  std::string metrics_address = "127.0.0.1";
 };
 
 class AttentionServer {
@@ -35,6 +38,7 @@ class AttentionServer {
   ~AttentionServer();
 
   int port() const { return port_; }
+  int metrics_port() const { return metrics_ != nullptr ? metrics_->port() : -1; }
   AttentionServiceImpl& service() { return *service_; }
 
   // Graceful stop: health turns NOT_SERVING and new calls and streams are
@@ -50,6 +54,7 @@ class AttentionServer {
 
   std::unique_ptr<AttentionServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsHttpServer> metrics_;
   int port_ = 0;
 };
 

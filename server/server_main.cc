@@ -45,6 +45,8 @@ ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA file: require client certifica
 ABSL_FLAG(std::string, auth_token_file, "",
           "file of bearer tokens, one per line: calls must send 'authorization: Bearer <token>' "
           "(the health service stays open)");
+ABSL_FLAG(int, metrics_port, -1, "serve Prometheus metrics (GET /metrics) on this port; -1: off");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1", "address of the metrics endpoint");
 ABSL_FLAG(int, test_delay_ms, 0, "testing only: add this fixed latency to every computing call");
 
 int main(int argc, char** argv) {
@@ -71,6 +73,8 @@ int main(int argc, char** argv) {
   options.service.max_streams = absl::GetFlag(FLAGS_max_streams);
   options.service.test_delay_ms = absl::GetFlag(FLAGS_test_delay_ms);
   options.service.max_queued = absl::GetFlag(FLAGS_max_queued);
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.service.request_memory_bytes = absl::GetFlag(FLAGS_request_memory_mb) << 20;
   auto read = [](const std::string& path, std::string* out) -> bool {
     if (path.empty()) return true;
@@ -110,6 +114,10 @@ int main(int argc, char** argv) {
                attention::OneDnnVersion(), attention::CpuIsa(), so.workers, so.compute_threads,
                options.demo_modules ? "; demo modules: demo-sa demo-mha demo-gqa demo-mqa demo-mla"
                                     : "");
+  if ((*server)->metrics_port() >= 0) {
+    std::fprintf(stderr, "attention_server: metrics on http://%s:%d/metrics\n",
+                 options.metrics_address.c_str(), (*server)->metrics_port());
+  }
   std::fprintf(stderr, "attention_server: %s, %s\n",
                options.tls_cert_pem.empty() ? "plaintext"
                : options.tls_client_ca_pem.empty() ? "TLS" : "mutual TLS",

@@ -101,8 +101,35 @@ absl::Status AttentionServiceImpl::AcquireStream() {
   return absl::OkStatus();
 }
 
-void AttentionServiceImpl::LogStream(const absl::Status& status, int64_t cached_tokens) {
-  LogCall(options_.log_calls, "Decode", status, 0, static_cast<size_t>(cached_tokens), 0, 0);
+void AttentionServiceImpl::LogStream(const absl::Status& status, int64_t cached_tokens,
+                                     int64_t latency_us) {
+  Observe("Decode", status, 0, static_cast<size_t>(cached_tokens), 0, latency_us);
+}
+
+void AttentionServiceImpl::Observe(const char* method, const absl::Status& status,
+                                   size_t request_bytes, size_t response_bytes, int64_t queue_us,
+                                   int64_t latency_us) {
+  LogCall(options_.log_calls, method, status, request_bytes, response_bytes, queue_us, latency_us);
+  metrics_.Record(method, absl::StatusCodeToString(status.code()),
+                  static_cast<double>(latency_us) / 1e6);
+}
+
+std::string AttentionServiceImpl::RenderMetrics() const {
+  return metrics_.Render({
+      {"attention_inflight_requests", "Requests computing or waiting for a worker.",
+       static_cast<double>(inflight_.load())},
+      {"attention_queued_requests", "Requests waiting for a worker.",
+       static_cast<double>(pool_->queued())},
+      {"attention_reserved_memory_bytes", "Memory estimates of the admitted requests.",
+       static_cast<double>(reserved_memory_.load())},
+      {"attention_decode_streams", "Decode streams open.", static_cast<double>(streams_.load())},
+      {"attention_kv_cache_blocks_used", "KV-cache blocks held by streams.",
+       static_cast<double>(kv_pool_->used_blocks())},
+      {"attention_kv_cache_blocks_free", "KV-cache blocks free in the budget.",
+       static_cast<double>(kv_pool_->total_blocks() - kv_pool_->used_blocks())},
+      {"attention_kv_cache_block_bytes", "Bytes per KV-cache block.",
+       static_cast<double>(kv_pool_->block_bytes())},
+  });
 }
 
 grpc::ServerBidiReactor<pb::DecodeRequest, pb::DecodeResponse>* AttentionServiceImpl::Decode(
@@ -149,8 +176,8 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
     }
     if (!status.ok()) response->Clear();
     const size_t response_bytes = status.ok() ? response->ByteSizeLong() : 0;
-    LogCall(options_.log_calls, method, status, request->ByteSizeLong(), response_bytes,
-            Micros(started - arrived), Micros(Clock::now() - arrived));
+    Observe(method, status, request->ByteSizeLong(), response_bytes, Micros(started - arrived),
+            Micros(Clock::now() - arrived));
     reactor->Finish(ToGrpc(status));
     ReleaseMemory(memory_estimate);
     --inflight_;
@@ -159,7 +186,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
     --inflight_;
     ReleaseMemory(memory_estimate);
     const absl::Status s = QueueFull();
-    LogCall(options_.log_calls, method, s, request->ByteSizeLong(), 0, 0, 0);
+    Observe(method, s, request->ByteSizeLong(), 0, 0, 0);
     reactor->Finish(ToGrpc(s));
   }
   return reactor;
@@ -262,8 +289,8 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunInline(const char* method,
   absl::Status status = draining_.load() ? Draining() : Authenticate(ctx);
   if (status.ok()) status = fn();
   if (!status.ok()) response->Clear();
-  LogCall(options_.log_calls, method, status, request->ByteSizeLong(),
-          status.ok() ? response->ByteSizeLong() : 0, 0, Micros(Clock::now() - arrived));
+  Observe(method, status, request->ByteSizeLong(), status.ok() ? response->ByteSizeLong() : 0, 0,
+          Micros(Clock::now() - arrived));
   reactor->Finish(ToGrpc(status));
   return reactor;
 }
@@ -509,6 +536,12 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::GetServerInfo(grpc::CallbackServ
     limits->set_max_inflight_requests(options_.workers);
     limits->set_max_queued_requests(options_.max_queued);
     limits->set_request_memory_bytes(options_.request_memory_bytes);
+    for (const auto& [name, m] : metrics_.Snapshot()) {
+      pb::MethodStats* stats = resp->add_methods();
+      stats->set_method(name);
+      for (const auto& [code, n] : m.codes) (*stats->mutable_codes())[code] = n;
+      stats->set_latency_seconds_sum(m.sum_seconds);
+    }
     pb::ServerLoad* load = resp->mutable_load();
     load->set_inflight_requests(inflight_.load());
     load->set_queued_requests(pool_->queued());

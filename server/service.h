@@ -15,6 +15,7 @@
 
 #include "attention/v1/attention.grpc.pb.h"
 #include "core/kv_cache.h"
+#include "server/metrics.h"
 #include "server/registry.h"
 #include "server/work_pool.h"
 
@@ -55,7 +56,12 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   int streams() const { return streams_.load(); }
   // Queues work unless the queue is full (then RESOURCE_EXHAUSTED).
   absl::Status Submit(std::function<void()> task);
-  void LogStream(const absl::Status& status, int64_t cached_tokens);
+  void LogStream(const absl::Status& status, int64_t cached_tokens, int64_t latency_us);
+  // Logs a finished call (when logging is on) and records it in the metrics.
+  void Observe(const char* method, const absl::Status& status, size_t request_bytes,
+               size_t response_bytes, int64_t queue_us, int64_t latency_us);
+  // The Prometheus text of the counters and the live gauges.
+  std::string RenderMetrics() const;
   // Calls accepted on the compute pool and not yet finished.
   int inflight() const { return inflight_.load(); }
   int64_t reserved_memory() const { return reserved_memory_.load(); }
@@ -116,6 +122,7 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   std::atomic<int> streams_{0};
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> reserved_memory_{0};
+  Metrics metrics_;
 };
 
 // Registers the five small seeded demo modules (demo-sa, demo-mha, demo-gqa,
