@@ -6,7 +6,7 @@ BUILD_TYPE ?= Release
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test serve bench sanitize golden format clean
+.PHONY: all deps build test serve bench sanitize sanitize-thread fuzz golden format clean
 
 all: build
 
@@ -33,7 +33,21 @@ bench: build
 sanitize: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_SANITIZE=address,undefined >/dev/null
 	@cmake --build build-asan -j$(JOBS)
-	@cd build-asan && ctest --output-on-failure -j$(JOBS)
+	@cd build-asan && ctest --output-on-failure -j$(JOBS) -E 'Clients'
+
+# ThreadSanitizer over the C++ suites (oneDNN and libgomp are not
+# instrumented: their internals are ignored, our code's races are not).
+sanitize-thread: deps
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_SANITIZE=thread >/dev/null
+	@cmake --build build-tsan -j$(JOBS)
+	@cd build-tsan && TSAN_OPTIONS="ignore_noninstrumented_modules=1 halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  ctest --output-on-failure -j$(JOBS) -E 'Clients|Binary'
+
+# libFuzzer over request validation and tensor decoding (clang, ASan+UBSan):
+# FUZZ_SECONDS of fuzzing from tests/fuzz/corpus.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	@tests/fuzz/run_fuzzer.sh $(FUZZ_SECONDS)
 
 # Regenerates tests/golden/data from the PyTorch reference modules (needs python3-torch).
 golden:
@@ -44,4 +58,4 @@ format:
 	@clang-format -i $$(git ls-files '*.h' '*.cc')
 
 clean:
-	@rm -rf $(BUILD_DIR) build-asan
+	@rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz

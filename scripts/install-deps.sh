@@ -11,6 +11,7 @@ packages=(
   libabsl-dev          # absl::Status, StatusOr, containers, synchronization
   libgtest-dev libgmock-dev
   openssl              # certificates for the TLS tests
+  clang libclang-rt-14-dev  # the libFuzzer target (tests/fuzz)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the service
   python3-grpcio python3-protobuf python3-numpy  # the Python client and its tests
 )
