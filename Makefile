@@ -33,7 +33,7 @@ bench: build
 sanitize: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_SANITIZE=address,undefined >/dev/null
 	@cmake --build build-asan -j$(JOBS)
-	@cd build-asan && ctest --output-on-failure -j$(JOBS) -E 'Clients'
+	@cd build-asan && ctest --output-on-failure -j$(JOBS) -E 'Clients|Fuzz'
 
 # ThreadSanitizer over the C++ suites (oneDNN and libgomp are not
 # instrumented: their internals are ignored, our code's races are not).
@@ -41,7 +41,7 @@ sanitize-thread: deps
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_SANITIZE=thread >/dev/null
 	@cmake --build build-tsan -j$(JOBS)
 	@cd build-tsan && TSAN_OPTIONS="ignore_noninstrumented_modules=1 halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
-	  ctest --output-on-failure -j$(JOBS) -E 'Clients|Binary'
+	  ctest --output-on-failure -j$(JOBS) -E 'Clients|Binary|Fuzz'
 
 # libFuzzer over request validation and tensor decoding (clang, ASan+UBSan):
 # FUZZ_SECONDS of fuzzing from tests/fuzz/corpus.

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Soak test: the server at saturation for SECONDS (default 300) under a mixed
+# load (attend, forward on several modules, decode streams), sampling its
+# RSS every 10 s. Passes when every request succeeded and RSS after the
+# first minute stays within 10% of its value at the one-minute mark.
+#   scripts/soak.sh [SECONDS] [BIN_DIR]
+set -euo pipefail
+seconds="${1:-300}"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="${2:-$repo/build/bin}"
+work=$(mktemp -d)
+trap 'kill -9 $server $decode 2>/dev/null || true' EXIT
+
+"$bin/attention_server" --listen 127.0.0.1:0 --log_calls=false 2>"$work/server.log" &
+server=$!
+port=""
+for _ in $(seq 200); do
+  port=$(grep -o '(port [0-9]*)' "$work/server.log" | tr -dc 0-9 || true)
+  [[ -n "$port" ]] && break
+  sleep 0.05
+done
+cat >"$work/mix.txt" <<'MIX'
+# weight rpc key=value ...
+4 attend b=1 hq=8 hkv=2 lq=64 lk=256 dk=64 dv=64 causal=1
+2 forward module=demo-gqa b=1 lq=128
+2 forward module=demo-mla b=2 lq=64
+1 forward module=demo-mha b=1 lq=256 dtype=f16
+1 attend b=2 hq=4 hkv=1 lq=1 lk=2048 dk=128 dv=128 causal=0
+MIX
+"$bin/attention_loadtest" --target "127.0.0.1:$port" --mix "$work/mix.txt" --concurrency 8 \
+  --connections 2 --duration "$seconds" --progress=false --json "$work/mix.json" >"$work/mix.out" &
+mix=$!
+"$bin/attention_loadtest" --target "127.0.0.1:$port" --rpc decode --module demo-gqa --lq 256 \
+  --decode_steps 64 --concurrency 2 --duration "$seconds" --progress=false \
+  --json "$work/decode.json" >"$work/decode.out" &
+decode=$!
+echo "t_s rss_mib" >"$work/rss.txt"
+for ((t = 0; t <= seconds; t += 10)); do
+  echo "$t $(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' /proc/$server/status)" >>"$work/rss.txt"
+  sleep 10
+done
+wait $mix; wait $decode
+kill -TERM $server; wait $server
+cat "$work/mix.out" "$work/decode.out"
+cat "$work/rss.txt"
+python3 - "$work/mix.json" "$work/decode.json" "$work/rss.txt" <<'PY'
+import json, sys
+for path in sys.argv[1:3]:
+    run = json.load(open(path))["runs"][0]
+    assert run["failed"] == 0 and run["succeeded"] > 0, (path, run["status_codes"])
+rows = [l.split() for l in open(sys.argv[3]).read().splitlines()[1:]]
+rss = [(int(t), float(r)) for t, r in rows if r]
+base = [r for t, r in rss if t >= 60][0]
+later = [r for t, r in rss if t >= 60]
+drift = (max(later) - base) / base
+print(f"RSS at 60 s {base:.1f} MiB, later min {min(later):.1f} max {max(later):.1f} MiB, drift {100*drift:.1f}%")
+assert drift <= 0.10, "RSS grew more than 10%"
+print("soak: 0 errors, RSS stable")
+PY
