@@ -57,7 +57,7 @@ KvBlockPool::~KvBlockPool() {
 }
 
 absl::StatusOr<float*> KvBlockPool::Allocate() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (used_ >= total_blocks_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "kv cache: all ", total_blocks_, " blocks of ", block_bytes_,
@@ -76,13 +76,13 @@ absl::StatusOr<float*> KvBlockPool::Allocate() {
 }
 
 void KvBlockPool::Release(float* block) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   free_.push_back(block);
   --used_;
 }
 
 int64_t KvBlockPool::used_blocks() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return used_;
 }
 
@@ -167,7 +167,7 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
   const int64_t tiles_per_head = (t_new + kRowTile - 1) / kRowTile;
   const int64_t tiles = across_heads ? (rows + kRowTile - 1) / kRowTile : group * tiles_per_head;
 
-  absl::Mutex error_mu;
+  std::mutex error_mu;
   absl::Status error;
   const int64_t total_jobs = batch * hkv * tiles;
   const CancellationCheck* cancel = CurrentCancellation();
@@ -181,7 +181,7 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
     for (int64_t job = 0; job < batch * hkv * tiles; ++job) {
       const int64_t b = job / (hkv * tiles), g = job / tiles % hkv, tile = job % tiles;
       if (absl::Status c = PollCancellation(cancel); !c.ok()) {  // between tiles
-        absl::MutexLock lock(&error_mu);
+        std::lock_guard<std::mutex> lock(error_mu);
         if (error.ok()) error = c;
         continue;
       }
@@ -246,7 +246,7 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
             [&](int64_t j) { return cache.V(b, g, j); }, s_rows, acc.data(), o_rows);
       }
       if (!status.ok()) {
-        absl::MutexLock lock(&error_mu);
+        std::lock_guard<std::mutex> lock(error_mu);
         if (error.ok()) error = status;
       }
     }

@@ -20,7 +20,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 #include "core/module.h"
 #include "core/tensor.h"
 
@@ -64,7 +64,7 @@ class KvBlockPool {
 
   const int64_t total_blocks_;
   const int64_t block_bytes_;
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   int64_t used_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<float*> free_ ABSL_GUARDED_BY(mu_);  // released blocks, kept for reuse
 };

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 #include "core/cancellation.h"
 #include "core/internal/gemm.h"
 #include "core/internal/row_attention.h"
@@ -178,10 +178,10 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
   const int64_t o_merged = merged_stride(out.strides);
   const bool merge = q_merged != 0 && o_merged != 0;
 
-  absl::Mutex error_mu;
+  std::mutex error_mu;
   absl::Status error;
   auto record = [&](absl::Status s) {
-    absl::MutexLock lock(&error_mu);
+    std::lock_guard<std::mutex> lock(error_mu);
     if (error.ok()) error = std::move(s);
   };
 

@@ -28,7 +28,7 @@ DecodeReactor::DecodeReactor(AttentionServiceImpl* service, grpc::CallbackServer
 
 void DecodeReactor::End(const absl::Status& status) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (ended_) return;
     ended_ = true;
   }

@@ -12,7 +12,7 @@
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 #include "attention/v1/attention.pb.h"
 #include "core/decode.h"
 
@@ -44,7 +44,7 @@ class DecodeReactor final
   std::unique_ptr<DecodeSession> session_;
   bool counted_ = false;  // holds one of the service's stream slots
   const std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
-  absl::Mutex mu_;
+  std::mutex mu_;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
 };
 

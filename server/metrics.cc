@@ -21,7 +21,7 @@ const std::vector<double>& Metrics::Buckets() {
 }
 
 void Metrics::Record(const std::string& method, const std::string& code, double seconds) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   MethodSnapshot& m = methods_[method];
   if (m.buckets.empty()) m.buckets.assign(Buckets().size() + 1, 0);
   ++m.codes[code];
@@ -34,7 +34,7 @@ void Metrics::Record(const std::string& method, const std::string& code, double 
 }
 
 std::map<std::string, Metrics::MethodSnapshot> Metrics::Snapshot() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return methods_;
 }
 

@@ -14,7 +14,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 
 namespace attention::server {
 
@@ -37,7 +37,7 @@ class Metrics {
   std::string Render(const std::vector<std::tuple<std::string, std::string, double>>& gauges) const;
 
  private:
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, MethodSnapshot> methods_ ABSL_GUARDED_BY(mu_);
 };
 

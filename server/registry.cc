@@ -5,7 +5,7 @@
 namespace attention::server {
 
 absl::Status ModuleRegistry::Add(const std::string& name, LoadedModule module, bool replace) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = modules_.find(name);
   if (it != modules_.end() && !replace) {
     return absl::AlreadyExistsError(absl::StrCat(
@@ -24,20 +24,20 @@ absl::Status ModuleRegistry::NotFound(const std::string& field, const std::strin
 }
 
 absl::StatusOr<LoadedModule> ModuleRegistry::Get(const std::string& name) const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   auto it = modules_.find(name);
   if (it == modules_.end()) return NotFound("module", name);
   return it->second;
 }
 
 absl::Status ModuleRegistry::Remove(const std::string& name) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (modules_.erase(name) == 0) return NotFound("name", name);
   return absl::OkStatus();
 }
 
 std::vector<::attention::v1::ModuleInfo> ModuleRegistry::List() const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<::attention::v1::ModuleInfo> out;
   for (const auto& [name, m] : modules_) out.push_back(m.info);
   return out;

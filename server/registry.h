@@ -11,7 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 #include "attention/v1/attention.pb.h"
 #include "core/module.h"
 
@@ -36,7 +36,7 @@ class ModuleRegistry {
   absl::Status NotFound(const std::string& field, const std::string& name) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
-  mutable absl::Mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, LoadedModule> modules_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -85,7 +85,8 @@ AttentionServiceImpl::AttentionServiceImpl(const ServiceOptions& options,
                                            std::unique_ptr<KvBlockPool> kv)
     : options_(options), kv_pool_(std::move(kv)) {
   if (options_.compute_threads <= 0) {
-    options_.compute_threads = static_cast<int>(std::thread::hardware_concurrency());
+    // All cores, or OMP_NUM_THREADS when the environment sets it.
+    options_.compute_threads = ComputeThreads();
   }
   pool_ = std::make_unique<WorkPool>(options_.workers, options_.compute_threads);
 }

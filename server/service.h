@@ -25,7 +25,7 @@ struct ServiceOptions {
   int64_t max_message_bytes = int64_t{256} << 20;
   int64_t max_tensor_elements = int64_t{64} << 20;  // 256 MiB of float32
   int workers = 2;                                  // requests computing at once
-  int compute_threads = 0;                          // OpenMP threads per request; 0: all cores
+  int compute_threads = 0;  // OpenMP threads per request; 0: all cores (or OMP_NUM_THREADS)
   bool log_calls = true;
   int64_t kv_cache_bytes = int64_t{1} << 30;  // Decode KV budget, all streams together
   int64_t kv_block_bytes = int64_t{64} << 10;  // one paged block

@@ -12,26 +12,33 @@ WorkPool::WorkPool(int workers, int compute_threads) {
 
 WorkPool::~WorkPool() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
+  ready_.notify_all();
   for (auto& t : threads_) t.join();
 }
 
 void WorkPool::Submit(std::function<void()> task) {
-  absl::MutexLock lock(&mu_);
-  tasks_.push_back(std::move(task));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks_.push_back(std::move(task));
+  }
+  ready_.notify_one();
 }
 
 bool WorkPool::TrySubmit(std::function<void()> task, int max_queued) {
-  absl::MutexLock lock(&mu_);
-  if (max_queued > 0 && static_cast<int>(tasks_.size()) >= max_queued) return false;
-  tasks_.push_back(std::move(task));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (max_queued > 0 && static_cast<int>(tasks_.size()) >= max_queued) return false;
+    tasks_.push_back(std::move(task));
+  }
+  ready_.notify_one();
   return true;
 }
 
 int WorkPool::queued() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(tasks_.size());
 }
 
@@ -41,8 +48,8 @@ void WorkPool::Loop(int compute_threads) {
   while (true) {
     std::function<void()> task;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &WorkPool::Ready));
+      std::unique_lock<std::mutex> lock(mu_);
+      ready_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
       if (tasks_.empty()) return;  // stopping and drained
       task = std::move(tasks_.front());
       tasks_.pop_front();

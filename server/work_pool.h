@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include <condition_variable>
+#include <mutex>
 
 namespace attention::server {
 
@@ -27,9 +28,11 @@ class WorkPool {
 
  private:
   void Loop(int compute_threads);
-  bool Ready() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !tasks_.empty(); }
 
-  mutable absl::Mutex mu_;
+  // std::mutex (not absl::Mutex): ThreadSanitizer sees pthread locking, not
+  // the uninstrumented absl library's.
+  mutable std::mutex mu_;
+  std::condition_variable ready_;
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

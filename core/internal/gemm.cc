@@ -7,7 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include <mutex>
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace attention::internal {
@@ -35,19 +35,19 @@ class PrimitiveCache {
  public:
   std::shared_ptr<const Entry> Get(const Key& key) {
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       auto it = map_.find(key);
       if (it != map_.end()) return it->second;
     }
     auto entry = Build(key);  // may throw dnnl::error
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (map_.size() >= kMaxCachedPrimitives) map_.clear();  // bound memory; rebuilt on demand
     map_.emplace(key, entry);
     return entry;
   }
 
   int64_t size() {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     return static_cast<int64_t>(map_.size());
   }
 
@@ -86,7 +86,7 @@ class PrimitiveCache {
     return entry;
   }
 
-  absl::Mutex mu_;
+  std::mutex mu_;
   absl::flat_hash_map<Key, std::shared_ptr<const Entry>> map_ ABSL_GUARDED_BY(mu_);
 };
 
