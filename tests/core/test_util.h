@@ -28,6 +28,16 @@
 
 namespace attention {
 
+// Sanitizer builds run several times slower and keep shadow memory: timing
+// bounds stretch by kSlowdown there and RSS checks are skipped.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitized = true;
+inline constexpr double kSlowdown = 10.0;
+#else
+inline constexpr bool kSanitized = false;
+inline constexpr double kSlowdown = 1.0;
+#endif
+
 inline absl::Status ToStatus(const absl::Status& s) { return s; }
 template <typename T>
 absl::Status ToStatus(const absl::StatusOr<T>& s) {

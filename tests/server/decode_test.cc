@@ -28,7 +28,7 @@ class DecodeTest : public ServerTest {
   }
   // Blocks come back when the server has seen the stream end: poll briefly.
   bool WaitForBlocks(int64_t want) {
-    for (int i = 0; i < 400; ++i) {
+    for (int i = 0; i < 400 * static_cast<int>(kSlowdown); ++i) {
       if (BlocksUsed() == want) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
