@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Soak test: the server at saturation for SECONDS (default 300) under a mixed
 # load (attend, forward on several modules, decode streams), sampling its
-# RSS every 10 s. Passes when every request succeeded and RSS after the
-# first minute stays within 10% of its value at the one-minute mark.
+# RSS every 10 s. Passes when every request succeeded and the mean RSS of
+# the last minute is within 10% of the mean of the second minute (after the
+# first minute's warm-up): no growth trend. Single samples swing with the
+# allocator and are reported, not judged.
 #   scripts/soak.sh [SECONDS] [BIN_DIR]
 set -euo pipefail
 seconds="${1:-300}"
@@ -50,10 +52,14 @@ for path in sys.argv[1:3]:
     assert run["failed"] == 0 and run["succeeded"] > 0, (path, run["status_codes"])
 rows = [l.split() for l in open(sys.argv[3]).read().splitlines()[1:]]
 rss = [(int(t), float(r)) for t, r in rows if r]
-base = [r for t, r in rss if t >= 60][0]
-later = [r for t, r in rss if t >= 60]
-drift = (max(later) - base) / base
-print(f"RSS at 60 s {base:.1f} MiB, later min {min(later):.1f} max {max(later):.1f} MiB, drift {100*drift:.1f}%")
-assert drift <= 0.10, "RSS grew more than 10%"
+end = rss[-1][0]
+second = [r for t, r in rss if 60 <= t < 120]
+last = [r for t, r in rss if t > end - 60]
+base, final = sum(second) / len(second), sum(last) / len(last)
+after = [r for t, r in rss if t >= 60]
+drift = (final - base) / base
+print(f"RSS mean {base:.1f} MiB in minute 2, {final:.1f} MiB in the last minute ({100*drift:+.1f}%); "
+      f"samples after warm-up {min(after):.1f}..{max(after):.1f} MiB")
+assert abs(drift) <= 0.10, "RSS drifted more than 10%"
 print("soak: 0 errors, RSS stable")
 PY
