@@ -27,7 +27,8 @@ class OverloadTest : public ServerTest {
   void Customize(server::ServerOptions& options) override {
     options.service.workers = 1;
     options.service.max_queued = 2;
-    options.service.test_delay_ms = 300;  // each call holds the one worker
+    // Each call holds the one worker long enough for the others to arrive.
+    options.service.test_delay_ms = static_cast<int>(1000 * kSlowdown);
   }
 };
 
