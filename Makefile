@@ -6,7 +6,7 @@ BUILD_TYPE ?= Release
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test serve bench sanitize sanitize-thread fuzz golden format clean
+.PHONY: all deps build test serve bench sanitize sanitize-core sanitize-thread fuzz golden format clean
 
 all: build
 
@@ -34,6 +34,13 @@ sanitize: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_SANITIZE=address,undefined >/dev/null
 	@cmake --build build-asan -j$(JOBS)
 	@cd build-asan && ctest --output-on-failure -j$(JOBS) -E 'Clients|Fuzz'
+
+# The core's suite alone under ASan/UBSan (what CI runs after make test).
+sanitize-core: deps
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTN_SANITIZE=address,undefined >/dev/null
+	@cmake --build build-asan -j$(JOBS) --target core_tests
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ./bin/core_tests --gtest_brief=1
 
 # ThreadSanitizer over the C++ suites. libgomp is not instrumented, so TSan
 # cannot see its barriers and reports every OpenMP team as racing: the run
