@@ -14,13 +14,15 @@
 #
 # Environment:
 #   IMAGE             image name (attention-service:latest)
-#   ENGINE            podman or docker (podman when installed)
-#   JOBS              compile jobs in the build stage (2)
+#   ENGINE            podman or docker (podman when installed, else a docker with a
+#                     running engine, else podman installed with apt-get)
+#   JOBS              compile jobs in the build stage (nproc)
 #   ATTN_ARCH         -march of project code (x86-64-v3; x86-64 for any x86-64 node)
 #   ATTN_PODMAN_ROOT  podman's private store and config (/var/tmp/attention-podman);
 #                     empty: podman's own configuration and store
 #   ATTN_BASE         auto (pull, else debootstrap), pull, or debootstrap
 #   BUILD_FLAGS       more `podman build` flags (e.g. --no-cache)
+#   DEPS_FLAGS        arguments of scripts/install-deps.sh in the build stage
 #
 # Podman settings of the private configuration (what this sandbox needs):
 # runtime runc (crun cannot start containers here), cgroupfs, nofile/nproc
@@ -29,24 +31,34 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 IMAGE="${IMAGE:-attention-service:latest}"
-JOBS="${JOBS:-2}"
+JOBS="${JOBS:-$(nproc)}"
 ATTN_ARCH="${ATTN_ARCH:-x86-64-v3}"
 ATTN_BASE="${ATTN_BASE:-auto}"
 BUILD_FLAGS="${BUILD_FLAGS:-}"
 BASE_IMAGE="docker.io/library/debian:bookworm-slim"
-if [[ -z "${ENGINE:-}" ]]; then
-  if command -v podman >/dev/null 2>&1; then ENGINE=podman
-  elif command -v docker >/dev/null 2>&1; then ENGINE=docker
-  else
-    echo "image.sh: neither podman nor docker is installed" >&2
-    echo "  (Debian: apt-get install -y podman runc debootstrap)" >&2
-    exit 1
-  fi
-fi
 ATTN_PODMAN_ROOT="${ATTN_PODMAN_ROOT-/var/tmp/attention-podman}"
+DEPS_FLAGS="${DEPS_FLAGS:-}"
 ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
 
 log() { echo "image.sh: $*" >&2; }
+
+# The engine: $ENGINE, else podman, else a docker whose engine answers; with
+# neither, Debian's podman (runc: crun cannot start containers in some
+# sandboxes; debootstrap: for the base image where no registry is reachable).
+choose_engine() {
+  [[ -n "${ENGINE:-}" ]] && return 0
+  if command -v podman >/dev/null 2>&1; then ENGINE=podman; return 0; fi
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then ENGINE=docker; return 0; fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    log "no container engine: install podman (Debian: apt-get install podman runc debootstrap)"
+    exit 1
+  fi
+  log "installing podman runc debootstrap"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends podman runc debootstrap >/dev/null
+  ENGINE=podman
+}
 
 # Private podman configuration: its own store, runc, cgroupfs, file events.
 setup_podman() {
@@ -95,7 +107,10 @@ apt_mirror() {
 # reaches the same mirror.
 debootstrap_base() {
   if [[ $(id -u) -ne 0 ]]; then log "debootstrap needs root"; exit 1; fi
-  command -v debootstrap >/dev/null || { log "apt-get install -y debootstrap"; exit 1; }
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    log "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null
+  fi
   local mirror work rootfs
   mirror=$(apt_mirror)
   work=$(mktemp -d "${ATTN_PODMAN_ROOT:-/var/tmp}/base.XXXXXX")
@@ -182,7 +197,8 @@ build() {
     tags+=(-t "${IMAGE%:*}:$rev")
   fi
   local flags=(--network host "${ULIMITS[@]}"
-               --build-arg "JOBS=$JOBS" --build-arg "ATTN_ARCH=$ATTN_ARCH")
+               --build-arg "JOBS=$JOBS" --build-arg "ATTN_ARCH=$ATTN_ARCH"
+               --build-arg "DEPS_FLAGS=$DEPS_FLAGS")
   if [[ "$ENGINE" == podman ]]; then
     # --format docker keeps HEALTHCHECK (OCI image configs have none);
     # --pull=never builds FROM the local debian:bookworm-slim.
@@ -200,8 +216,10 @@ run() {
     --stop-timeout 40 "$IMAGE" "$@"
 }
 
-setup_podman
 cmd="${1:-}"
+case "$cmd" in
+  build|run|test|size|base|engine|engine-name|clean) choose_engine; export ENGINE; setup_podman ;;
+esac
 shift || true
 case "$cmd" in
   build) build "$@" ;;
@@ -210,6 +228,7 @@ case "$cmd" in
   size) size_mib "$IMAGE" ;;
   base) ensure_base ;;
   engine) engine "$@" ;;
+  engine-name) echo "$ENGINE" ;;
   clean)
     engine rmi -f "$IMAGE" >/dev/null 2>&1 || true
     if [[ "$ENGINE" == podman && -n "$ATTN_PODMAN_ROOT" ]]; then
