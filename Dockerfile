@@ -9,7 +9,8 @@
 # Build arguments:
 #   JOBS       parallel compile jobs (default 2)
 #   ATTN_ARCH  -march of project code (default x86-64-v3 = AVX2+FMA; x86-64 runs anywhere)
-#   DEPS_FLAGS arguments of scripts/install-deps.sh
+#   DEPS_FLAGS arguments of scripts/install-deps.sh (default --build-only: only what
+#              the CMake build of the binaries needs; flags it does not know are ignored)
 # Environment of the runtime image:
 #   ATTN_LISTEN        address:port the server listens on (default 0.0.0.0:50051)
 #   ATTN_SERVER_FLAGS  more attention_server flags, space-separated, e.g.
@@ -21,7 +22,7 @@
 
 # ---- build stage: the project's own dependency script and CMake build ----
 FROM debian:bookworm-slim AS build
-ARG DEPS_FLAGS=""
+ARG DEPS_FLAGS="--build-only"
 ARG JOBS=2
 ARG ATTN_ARCH=x86-64-v3
 WORKDIR /src

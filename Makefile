@@ -6,7 +6,7 @@ BUILD_TYPE ?= Release
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test serve bench sanitize sanitize-core sanitize-thread fuzz golden format clean
+.PHONY: all deps build test serve bench sanitize sanitize-core sanitize-thread fuzz golden format clean image image-test
 
 all: build
 
@@ -57,6 +57,15 @@ sanitize-thread: deps
 FUZZ_SECONDS ?= 600
 fuzz: deps
 	@tests/fuzz/run_fuzzer.sh $(FUZZ_SECONDS)
+
+# The container image (Dockerfile): podman, else docker; see deploy/README.md.
+IMAGE ?= attention-service:latest
+image:
+	@IMAGE=$(IMAGE) scripts/image.sh build
+
+# Builds the image from a clean clone of HEAD, runs it, makes real RPCs, stops it.
+image-test:
+	@tests/deploy/container_test.sh
 
 # Regenerates tests/golden/data from the PyTorch reference modules (needs python3-torch).
 golden:

@@ -23,6 +23,7 @@
 #   ATTN_BASE         auto (pull, else debootstrap), pull, or debootstrap
 #   BUILD_FLAGS       more `podman build` flags (e.g. --no-cache)
 #   DEPS_FLAGS        arguments of scripts/install-deps.sh in the build stage
+#                     (unset: the Dockerfile's default, --build-only)
 #
 # Podman settings of the private configuration (what this sandbox needs):
 # runtime runc (crun cannot start containers here), cgroupfs, nofile/nproc
@@ -37,7 +38,6 @@ ATTN_BASE="${ATTN_BASE:-auto}"
 BUILD_FLAGS="${BUILD_FLAGS:-}"
 BASE_IMAGE="docker.io/library/debian:bookworm-slim"
 ATTN_PODMAN_ROOT="${ATTN_PODMAN_ROOT-/var/tmp/attention-podman}"
-DEPS_FLAGS="${DEPS_FLAGS:-}"
 ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
 
 log() { echo "image.sh: $*" >&2; }
@@ -55,8 +55,11 @@ choose_engine() {
   fi
   log "installing podman runc debootstrap"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends podman runc debootstrap >/dev/null
+  if ! { apt-get update -q && apt-get install -y -q --no-install-recommends podman runc debootstrap; } \
+       >/tmp/attention-image-apt.log 2>&1; then
+    tail -20 /tmp/attention-image-apt.log >&2
+    exit 1
+  fi
   ENGINE=podman
 }
 
@@ -109,7 +112,8 @@ debootstrap_base() {
   if [[ $(id -u) -ne 0 ]]; then log "debootstrap needs root"; exit 1; fi
   if ! command -v debootstrap >/dev/null 2>&1; then
     log "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap \
+      >/tmp/attention-image-apt.log 2>&1 || { tail -20 /tmp/attention-image-apt.log >&2; exit 1; }
   fi
   local mirror work rootfs
   mirror=$(apt_mirror)
@@ -190,15 +194,16 @@ size_mib() {
 build() {
   local context="${1:-$repo}"
   ensure_base
-  local tags=(-t "$IMAGE")
-  local rev
+  local names=("$IMAGE") rev
   if rev=$(git -C "$context" rev-parse --short HEAD 2>/dev/null); then
     if [[ -n "$(git -C "$context" status --porcelain 2>/dev/null)" ]]; then rev="$rev-dirty"; fi
-    tags+=(-t "${IMAGE%:*}:$rev")
+    names+=("${IMAGE%:*}:$rev")
   fi
+  local tags=() name
+  for name in "${names[@]}"; do tags+=(-t "$name"); done
   local flags=(--network host "${ULIMITS[@]}"
-               --build-arg "JOBS=$JOBS" --build-arg "ATTN_ARCH=$ATTN_ARCH"
-               --build-arg "DEPS_FLAGS=$DEPS_FLAGS")
+               --build-arg "JOBS=$JOBS" --build-arg "ATTN_ARCH=$ATTN_ARCH")
+  if [[ -n "${DEPS_FLAGS+set}" ]]; then flags+=(--build-arg "DEPS_FLAGS=$DEPS_FLAGS"); fi
   if [[ "$ENGINE" == podman ]]; then
     # --format docker keeps HEALTHCHECK (OCI image configs have none);
     # --pull=never builds FROM the local debian:bookworm-slim.
@@ -208,7 +213,15 @@ build() {
   local start=$SECONDS
   # shellcheck disable=SC2086  # BUILD_FLAGS is a list of flags
   engine build "${flags[@]}" "${tags[@]}" $BUILD_FLAGS -f "$context/Dockerfile" "$context"
-  log "built ${tags[*]/-t /} in $((SECONDS - start)) s: $(size_mib) MiB"
+  if [[ "$ENGINE" == podman && -n "$ATTN_PODMAN_ROOT" ]]; then
+    # Name the build stage (all its layers are cached: a second) so that
+    # pruning the private store drops only the layers of older builds.
+    # shellcheck disable=SC2086
+    engine build "${flags[@]}" --target build -t "${IMAGE%:*}:build-stage" $BUILD_FLAGS \
+      -f "$context/Dockerfile" "$context" >/dev/null
+    engine image prune -f >/dev/null
+  fi
+  log "built ${names[*]} in $((SECONDS - start)) s: $(size_mib) MiB"
 }
 
 run() {

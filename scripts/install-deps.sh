@@ -3,17 +3,20 @@
 # Idempotent: does nothing (and needs no network) when all are present.
 #   scripts/install-deps.sh            build + test dependencies
 #   scripts/install-deps.sh --golden   also python3-torch/numpy to regenerate golden files
+#   scripts/install-deps.sh --build-only   only what building the binaries needs (image)
 set -euo pipefail
 
 packages=(
   g++ make cmake pkg-config
   libdnnl-dev          # oneDNN 2.6.3: the matrix primitives of core/
+  ocl-icd-opencl-dev   # OpenCL headers + libOpenCL.so, required by oneDNN's CMake config
   libabsl-dev          # absl::Status, StatusOr, containers, synchronization
   libgtest-dev libgmock-dev
   openssl              # certificates for the TLS tests
   clang libclang-rt-14-dev  # the libFuzzer target (tests/fuzz)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the service
   python3-grpcio python3-protobuf python3-numpy  # the Python client and its tests
+  python3-yaml         # tests/deploy/yaml_test.py
 )
 if [[ "${1:-}" == "--golden" ]]; then
   packages+=(python3-torch python3-numpy)
@@ -25,8 +28,14 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+if [[ "${1:-}" == "--build-only" ]]; then
+  # What the CMake build of the binaries needs (the container image's build stage).
+  packages=(g++ make cmake pkg-config libdnnl-dev ocl-icd-opencl-dev libabsl-dev
+            libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)
+fi
+
 # The Node client needs node >= 18 with npm (a preinstalled Node.js counts).
-if ! command -v npm >/dev/null 2>&1; then
+if [[ "${1:-}" != "--build-only" ]] && ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
 if [[ ${#missing[@]} -eq 0 ]]; then

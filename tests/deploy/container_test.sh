@@ -53,10 +53,13 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+started=""
 fail() {
   echo "container_test: FAILED: $*" >&2
-  echo "--- server log:" >&2
-  engine logs "$name" 2>&1 | tail -30 >&2 || true
+  if [[ -n "$started" ]]; then
+    echo "--- server log:" >&2
+    engine logs "$name" 2>&1 | grep -v '"method"' | tail -30 >&2 || true
+  fi
   exit 1
 }
 ok() { passed=$((passed + 1)); echo "container_test: ok: $*"; }
@@ -107,6 +110,7 @@ engine_quiet run -d --name "$name" --network host \
   -e ATTN_LISTEN="$target" \
   -e ATTN_SERVER_FLAGS="--workers=2 --compute_threads=1 --metrics_port=$metrics_port" \
   "$IMAGE" --drain_seconds=5 >/dev/null
+started=1
 
 healthy=""
 for _ in $(seq 120); do
@@ -153,7 +157,9 @@ ok "metrics endpoint"
 engine_quiet stop -t 30 "$name" >/dev/null
 code=$(engine inspect --format '{{.State.ExitCode}}' "$name")
 [[ "$code" == 0 ]] || fail "exit code $code after SIGTERM"
-engine logs "$name" 2>&1 | grep -q 'attention_server: stopped' || fail "no drain in the log"
+log=$(engine logs "$name" 2>&1)
+grep -q 'signal 15, draining' <<<"$log" || fail "no SIGTERM drain in the log"
+grep -q 'attention_server: stopped' <<<"$log" || fail "no clean stop in the log"
 ok "SIGTERM: drained, exit 0"
 
 echo "container_test: image $IMAGE: $("$image_sh" size) MiB"
