@@ -10,6 +10,7 @@
 #include "core/module.h"
 #include "core/sdpa.h"
 #include "core/status_macros.h"
+#include "server/convert.h"
 
 namespace attention::loadtest {
 namespace {
@@ -158,38 +159,7 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadSpec& spec, client::Attenti
       }
       const int64_t d = info->config().d_model();
       // The module's config, for the FLOP count.
-      ModuleConfig config;
-      config.d_model = d;
-      const pb::ModuleConfig& c = info->config();
-      switch (c.variant_case()) {
-        case pb::ModuleConfig::kSelfAttention:
-          config.variant = Variant::kSelfAttention;
-          config.d_k = c.self_attention().d_k();
-          config.d_v = c.self_attention().d_v();
-          break;
-        case pb::ModuleConfig::kMha:
-          config.variant = Variant::kMha;
-          config.num_heads = c.mha().num_heads();
-          break;
-        case pb::ModuleConfig::kGqa:
-          config.variant = Variant::kGqa;
-          config.num_heads = c.gqa().num_q_heads();
-          config.num_kv_heads = c.gqa().num_kv_heads();
-          break;
-        case pb::ModuleConfig::kMqa:
-          config.variant = Variant::kMqa;
-          config.num_heads = c.mqa().num_heads();
-          break;
-        default:
-          config.variant = Variant::kMla;
-          config.num_heads = c.mla().num_heads();
-          config.q_lora_rank = c.mla().q_lora_rank();
-          config.kv_lora_rank = c.mla().kv_lora_rank();
-          config.qk_nope_head_dim = c.mla().qk_nope_head_dim();
-          config.qk_rope_head_dim = c.mla().qk_rope_head_dim();
-          config.v_head_dim = c.mla().v_head_dim();
-          break;
-      }
+      ATTN_ASSIGN_OR_RETURN(const ModuleConfig config, server::ConfigFromProto(info->config()));
       if (spec.rpc == RpcKind::kForward) {
         pb::ForwardRequest req;
         req.set_module(spec.module);
