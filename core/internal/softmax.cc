@@ -53,57 +53,13 @@ void ExpInPlace(float* x, int64_t n) {
   for (; j < n; ++j) x[j] = x[j] < -87.3365447504f ? 0.0f : std::exp(x[j]);
 }
 
-float OnlineSoftmaxTile(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
-                        int64_t keep_stride, float& m, float& l) {
-  visible = std::clamp<int64_t>(visible, 0, n);
-  const __m256 vscale = _mm256_set1_ps(scale);
-  __m256 vmax = _mm256_set1_ps(kMaskedScore);
-  float tmax = kMaskedScore;
-  int64_t j = 0;
-  if (keep == nullptr) {
-    for (; j + 8 <= visible; j += 8) {
-      __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + j), vscale);
-      vmax = _mm256_max_ps(vmax, v);
-      _mm256_storeu_ps(s + j, v);
-    }
-    for (; j < visible; ++j) {
-      s[j] *= scale;
-      tmax = std::max(tmax, s[j]);
-    }
-  } else {
-    for (; j < visible; ++j) {
-      s[j] = keep[j * keep_stride] != 0 ? s[j] * scale : kMaskedScore;
-      tmax = std::max(tmax, s[j]);
-    }
-  }
-  for (j = visible; j < n; ++j) s[j] = kMaskedScore;
-  tmax = std::max(tmax, HorizontalMax(vmax));
-  const float m_new = std::max(m, tmax);
-  const float alpha = m == -INFINITY ? 0.0f : std::exp(m - m_new);
-  const __m256 vm = _mm256_set1_ps(m_new);
-  __m256 vsum = _mm256_setzero_ps();
-  float sum = 0.0f;
-  j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 e = Exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
-    vsum = _mm256_add_ps(vsum, e);
-    _mm256_storeu_ps(s + j, e);
-  }
-  for (; j < n; ++j) {
-    const float d = s[j] - m_new;
-    s[j] = d < -87.3365447504f ? 0.0f : std::exp(d);
-    sum += s[j];
-  }
-  sum += HorizontalSum(vsum);
-  l = l * alpha + sum;
-  m = m_new;
-  return alpha;
-}
+namespace {
 
-void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
-                      int64_t keep_stride) {
+// Scales s[0, visible) and masks (keep == 0, or j >= visible) to
+// kMaskedScore over s[0, n); returns the maximum.
+float ScaleAndMask(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
+                   int64_t keep_stride) {
   visible = std::clamp<int64_t>(visible, 0, n);
-  // Scale and mask; track the maximum.
   const __m256 vscale = _mm256_set1_ps(scale);
   __m256 vmax = _mm256_set1_ps(kMaskedScore);
   float smax = kMaskedScore;
@@ -125,29 +81,47 @@ void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const u
     }
   }
   for (j = visible; j < n; ++j) s[j] = kMaskedScore;
-  smax = std::max(smax, HorizontalMax(vmax));
+  return std::max(smax, HorizontalMax(vmax));
+}
 
-  // Exponentiate and sum.
-  const __m256 vm = _mm256_set1_ps(smax);
+// s[j] = exp(s[j] - m) over s[0, n); returns the sum.
+float ExpShiftedSum(float* s, int64_t n, float m) {
+  const __m256 vm = _mm256_set1_ps(m);
   __m256 vsum = _mm256_setzero_ps();
-  float ssum = 0.0f;
-  j = 0;
+  float sum = 0.0f;
+  int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     __m256 e = Exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
     vsum = _mm256_add_ps(vsum, e);
     _mm256_storeu_ps(s + j, e);
   }
   for (; j < n; ++j) {
-    const float d = s[j] - smax;
+    const float d = s[j] - m;
     s[j] = d < -87.3365447504f ? 0.0f : std::exp(d);
-    ssum += s[j];
+    sum += s[j];
   }
-  ssum += HorizontalSum(vsum);
+  return sum + HorizontalSum(vsum);
+}
 
+}  // namespace
+
+float OnlineSoftmaxTile(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
+                        int64_t keep_stride, float& m, float& l) {
+  const float m_new = std::max(m, ScaleAndMask(s, n, scale, visible, keep, keep_stride));
+  const float alpha = m == -INFINITY ? 0.0f : std::exp(m - m_new);
+  l = l * alpha + ExpShiftedSum(s, n, m_new);
+  m = m_new;
+  return alpha;
+}
+
+void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
+                      int64_t keep_stride) {
+  const float smax = ScaleAndMask(s, n, scale, visible, keep, keep_stride);
+  const float ssum = ExpShiftedSum(s, n, smax);
   // Normalise (ssum >= 1: the maximum contributes exp(0)).
   const float inv = 1.0f / ssum;
   const __m256 vinv = _mm256_set1_ps(inv);
-  j = 0;
+  int64_t j = 0;
   for (; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), vinv));
   for (; j < n; ++j) s[j] *= inv;
 }
