@@ -242,8 +242,13 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
         }
         internal::AttendFewRows(
             nr, q_rows, dk, dv, kmax, visible, nullptr, 0, scale,
-            [&](int64_t j) { return cache.K(b, g, j); },
-            [&](int64_t j) { return cache.V(b, g, j); }, s_rows, acc.data(), o_rows);
+            [&](int64_t j) {
+              return internal::RowRun{cache.K(b, g, j), layout.k_width, tpb - j % tpb};
+            },
+            [&](int64_t j) {
+              return internal::RowRun{cache.V(b, g, j), cache.v_stride(), tpb - j % tpb};
+            },
+            s_rows, acc.data(), o_rows, /*weights_out=*/false);
       }
       if (!status.ok()) {
         std::lock_guard<std::mutex> lock(error_mu);

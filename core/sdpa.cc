@@ -198,6 +198,8 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
     // (The few-rows and whole-row paths use scratch as G·Tq score rows.)
     std::vector<float> few_acc(static_cast<size_t>(group * tq * dv));
     std::vector<float> row_max(static_cast<size_t>(group * tq)), row_sum(row_max.size());
+    std::vector<float> q_pack(group > 1 && weights == nullptr ? static_cast<size_t>(group * tq * dk)
+                                                              : 0);
 #pragma omp for schedule(dynamic, 1)
     for (size_t job_index = 0; job_index < jobs.size(); ++job_index) {
       const Job job = jobs[job_index];
@@ -236,76 +238,118 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
         }
         internal::AttendFewRows(
             nr, q_rows, dk, dv, kmax, visible, keep.data != nullptr ? keep_rows : nullptr,
-            keep.strides[3], scale, [&](int64_t j) { return k.Row(job.b, job.g, j); },
-            [&](int64_t j) { return v.Row(job.b, job.g, j); }, s_rows, few_acc.data(), o_rows);
+            keep.strides[3], scale,
+            [&](int64_t j) { return internal::RowRun{k.Row(job.b, job.g, j), k.strides[2], lk - j}; },
+            [&](int64_t j) { return internal::RowRun{v.Row(job.b, job.g, j), v.strides[2], lk - j}; },
+            s_rows, few_acc.data(), o_rows, weights != nullptr);
         if (weights != nullptr) {
           for (int64_t r = 0; r < nr; ++r) std::fill(s_rows[r] + kmax, s_rows[r] + lk, 0.0f);
         }
         continue;
       }
+      // The G heads' rows of the job as one matrix of M = G·rows rows
+      // (head-major): in place when uniformly strided, else packed, so each
+      // GEMM sees all rows that share the K/V tile.
+      const int64_t m_rows = group * rows;
+      const float* qm = q.Row(job.b, job.g * group, job.i0);
+      int64_t q_ld = q.strides[2];
+      if (group > 1 && weights == nullptr) {
+        if (merge && rows == lq) {
+          q_ld = q_merged;
+        } else {
+          for (int64_t row = 0; row < m_rows; ++row) {
+            std::copy_n(q.Row(job.b, job.g * group + row / rows, job.i0 + row % rows), dk,
+                        q_pack.data() + row * dk);
+          }
+          qm = q_pack.data();
+          q_ld = dk;
+        }
+      }
+      auto visible_of = [&](int64_t row) {
+        return VisibleKeys(mask, job.b, job.i0 + row % rows, lq, lk);
+      };
+      auto keep_of = [&](int64_t row) {
+        return keep.Row(job.b, job.g * group + row / rows, job.i0 + row % rows);
+      };
+      // Divides the unnormalised P·V rows (acc, ld dv) by their sums into out.
+      auto write_out = [&](const float* acc) {
+        for (int64_t row = 0; row < m_rows; ++row) {
+          float* o = out.Row(job.b, job.g * group + row / rows, job.i0 + row % rows);
+          const float inv = 1.0f / row_sum[row];
+          const float* a = acc + row * dv;
+          for (int64_t x = 0; x < dv; ++x) o[x] = a[x] * inv;
+        }
+      };
       if (flash) {
-        // Flash: key tiles of kFlashKeys with an online softmax, so only a
-        // rows × kFlashKeys score tile exists; every K/V tile is read once
-        // for all G heads sharing it.
-        const bool merged = merge && rows == lq;
-        const int64_t blocks = merged ? 1 : group, block_rows = merged ? group * rows : rows;
-        const int64_t q_ld = merged ? q_merged : q.strides[2];
-        std::fill(row_max.begin(), row_max.end(), -INFINITY);
-        std::fill(row_sum.begin(), row_sum.end(), 0.0f);
-        std::fill(few_acc.begin(), few_acc.begin() + group * rows * dv, 0.0f);
+        // Flash: key tiles of kFlashKeys with an online softmax, so only an
+        // M × kFlashKeys score tile exists; every K/V tile is read once for
+        // all G heads sharing it.
+        std::fill(row_max.begin(), row_max.begin() + m_rows, -INFINITY);
+        std::fill(row_sum.begin(), row_sum.begin() + m_rows, 0.0f);
+        std::fill(few_acc.begin(), few_acc.begin() + m_rows * dv, 0.0f);
         absl::Status status;
         for (int64_t k0 = 0; k0 < kmax && status.ok(); k0 += kFlashKeys) {
           const int64_t n = std::min(kFlashKeys, kmax - k0);
           const Mat kt = Mat::Transposed(k.Row(job.b, job.g, k0), dk, n, k.strides[2]);
           const Mat vt = Mat::RowMajor(v.Row(job.b, job.g, k0), n, dv, v.strides[2]);
-          for (int64_t blk = 0; blk < blocks && status.ok(); ++blk) {
-            const float* q0 = q.Row(job.b, job.g * group + blk, job.i0);
-            status = internal::Matmul(Mat::RowMajor(q0, block_rows, dk, q_ld), kt, scratch.data(),
-                                      kFlashKeys);
-            if (!status.ok()) break;
-            for (int64_t r = 0; r < block_rows; ++r) {
-              const int64_t row = blk * block_rows + r;  // head-major over the job
-              const int64_t hl = row / rows, i = job.i0 + row % rows;
-              const uint8_t* keep_row = keep.Row(job.b, job.g * group + hl, i);
-              const float alpha = internal::OnlineSoftmaxTile(
-                  scratch.data() + r * kFlashKeys, n, scale,
-                  VisibleKeys(mask, job.b, i, lq, lk) - k0,
-                  keep_row != nullptr ? keep_row + k0 * keep.strides[3] : nullptr,
-                  keep.strides[3], row_max[row], row_sum[row]);
+          status = internal::Matmul(Mat::RowMajor(qm, m_rows, dk, q_ld), kt, scratch.data(),
+                                    kFlashKeys);
+          if (!status.ok()) break;
+          for (int64_t row = 0; row < m_rows; ++row) {
+            const uint8_t* keep_row = keep_of(row);
+            const float alpha = internal::OnlineSoftmaxTile(
+                scratch.data() + row * kFlashKeys, n, scale, visible_of(row) - k0,
+                keep_row != nullptr ? keep_row + k0 * keep.strides[3] : nullptr, keep.strides[3],
+                row_max[row], row_sum[row]);
+            if (alpha != 1.0f) {
               float* acc = few_acc.data() + row * dv;
-              if (alpha != 1.0f) {
-                for (int64_t x = 0; x < dv; ++x) acc[x] *= alpha;
-              }
+              for (int64_t x = 0; x < dv; ++x) acc[x] *= alpha;
             }
-            status = internal::Matmul(Mat::RowMajor(scratch.data(), block_rows, n, kFlashKeys), vt,
-                                      few_acc.data() + blk * block_rows * dv, dv, nullptr,
-                                      /*accumulate=*/true);
           }
+          status = internal::Matmul(Mat::RowMajor(scratch.data(), m_rows, n, kFlashKeys), vt,
+                                    few_acc.data(), dv, nullptr, /*accumulate=*/true);
         }
         if (!status.ok()) {
           record(std::move(status));
           continue;
         }
-        for (int64_t row = 0; row < group * rows; ++row) {
-          float* o = out.Row(job.b, job.g * group + row / rows, job.i0 + row % rows);
-          const float inv = 1.0f / row_sum[row];
-          const float* acc = few_acc.data() + row * dv;
-          for (int64_t x = 0; x < dv; ++x) o[x] = acc[x] * inv;
-        }
+        write_out(few_acc.data());
         continue;
       }
-      // Score rows for head h (local index hl) and query i0 + t live at
-      // s_base + (hl * rows + t) * lk.
-      float* s_base = weights != nullptr
-                          ? weights + ((job.b * hq + job.g * group) * lq + job.i0) * lk
-                          : scratch.data();
-      const int64_t s_head_stride = weights != nullptr ? lq * lk : rows * lk;
+      if (weights == nullptr) {
+        // Whole score rows of all M rows at once, softmax without the
+        // division, P·V, then the division on the Dv-wide output rows.
+        const Mat kt = Mat::Transposed(k.Row(job.b, job.g, 0), dk, kmax, k.strides[2]);
+        const Mat vm = Mat::RowMajor(v.Row(job.b, job.g, 0), kmax, dv, v.strides[2]);
+        absl::Status status =
+            internal::Matmul(Mat::RowMajor(qm, m_rows, dk, q_ld), kt, scratch.data(), lk);
+        if (status.ok()) {
+          for (int64_t row = 0; row < m_rows; ++row) {
+            const uint8_t* keep_row = keep_of(row);
+            row_sum[row] = internal::UnnormalizedSoftmaxRow(scratch.data() + row * lk, kmax, scale,
+                                                            visible_of(row), keep_row,
+                                                            keep.strides[3]);
+          }
+          status = internal::Matmul(Mat::RowMajor(scratch.data(), m_rows, kmax, lk), vm,
+                                    few_acc.data(), dv);
+        }
+        if (!status.ok()) {
+          record(std::move(status));
+          continue;
+        }
+        write_out(few_acc.data());
+        continue;
+      }
+      // Weights asked for: score rows are the caller's weights rows, head h
+      // (local index hl) and query i0 + t at s_base + hl·lq·lk + t·lk.
+      float* s_base = weights + ((job.b * hq + job.g * group) * lq + job.i0) * lk;
+      const int64_t s_head_stride = lq * lk;
       const Mat kt = Mat::Transposed(k.Row(job.b, job.g, 0), dk, kmax, k.strides[2]);
       const Mat vm = Mat::RowMajor(v.Row(job.b, job.g, 0), kmax, dv, v.strides[2]);
+      const bool merged = merge && rows == lq;
       absl::Status status;
-      if (merge && (weights == nullptr || rows == lq)) {
-        const float* q0 = q.Row(job.b, job.g * group, job.i0);
-        status = internal::Matmul(Mat::RowMajor(q0, group * rows, dk, q_merged), kt, s_base, lk);
+      if (merged) {
+        status = internal::Matmul(Mat::RowMajor(qm, m_rows, dk, q_merged), kt, s_base, lk);
       } else {
         for (int64_t hl = 0; hl < group && status.ok(); ++hl) {
           const float* q0 = q.Row(job.b, job.g * group + hl, job.i0);
@@ -317,20 +361,15 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
         record(std::move(status));
         continue;
       }
-      for (int64_t hl = 0; hl < group; ++hl) {
-        const int64_t h = job.g * group + hl;
-        for (int64_t t = 0; t < rows; ++t) {
-          const int64_t i = job.i0 + t;
-          float* s = s_base + hl * s_head_stride + t * lk;
-          const uint8_t* keep_row = keep.Row(job.b, h, i);
-          internal::MaskedSoftmaxRow(s, kmax, scale, VisibleKeys(mask, job.b, i, lq, lk),
-                                     keep_row, keep.strides[3]);
-          if (weights != nullptr) std::fill(s + kmax, s + lk, 0.0f);
-        }
+      for (int64_t row = 0; row < m_rows; ++row) {
+        float* s_row = s_base + row / rows * s_head_stride + row % rows * lk;
+        internal::MaskedSoftmaxRow(s_row, kmax, scale, visible_of(row), keep_of(row),
+                                   keep.strides[3]);
+        std::fill(s_row + kmax, s_row + lk, 0.0f);
       }
-      if (merge && (weights == nullptr || rows == lq)) {
+      if (merged) {
         float* o0 = out.Row(job.b, job.g * group, job.i0);
-        status = internal::Matmul(Mat::RowMajor(s_base, group * rows, kmax, lk), vm, o0, o_merged);
+        status = internal::Matmul(Mat::RowMajor(s_base, m_rows, kmax, lk), vm, o0, o_merged);
       } else {
         for (int64_t hl = 0; hl < group && status.ok(); ++hl) {
           float* o0 = out.Row(job.b, job.g * group + hl, job.i0);

@@ -1,4 +1,4 @@
-// Private: the masked row softmax of attention, vectorised for AVX2.
+// Private: the masked row softmax of attention (vectorised in kernels.h).
 #ifndef ATTENTION_CORE_INTERNAL_SOFTMAX_H_
 #define ATTENTION_CORE_INTERNAL_SOFTMAX_H_
 
@@ -25,8 +25,11 @@ void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const u
 float OnlineSoftmaxTile(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
                         int64_t keep_stride, float& m, float& l);
 
-// exp(x) for 8 lanes with ~1 ulp error over [-87, 88]; 0 below.
-void ExpInPlace(float* x, int64_t n);
+// MaskedSoftmaxRow without the division: returns the sum of the
+// exponentials (>= 1), by which whatever is computed from the row (P·V) is
+// then divided, a row of Dv instead of Lk.
+float UnnormalizedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible,
+                             const uint8_t* keep, int64_t keep_stride);
 
 }  // namespace attention::internal
 

@@ -1,0 +1,53 @@
+// Private: the vector kernels of attention that are ours rather than
+// oneDNN's (row softmax, online-softmax tiles, and the few-rows score and
+// value loops of decode), compiled twice, for AVX2 and for AVX-512, and
+// chosen once at start from the CPU (ATTN_ISA=avx2 forces AVX2). oneDNN
+// dispatches its own GEMMs to AVX-512 where the CPU has it; kernels left at
+// AVX2 beside them would run at half its width.
+#ifndef ATTENTION_CORE_INTERNAL_KERNELS_H_
+#define ATTENTION_CORE_INTERNAL_KERNELS_H_
+
+#include <cstdint>
+
+namespace attention::internal {
+
+struct KernelTable {
+  const char* isa;  // "avx2" or "avx512"
+
+  // Softmax in place over s[0, n) of a score row: s[j] · scale, masked
+  // (j >= visible, or keep != nullptr and keep[j · keep_stride] == 0) to
+  // kMaskedScore, exponentiated against the row maximum. Returns the sum of
+  // the exponentials (>= 1); divides by it when `normalize` (else the caller
+  // scales what it computes from the row). `visible` is clamped to [0, n].
+  float (*softmax_row)(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
+                       int64_t keep_stride, bool normalize);
+
+  // One key tile of an online (flash) softmax row; see OnlineSoftmaxTile.
+  float (*online_softmax_tile)(float* s, int64_t n, float scale, int64_t visible,
+                               const uint8_t* keep, int64_t keep_stride, float* m, float* l);
+
+  // s[i][j] = q[i] · k[j · k_stride, + dk) for i < nr (1..7), j < n.
+  void (*scores)(int64_t nr, const float* const* q, int64_t dk, const float* k, int64_t k_stride,
+                 int64_t n, float* const* s);
+
+  // acc[i · dv + x] += Σ_{j < n} p[i][j] · v[j · v_stride + x] for i < nr
+  // (1..7), x < dv.
+  void (*accumulate)(int64_t nr, const float* const* p, const float* v, int64_t v_stride,
+                     int64_t n, int64_t dv, float* acc);
+};
+
+// The table in use.
+const KernelTable& Kernels();
+
+// Switches the table ("avx2" or "avx512"); false (and no change) when the
+// CPU lacks the ISA or the name is unknown. For tests and benchmarks; not
+// safe while kernels run.
+bool SelectKernels(const char* isa);
+
+// Tables for each ISA (kernels_avx2.cc, kernels_avx512.cc).
+const KernelTable& Avx2Kernels();
+const KernelTable& Avx512Kernels();
+
+}  // namespace attention::internal
+
+#endif  // ATTENTION_CORE_INTERNAL_KERNELS_H_
