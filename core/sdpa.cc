@@ -150,10 +150,10 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
   const KeepIndex keep = MakeKeepIndex(mask);
 
   // Query tile. Whole score rows: keep a thread's G × Tq × Lk scores near
-  // 2 MiB. Flash: about kFlashRows rows of the G heads against key tiles.
+  // 1 MiB (a core's L2). Flash: about kFlashRows rows of the G heads against key tiles.
   // Then make at least 4 jobs per thread when the problem allows.
   const int threads = omp_get_max_threads();
-  const int64_t full_rows_tq = std::max<int64_t>(1, (int64_t{1} << 19) / (group * lk));
+  const int64_t full_rows_tq = std::max<int64_t>(1, (int64_t{1} << 18) / (group * lk));
   // Whole score rows are faster while they allow tiles of >= 64 queries
   // (one pass, no rescaling); past that, or when Lk is long, flash.
   const bool use_flash = weights == nullptr && full_rows_tq < 64;

@@ -25,6 +25,7 @@ struct Entry {
 };
 
 constexpr size_t kMaxCachedPrimitives = 1024;
+constexpr int64_t kSgemmMaxRows = 32;
 
 dnnl::engine& Engine() {
   static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
@@ -118,6 +119,19 @@ absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const flo
   if (a.cols != b.rows) {
     return absl::InternalError(absl::StrCat("matmul: inner dimensions differ: ", a.cols, " vs ",
                                             b.rows));
+  }
+  // Few rows against a transposed B (decode's Q·Kᵀ with the G heads of a
+  // group): oneDNN's sgemm beats the matmul primitive's brgemm there.
+  if (a.rows <= kSgemmMaxRows && bias == nullptr && a.col_stride == 1 && b.row_stride == 1) {
+    const dnnl_status_t st =
+        dnnl_sgemm('N', 'T', a.rows, b.cols, a.cols, 1.0f, a.data, a.row_stride, b.data,
+                   b.col_stride, accumulate ? 1.0f : 0.0f, c, ldc);
+    if (st != dnnl_success) {
+      return absl::InternalError(absl::StrCat("oneDNN sgemm [", a.rows, "x", a.cols, "]·[",
+                                              b.rows, "x", b.cols, "] failed: status ",
+                                              static_cast<int>(st)));
+    }
+    return absl::OkStatus();
   }
   try {
     const Key key = MakeKey(a, b, ldc, bias != nullptr, accumulate);
