@@ -76,28 +76,28 @@ uint64_t NameHash(const std::string& name) {
   return h;
 }
 
-absl::Status CheckInput(const Tensor& t, const char* field, int64_t d_model) {
+absl::Status CheckInput(const ConstTensorRef& t, const char* field, int64_t d_model) {
   if (t.rank() != 3 || t.dim(0) < 1 || t.dim(1) < 1 || t.dim(2) != d_model) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": expected [B, L, d_model = ", d_model,
                                                    "] with B, L >= 1, got ",
-                                                   ShapeString(t.shape())));
+                                                   ShapeString(t.shape)));
   }
   return absl::OkStatus();
 }
 
 struct Inputs {
-  const Tensor* query;
-  const Tensor* key;
-  const Tensor* value;
+  const ConstTensorRef* query;
+  const ConstTensorRef* key;
+  const ConstTensorRef* value;
   int64_t batch, lq, lk;
 };
 
 absl::StatusOr<Inputs> ResolveInputs(const ForwardInput& in, int64_t d_model, bool single_kv) {
-  if (in.query == nullptr) return absl::InvalidArgumentError("query: required");
+  if (!in.query.present) return absl::InvalidArgumentError("query: required");
   Inputs r;
-  r.query = in.query;
-  r.key = in.key != nullptr ? in.key : in.query;
-  r.value = in.value != nullptr ? in.value : r.key;
+  r.query = &in.query;
+  r.key = in.key.present ? &in.key : &in.query;
+  r.value = in.value.present ? &in.value : r.key;
   ATTN_RETURN_IF_ERROR(CheckInput(*r.query, "query", d_model));
   ATTN_RETURN_IF_ERROR(CheckInput(*r.key, "key", d_model));
   ATTN_RETURN_IF_ERROR(CheckInput(*r.value, "value", d_model));
@@ -111,15 +111,23 @@ absl::StatusOr<Inputs> ResolveInputs(const ForwardInput& in, int64_t d_model, bo
   if (r.value->dim(0) != r.batch || r.value->dim(1) != r.lk) {
     return absl::InvalidArgumentError(absl::StrCat("value: expected [B, Lk] = [", r.batch, ", ",
                                                    r.lk, "] as key, got ",
-                                                   ShapeString(r.value->shape())));
+                                                   ShapeString(r.value->shape)));
   }
-  if (single_kv && r.value != r.key &&
-      std::memcmp(r.value->data(), r.key->data(), r.key->values().size() * 4) != 0) {
+  if (single_kv && r.value != r.key && r.value->data != r.key->data &&
+      std::memcmp(r.value->data, r.key->data, r.key->size() * 4) != 0) {
     return absl::InvalidArgumentError(
         "value: mla derives keys and values from one latent of `key`; value must be absent or "
         "equal to key");
   }
   return r;
+}
+
+// The destination of a [rows, cols] result: the caller's buffer when given,
+// else `owned`, sized to `shape`.
+float* Destination(float* given, Tensor& owned, std::vector<int64_t> shape) {
+  if (given != nullptr) return given;
+  owned = Tensor(std::move(shape));
+  return owned.data();
 }
 
 // ----------------------------------------------------------------------------
@@ -162,23 +170,25 @@ class ProjectedAttention final : public AttentionModule {
 
     // [B, L, H, D] buffers read as [B, H, L, D] through strides.
     ForwardResult result;
-    Tensor attn({in.batch, in.lq, hq_ * dv_});
-    if (input.return_weights) result.weights = Tensor({in.batch, hq_, in.lq, in.lk});
+    // Without an output projection (self_attention) attention writes the
+    // output itself.
+    Tensor attn_owned;
+    float* attn = o_.empty() ? Destination(input.output, result.output, {in.batch, in.lq, hq_ * dv_})
+                             : Destination(nullptr, attn_owned, {in.batch, in.lq, hq_ * dv_});
+    float* weights = input.return_weights
+                         ? Destination(input.weights, result.weights, {in.batch, hq_, in.lq, in.lk})
+                         : nullptr;
     ATTN_RETURN_IF_ERROR(Sdpa(HeadsView(q.data(), in.batch, hq_, in.lq, dqk_),
                               HeadsView(k.data(), in.batch, hkv_, in.lk, dqk_),
                               HeadsView(v.data(), in.batch, hkv_, in.lk, dv_), input.mask, 0.0f,
-                              MutHeadsView(attn.data(), in.batch, hq_, in.lq, dv_),
-                              input.return_weights ? result.weights.data() : nullptr));
+                              MutHeadsView(attn, in.batch, hq_, in.lq, dv_), weights));
     result.flops =
         LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, MlaForm::kNaive);
-    if (o_.empty()) {
-      result.output = std::move(attn);
-      return result;
-    }
+    if (o_.empty()) return result;
     ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
-    result.output = Tensor({in.batch, in.lq, d});
-    ATTN_RETURN_IF_ERROR(Linear(attn.data(), mq, hq_ * dv_, hq_ * dv_, W(o_ + ".weight").data(), d,
-                                Bias(o_), result.output.data(), d));
+    float* y = Destination(input.output, result.output, {in.batch, in.lq, d});
+    ATTN_RETURN_IF_ERROR(
+        Linear(attn, mq, hq_ * dv_, hq_ * dv_, W(o_ + ".weight").data(), d, Bias(o_), y, d));
     return result;
   }
 
@@ -187,9 +197,10 @@ class ProjectedAttention final : public AttentionModule {
     return config().bias ? W(prefix + ".bias").data() : nullptr;
   }
 
-  absl::Status Project(const Tensor& x, const std::string& prefix, int64_t n, Tensor& y) const {
+  absl::Status Project(const ConstTensorRef& x, const std::string& prefix, int64_t n,
+                       Tensor& y) const {
     const int64_t m = x.dim(0) * x.dim(1), k = x.dim(2);
-    return Linear(x.data(), m, k, k, W(prefix + ".weight").data(), n, Bias(prefix), y.data(), n);
+    return Linear(x.data, m, k, k, W(prefix + ".weight").data(), n, Bias(prefix), y.data(), n);
   }
 
   absl::StatusOr<Tensor> DecodeStep(PagedKvCache& cache, const Tensor& x) const override {
@@ -197,9 +208,9 @@ class ProjectedAttention final : public AttentionModule {
     const int64_t l0 = cache.length();
     ATTN_RETURN_IF_ERROR(cache.Reserve(t_new));
     Tensor q({m, hq_ * dqk_}), k({m, hkv_ * dqk_}), v({m, hkv_ * dv_});
-    ATTN_RETURN_IF_ERROR(Project(x, q_, hq_ * dqk_, q));
-    ATTN_RETURN_IF_ERROR(Project(x, k_, hkv_ * dqk_, k));
-    ATTN_RETURN_IF_ERROR(Project(x, v_, hkv_ * dv_, v));
+    ATTN_RETURN_IF_ERROR(Project(&x, q_, hq_ * dqk_, q));
+    ATTN_RETURN_IF_ERROR(Project(&x, k_, hkv_ * dqk_, k));
+    ATTN_RETURN_IF_ERROR(Project(&x, v_, hkv_ * dv_, v));
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t t = 0; t < t_new; ++t) {
         for (int64_t h = 0; h < hkv_; ++h) {
@@ -269,23 +280,24 @@ class LatentAttention final : public AttentionModule {
 
     // Latent: [B·Lk, r + dr] = [RMSNorm(c_KV) | RoPE(k_rope)].
     Tensor latent({mk, r + dr});
-    ATTN_RETURN_IF_ERROR(Linear(in.key->data(), mk, d, d, W("kv_a_proj_with_mqa.weight").data(),
+    ATTN_RETURN_IF_ERROR(Linear(in.key->data, mk, d, d, W("kv_a_proj_with_mqa.weight").data(),
                                 r + dr, nullptr, latent.data(), r + dr));
     internal::RmsNormRows(latent.data(), mk, r, r + dr, W("kv_a_layernorm.weight").data());
     internal::ApplyRope(latent.data() + r, in.batch, in.lk, 1, 0, r + dr, dr, Theta(), 0);
 
     ATTN_RETURN_IF_ERROR(PollCancellation(CurrentCancellation()));
-    if (input.return_weights) result.weights = Tensor({in.batch, h, in.lq, in.lk});
-    float* weights = input.return_weights ? result.weights.data() : nullptr;
+    float* weights = input.return_weights
+                         ? Destination(input.weights, result.weights, {in.batch, h, in.lq, in.lk})
+                         : nullptr;
     Tensor attn({mq, h * dv});
     if (input.mla_form == MlaForm::kAbsorbed) {
       ATTN_RETURN_IF_ERROR(AttendAbsorbed(q, latent, in, input.mask, weights, attn));
     } else {
       ATTN_RETURN_IF_ERROR(AttendNaive(q, latent, in, input.mask, weights, attn));
     }
-    result.output = Tensor({in.batch, in.lq, d});
-    ATTN_RETURN_IF_ERROR(Linear(attn.data(), mq, h * dv, h * dv, W("o_proj.weight").data(), d,
-                                nullptr, result.output.data(), d));
+    float* y = Destination(input.output, result.output, {in.batch, in.lq, d});
+    ATTN_RETURN_IF_ERROR(
+        Linear(attn.data(), mq, h * dv, h * dv, W("o_proj.weight").data(), d, nullptr, y, d));
     result.flops = LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, input.mla_form);
     return result;
   }
@@ -293,16 +305,16 @@ class LatentAttention final : public AttentionModule {
  private:
   float Theta() const { return config().rope_theta == 0 ? 10000.0f : config().rope_theta; }
 
-  absl::Status ProjectQuery(const Tensor& x, Tensor& q) const {
+  absl::Status ProjectQuery(const ConstTensorRef& x, Tensor& q) const {
     const ModuleConfig& c = config();
     const int64_t m = x.dim(0) * x.dim(1), d = c.d_model, n = q.dim(1);
     if (c.q_lora_rank == 0) {
-      return Linear(x.data(), m, d, d, W("q_proj.weight").data(), n, nullptr, q.data(), n);
+      return Linear(x.data, m, d, d, W("q_proj.weight").data(), n, nullptr, q.data(), n);
     }
     const int64_t qr = c.q_lora_rank;
     Tensor cq({m, qr});
     ATTN_RETURN_IF_ERROR(
-        Linear(x.data(), m, d, d, W("q_a_proj.weight").data(), qr, nullptr, cq.data(), qr));
+        Linear(x.data, m, d, d, W("q_a_proj.weight").data(), qr, nullptr, cq.data(), qr));
     internal::RmsNormRows(cq.data(), m, qr, qr, W("q_a_layernorm.weight").data());
     return Linear(cq.data(), m, qr, qr, W("q_b_proj.weight").data(), n, nullptr, q.data(), n);
   }
@@ -363,7 +375,7 @@ class LatentAttention final : public AttentionModule {
     const int64_t l0 = cache.length();
     ATTN_RETURN_IF_ERROR(cache.Reserve(t_new));
     Tensor q({m, h * dq});
-    ATTN_RETURN_IF_ERROR(ProjectQuery(x, q));
+    ATTN_RETURN_IF_ERROR(ProjectQuery(&x, q));
     internal::ApplyRope(q.data() + dn, batch, t_new, h, dq, h * dq, dr, Theta(), l0);
     Tensor latent({m, dl});
     ATTN_RETURN_IF_ERROR(Linear(x.data(), m, d, d, W("kv_a_proj_with_mqa.weight").data(), dl,

@@ -129,17 +129,22 @@ absl::StatusOr<CostEstimate> EstimateCosts(const ModuleConfig& config, int64_t b
                                            int64_t seq_len);
 
 struct ForwardInput {
-  const Tensor* query = nullptr;
-  const Tensor* key = nullptr;    // optional
-  const Tensor* value = nullptr;  // optional
+  ConstTensorRef query;
+  ConstTensorRef key;    // optional
+  ConstTensorRef value;  // optional
   MaskSpec mask;
   bool return_weights = false;
   MlaForm mla_form = MlaForm::kNaive;
+  // Optional destinations (the server's response buffers): when set, the
+  // output [B, Lq, OutputDim] / the weights [B, H, Lq, Lk] are written there
+  // and the result's tensors stay empty.
+  float* output = nullptr;
+  float* weights = nullptr;
 };
 
 struct ForwardResult {
-  Tensor output;   // [B, Lq, OutputDim]
-  Tensor weights;  // [B, H, Lq, Lk] when asked for
+  Tensor output;   // [B, Lq, OutputDim], unless ForwardInput::output was set
+  Tensor weights;  // [B, H, Lq, Lk] when asked for (and not written to ForwardInput::weights)
   double flops = 0;  // multiply-adds × 2 of projections and attention
 };
 

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -46,6 +47,28 @@ class Tensor {
  private:
   std::vector<int64_t> shape_;
   std::vector<float> values_;
+};
+
+// A read-only dense row-major tensor of any rank that someone else owns
+// (a Tensor, or float32 bytes where protobuf parsed them): how inputs reach
+// a layer without a copy. Converts implicitly from `const Tensor*`, nullptr
+// meaning absent.
+struct ConstTensorRef {
+  const float* data = nullptr;
+  std::vector<int64_t> shape;
+  bool present = false;
+
+  ConstTensorRef() = default;
+  ConstTensorRef(const Tensor* t)  // NOLINT(google-explicit-constructor)
+      : data(t != nullptr ? t->data() : nullptr),
+        shape(t != nullptr ? t->shape() : std::vector<int64_t>()),
+        present(t != nullptr) {}
+  ConstTensorRef(const float* d, std::vector<int64_t> s)
+      : data(d), shape(std::move(s)), present(true) {}
+
+  int rank() const { return static_cast<int>(shape.size()); }
+  int64_t dim(int i) const { return shape[i]; }
+  int64_t size() const { return NumElements(shape); }
 };
 
 // A read-only 4-D view; element (i, j, k, l) lives at

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <string>
 
+#include "core/internal/kernels.h"
+#include "oneapi/dnnl/dnnl.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace attention {
@@ -12,6 +14,22 @@ namespace attention {
 void SetComputeThreads(int threads) { omp_set_num_threads(threads < 1 ? 1 : threads); }
 
 int ComputeThreads() { return omp_get_max_threads(); }
+
+void WarmUp() {
+  static const bool done = [] {
+    float a[16 * 16] = {}, b[16 * 16] = {}, c[16 * 16];
+    // Inside a team, as the kernels call it (single-threaded per job).
+#pragma omp parallel num_threads(2)
+    {
+      if (omp_get_thread_num() == 0) {
+        (void)dnnl_sgemm('N', 'T', 16, 16, 16, 1.0f, a, 16, b, 16, 0.0f, c, 16);
+      }
+    }
+    (void)internal::Kernels();
+    return true;
+  }();
+  (void)done;
+}
 
 const char* OneDnnVersion() {
   static const std::string version = [] {

@@ -87,30 +87,42 @@ absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t, absl::string_view fi
   return out;
 }
 
-absl::StatusOr<View4> ViewFromProto(const pb::Tensor& t, absl::string_view field,
-                                    const TensorSpec& spec, int64_t max_elements, Tensor* storage) {
+absl::StatusOr<ConstTensorRef> RefFromProto(const pb::Tensor& t, absl::string_view field,
+                                            const TensorSpec& spec, int64_t max_elements,
+                                            Tensor* storage) {
   const auto* data = reinterpret_cast<const float*>(t.data().data());
-  if (t.dtype() == pb::DTYPE_FLOAT32 && reinterpret_cast<uintptr_t>(data) % alignof(float) == 0 &&
-      spec.rank == 4) {
-    if (t.shape_size() != 4) {
-      return Invalid(field, absl::StrCat("shape expected rank 4 ", spec.dims, ", got ",
-                                         ShapeString(t.shape())));
+  if (t.dtype() == pb::DTYPE_FLOAT32 && reinterpret_cast<uintptr_t>(data) % alignof(float) == 0) {
+    if (spec.rank >= 0 && t.shape_size() != spec.rank) {
+      return Invalid(field, absl::StrCat("shape expected rank ", spec.rank, " ", spec.dims,
+                                         ", got ", ShapeString(t.shape())));
+    }
+    if (spec.rank < 0 && t.shape_size() == 0) {
+      return Invalid(field, "shape expected rank >= 1, got []");
     }
     ATTN_RETURN_IF_ERROR(CheckShapeAndData(t, field, max_elements).status());
-    return View4::Dense(data, t.shape(0), t.shape(1), t.shape(2), t.shape(3));
+    return ConstTensorRef(data, std::vector<int64_t>(t.shape().begin(), t.shape().end()));
   }
   ATTN_ASSIGN_OR_RETURN(*storage, TensorFromProto(t, field, spec, max_elements));
-  if (storage->rank() != 4) return absl::InternalError("ViewFromProto: rank-4 spec expected");
-  return View4::Of(*storage);
+  return ConstTensorRef(storage);
 }
 
-MutView4 OutputView(const std::vector<int64_t>& shape, pb::Tensor* out) {
+absl::StatusOr<View4> ViewFromProto(const pb::Tensor& t, absl::string_view field,
+                                    const TensorSpec& spec, int64_t max_elements, Tensor* storage) {
+  if (spec.rank != 4) return absl::InternalError("ViewFromProto: rank-4 spec expected");
+  ATTN_ASSIGN_OR_RETURN(ConstTensorRef ref, RefFromProto(t, field, spec, max_elements, storage));
+  return View4::Dense(ref.data, ref.dim(0), ref.dim(1), ref.dim(2), ref.dim(3));
+}
+
+float* OutputBuffer(const std::vector<int64_t>& shape, pb::Tensor* out) {
   out->set_dtype(pb::DTYPE_FLOAT32);
   out->mutable_shape()->Assign(shape.begin(), shape.end());
   std::string* data = out->mutable_data();
   data->resize(static_cast<size_t>(NumElements(shape)) * sizeof(float));
-  return MutView4::Dense(reinterpret_cast<float*>(data->data()), shape[0], shape[1], shape[2],
-                         shape[3]);
+  return reinterpret_cast<float*>(data->data());
+}
+
+MutView4 OutputView(const std::vector<int64_t>& shape, pb::Tensor* out) {
+  return MutView4::Dense(OutputBuffer(shape, out), shape[0], shape[1], shape[2], shape[3]);
 }
 
 void TensorToProto(const Tensor& t, pb::DType dtype, pb::Tensor* out) {

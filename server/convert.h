@@ -36,14 +36,20 @@ absl::Status CheckElementLimit(absl::string_view field, absl::Span<const int64_t
 absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t, absl::string_view field,
                                        const TensorSpec& spec, int64_t max_elements);
 
-// A rank-4 input as the core reads it: FLOAT32 data that is 4-byte aligned
-// is viewed in place (no copy); other dtypes are decoded into `*storage`.
-// Validation as TensorFromProto.
+// An input as the core reads it: FLOAT32 data that is 4-byte aligned is
+// referenced where protobuf parsed it (no copy); other dtypes are decoded
+// into `*storage`. Validation as TensorFromProto.
+absl::StatusOr<ConstTensorRef> RefFromProto(const pb::Tensor& t, absl::string_view field,
+                                            const TensorSpec& spec, int64_t max_elements,
+                                            Tensor* storage);
+// The same for a rank-4 input (spec.rank == 4), as a View4.
 absl::StatusOr<View4> ViewFromProto(const pb::Tensor& t, absl::string_view field,
                                     const TensorSpec& spec, int64_t max_elements, Tensor* storage);
 
-// Sizes `out` for `shape` at FLOAT32 and returns a view the core writes the
-// result into directly (serialised once, by gRPC).
+// Sizes `out` for `shape` at FLOAT32 and returns its buffer, which the core
+// writes the result into directly (serialised once, by gRPC).
+float* OutputBuffer(const std::vector<int64_t>& shape, pb::Tensor* out);
+// The same as a rank-4 view.
 MutView4 OutputView(const std::vector<int64_t>& shape, pb::Tensor* out);
 
 // Encodes `t` as `dtype` (FLOAT32, FLOAT16 or BFLOAT16).

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
+#include "core/threading.h"
 
 namespace attention::server {
 
@@ -15,6 +16,7 @@ absl::StatusOr<std::unique_ptr<AttentionServer>> AttentionServer::Start(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::unique_ptr<AttentionServer> s(new AttentionServer);
+  WarmUp();  // the first call should not pay for oneDNN's JIT
   ATTN_ASSIGN_OR_RETURN(s->service_, AttentionServiceImpl::Create(options.service));
   if (options.demo_modules) ATTN_RETURN_IF_ERROR(LoadDemoModules(s->service_->registry()));
 

@@ -400,35 +400,45 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
     ATTN_ASSIGN_OR_RETURN(pb::DType out_dtype, ResolveOutputDType(req->output_dtype(),
                                                                   req->query().dtype(),
                                                                   "output_dtype"));
-    ATTN_ASSIGN_OR_RETURN(Tensor query, TensorFromProto(req->query(), "query", kInputSpec, limit));
-    Tensor key, value;
+    // Float32 inputs are read where protobuf parsed them; float32 outputs
+    // are written straight into the response.
+    Tensor query_store, key_store, value_store;
     ForwardInput in;
-    in.query = &query;
+    ATTN_ASSIGN_OR_RETURN(in.query, RefFromProto(req->query(), "query", kInputSpec, limit,
+                                                 &query_store));
     if (req->has_key()) {
-      ATTN_ASSIGN_OR_RETURN(key, TensorFromProto(req->key(), "key", kInputSpec, limit));
-      in.key = &key;
+      ATTN_ASSIGN_OR_RETURN(in.key,
+                            RefFromProto(req->key(), "key", kInputSpec, limit, &key_store));
     }
     if (req->has_value()) {
-      ATTN_ASSIGN_OR_RETURN(value, TensorFromProto(req->value(), "value", kInputSpec, limit));
-      in.value = &value;
+      ATTN_ASSIGN_OR_RETURN(in.value,
+                            RefFromProto(req->value(), "value", kInputSpec, limit, &value_store));
     }
     ATTN_ASSIGN_OR_RETURN(in.mask, MaskFromProto(req->mask(), "mask", limit));
     in.return_weights = req->return_weights();
     // Output and largest intermediate sizes before anything is computed.
-    const int64_t b = query.dim(0), lq = query.dim(1);
-    const int64_t lk = in.key != nullptr ? key.dim(1) : lq;
-    ATTN_RETURN_IF_ERROR(CheckElementLimit("output", {b, lq, OutputDim(config)}, limit));
-    if (in.return_weights) {
-      ATTN_RETURN_IF_ERROR(
-          CheckElementLimit("weights", {b, NumQueryHeads(config), lq, lk}, limit));
+    const int64_t b = in.query.dim(0), lq = in.query.dim(1);
+    const int64_t lk = in.key.present && in.key.rank() >= 2 ? in.key.dim(1) : lq;
+    const std::vector<int64_t> out_shape = {b, lq, OutputDim(config)};
+    const std::vector<int64_t> w_shape = {b, NumQueryHeads(config), lq, lk};
+    ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
+    if (in.return_weights) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
+    const bool direct = out_dtype == pb::DTYPE_FLOAT32;
+    if (direct) {
+      // Shapes are checked by the module first; a failed call's response
+      // is discarded, so sizing the buffers now costs nothing extra.
+      in.output = OutputBuffer(out_shape, resp->mutable_output());
+      if (in.return_weights) in.weights = OutputBuffer(w_shape, resp->mutable_weights());
     }
     const Clock::time_point start = Clock::now();
     ATTN_ASSIGN_OR_RETURN(ForwardResult r, m.module->Forward(in));
     resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
     resp->mutable_timing()->set_queue_us(queue_us);
     resp->mutable_timing()->set_flops(r.flops);
-    TensorToProto(r.output, out_dtype, resp->mutable_output());
-    if (in.return_weights) TensorToProto(r.weights, out_dtype, resp->mutable_weights());
+    if (!direct) {
+      TensorToProto(r.output, out_dtype, resp->mutable_output());
+      if (in.return_weights) TensorToProto(r.weights, out_dtype, resp->mutable_weights());
+    }
     return absl::OkStatus();
   });
 }

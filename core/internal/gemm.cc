@@ -1,5 +1,7 @@
 #include "core/internal/gemm.h"
 
+#include <omp.h>
+
 #include <memory>
 #include <tuple>
 #include <vector>
@@ -121,8 +123,11 @@ absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const flo
                                             b.rows));
   }
   // Few rows against a transposed B (decode's Q·Kᵀ with the G heads of a
-  // group): oneDNN's sgemm beats the matmul primitive's brgemm there.
-  if (a.rows <= kSgemmMaxRows && bias == nullptr && a.col_stride == 1 && b.row_stride == 1) {
+  // group, one job of a parallel team): oneDNN's sgemm beats the matmul
+  // primitive's brgemm there. Only inside an active team, where sgemm runs
+  // on the calling thread: outside one it would start its own.
+  if (a.rows <= kSgemmMaxRows && bias == nullptr && a.col_stride == 1 && b.row_stride == 1 &&
+      omp_in_parallel()) {
     const dnnl_status_t st =
         dnnl_sgemm('N', 'T', a.rows, b.cols, a.cols, 1.0f, a.data, a.row_stride, b.data,
                    b.col_stride, accumulate ? 1.0f : 0.0f, c, ldc);

@@ -271,8 +271,12 @@ TEST_P(ServerForward, StateDictModuleEqualsTheCore) {
   ForwardInput in;
   in.query = &x;
   if (c.cross) {
-    o.key = in.key = &mem;
-    if (c.config.variant != Variant::kMla) o.value = in.value = &val;
+    o.key = &mem;
+    in.key = &mem;
+    if (c.config.variant != Variant::kMla) {
+      o.value = &val;
+      in.value = &val;
+    }
   }
   o.mask = in.mask = MakeMask(c.mask, b, lq, lk);
   o.return_weights = in.return_weights = true;
