@@ -5,11 +5,14 @@
 //                    [--max_tensor_elements=67108864] [--demo_modules=true]
 //                    [--log_calls=true] [--drain_seconds=30]
 //                    [--kv_cache_mb=1024] [--kv_block_kb=64] [--max_streams=64]
+//                    [--heap_retain_mb=1024] ...  (--help lists every flag)
 //
 // SIGTERM or SIGINT drains: health turns NOT_SERVING, new calls are refused,
 // calls in flight finish, then the process exits 0.
+#include <malloc.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -47,11 +50,24 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "(the health service stays open)");
 ABSL_FLAG(int, metrics_port, -1, "serve Prometheus metrics (GET /metrics) on this port; -1: off");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1", "address of the metrics endpoint");
+ABSL_FLAG(int64_t, heap_retain_mb, 1024,
+          "freed heap memory kept for reuse instead of returned to the OS, MiB (tensor buffers "
+          "then reuse mapped pages instead of page-faulting on every call); 0: glibc's defaults");
 ABSL_FLAG(int, test_delay_ms, 0, "testing only: add this fixed latency to every computing call");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves attention.v1 (see proto/attention/v1/attention.proto).");
   absl::ParseCommandLine(argc, argv);
+
+  // glibc maps every large buffer afresh (each call's tensors, protobuf's
+  // byte strings) and unmaps it on free, so every call page-faults its MiBs
+  // in again: measured at 40% of a 4 MiB Forward's time. Keep buffers up to
+  // 32 MiB (glibc's maximum mmap threshold) on the heap, and keep freed heap
+  // for reuse up to --heap_retain_mb.
+  if (const int64_t retain = absl::GetFlag(FLAGS_heap_retain_mb); retain > 0) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min<int64_t>(retain, 2047) << 20));
+  }
 
   // Signals are taken by a dedicated thread: block them before any thread starts.
   sigset_t signals;

@@ -65,6 +65,16 @@ std::string SummaryText(const RunResult& r) {
     absl::StrAppendFormat(&out, "  p%g %.3f", p, Ms(r.latency.Percentile(p)));
   }
   absl::StrAppendFormat(&out, "  max %.3f\n", Ms(r.latency.max()));
+  if (r.server_compute.count() > 0) {
+    // The server's own compute time of the same calls: what the RPC layer
+    // (serialisation, transfer, queueing) adds on top.
+    const double compute_p50 = Ms(r.server_compute.Percentile(50));
+    absl::StrAppendFormat(&out,
+                          "  server ms   compute p50 %.3f  p99 %.3f  (latency p50 = %.2f x "
+                          "compute p50)\n",
+                          compute_p50, Ms(r.server_compute.Percentile(99)),
+                          compute_p50 > 0 ? Ms(r.latency.Percentile(50)) / compute_p50 : 0.0);
+  }
   out += "  status     ";
   for (const auto& [code, n] : r.codes) absl::StrAppendFormat(&out, " %s %d", code, n);
   out += "\n";
@@ -123,6 +133,13 @@ std::string ReportJson(const std::vector<RunResult>& runs) {
                             Ms(r.latency.Percentile(p)));
     }
     absl::StrAppendFormat(&out, ", \"max\": %.6f}, ", Ms(r.latency.max()));
+    if (r.server_compute.count() > 0) {
+      absl::StrAppendFormat(&out,
+                            "\"server_compute_ms\": {\"p50\": %.6f, \"p99\": %.6f, "
+                            "\"count\": %d}, ",
+                            Ms(r.server_compute.Percentile(50)),
+                            Ms(r.server_compute.Percentile(99)), r.server_compute.count());
+    }
     std::vector<std::string> hist;
     for (const auto& [upper, n] : r.latency.Buckets()) {
       hist.push_back(absl::StrFormat("[%.6f, %d]", Ms(upper), n));

@@ -1,7 +1,10 @@
 #include "client/loadtest/runner.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -31,7 +34,8 @@ class Recorder {
  public:
   Recorder(Clock::time_point start, bool enabled) : start_(start), enabled_(enabled) {}
 
-  void Record(Clock::time_point from, const std::string& code, const Workload& w) {
+  void Record(Clock::time_point from, const std::string& code, const Workload& w,
+              int64_t server_compute_us = -1) {
     const Clock::time_point now = Clock::now();
     if (!enabled_) return;
     const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - from).count();
@@ -44,6 +48,7 @@ class Recorder {
     if (code == "OK") {
       ++result_.succeeded;
       result_.latency.Record(ns);
+      if (server_compute_us >= 0) result_.server_compute.Record(server_compute_us * 1000);
       result_.tokens += w.tokens;
       result_.flops += w.flops;
       if (s.hist == nullptr) s.hist = std::make_unique<Histogram>();
@@ -97,6 +102,31 @@ class Recorder {
   std::vector<Second> seconds_;
   Clock::time_point last_;
 };
+
+// timing.compute_us of a serialised Attend/Forward response, read without
+// parsing (or copying) its tensors: the wire format is scanned and every
+// other field skipped. -1 when absent.
+int64_t ComputeMicros(grpc::ByteBuffer& response, int timing_field) {
+  if (timing_field == 0) return -1;
+  grpc::ProtoBufferReader reader(&response);
+  google::protobuf::io::CodedInputStream in(&reader);
+  using google::protobuf::internal::WireFormatLite;
+  while (const uint32_t tag = in.ReadTag()) {
+    if (static_cast<int>(WireFormatLite::GetTagFieldNumber(tag)) == timing_field &&
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      uint32_t length = 0;
+      std::string bytes;
+      pb::Timing timing;
+      if (!in.ReadVarint32(&length) || !in.ReadString(&bytes, static_cast<int>(length)) ||
+          !timing.ParseFromString(bytes)) {
+        return -1;
+      }
+      return timing.compute_us();
+    }
+    if (!WireFormatLite::SkipField(&in, tag)) return -1;
+  }
+  return -1;
+}
 
 struct Connection {
   std::shared_ptr<grpc::Channel> channel;
@@ -174,7 +204,9 @@ class Runner {
     call->request = requests_[wi];
     c.generic->UnaryCall(&call->ctx, w.method, grpc::StubOptions(), &call->request,
                          &call->response, [this, call, from, &w, done](grpc::Status s) {
-                           recorder_->Record(from, CodeName(s.error_code()), w);
+                           const int64_t compute_us =
+                               s.ok() ? ComputeMicros(call->response, w.timing_field) : -1;
+                           recorder_->Record(from, CodeName(s.error_code()), w, compute_us);
                            delete call;
                            done();
                          });

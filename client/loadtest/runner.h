@@ -54,6 +54,9 @@ struct RunResult {
   int64_t sent = 0, succeeded = 0, failed = 0;
   std::map<std::string, int64_t> codes;  // "OK", "DEADLINE_EXCEEDED", ...
   Histogram latency;                     // ns, successful requests
+  // ns, the server's own timing.compute_us of successful Attend/Forward
+  // calls (empty for other kinds): latency ÷ this is the RPC layer's cost.
+  Histogram server_compute;
   double tokens = 0, flops = 0;          // served by successful requests
   std::vector<SecondStats> series;
 

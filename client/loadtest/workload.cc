@@ -141,6 +141,7 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadSpec& spec, client::Attenti
                             " lk", lk, " dk", spec.dk, " dv", spec.dv,
                             spec.causal ? " causal" : "", " ", spec.dtype);
       w.method = "/attention.v1.AttentionService/Attend";
+      w.timing_field = pb::AttendResponse::kTimingFieldNumber;
       w.request = req.SerializeAsString();
       w.tokens = static_cast<double>(spec.b * spec.lq);
       w.flops = SdpaFlops(spec.b, spec.hq, spec.lq, lk, spec.dk, spec.dv, spec.causal);
@@ -168,6 +169,7 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadSpec& spec, client::Attenti
         w.name = absl::StrCat("forward ", spec.module, " b", spec.b, " l", spec.lq,
                               spec.causal ? " causal" : "", " ", spec.dtype);
         w.method = "/attention.v1.AttentionService/Forward";
+        w.timing_field = pb::ForwardResponse::kTimingFieldNumber;
         w.request = req.SerializeAsString();
         w.tokens = static_cast<double>(spec.b * spec.lq);
         w.flops = LayerFlops(config, spec.b, spec.lq, spec.lq, spec.lq, spec.causal,

@@ -33,6 +33,7 @@ struct Workload {
   RpcKind rpc = RpcKind::kAttend;
   int weight = 1;
   std::string method;          // full gRPC method path (unary kinds)
+  int timing_field = 0;        // field number of the response's Timing (0: none)
   std::string request;         // serialized request (unary kinds)
   // decode: the serialized start, prefill and one-token chunk messages
   std::string decode_start, decode_prefill, decode_token;

@@ -80,6 +80,30 @@ TEST_F(ServerTest, BoundedRunCountsEveryRequestOnce) {
   EXPECT_TRUE(absl::StrContains(SummaryText(*r), "300 sent = 200 succeeded + 100 failed"));
 }
 
+TEST_F(ServerTest, ReportsTheServersComputeTimeOfEachCall) {
+  RunConfig c = Config(address());
+  c.requests = 40;
+  c.duration_s = 30;
+  WorkloadSpec fwd;
+  fwd.rpc = RpcKind::kForward;
+  fwd.module = "demo-gqa";
+  fwd.lq = 64;
+  WorkloadSpec health;
+  health.rpc = RpcKind::kHealth;
+  auto r = RunLoad(c, {Tiny(*client_), BuildWorkload(fwd, *client_).value(),
+                       BuildWorkload(health, *client_).value()});
+  ASSERT_OK(r);
+  ASSERT_EQ(r->succeeded, 40);
+  // Attend and Forward responses carry timing.compute_us; health checks do not.
+  const int64_t timed = r->server_compute.count();
+  EXPECT_GE(timed, 20);
+  EXPECT_LT(timed, 40);
+  EXPECT_GT(r->server_compute.max(), 0);
+  EXPECT_LE(r->server_compute.Percentile(50), r->latency.max());
+  EXPECT_TRUE(absl::StrContains(SummaryText(*r), "server ms   compute p50")) << SummaryText(*r);
+  EXPECT_TRUE(absl::StrContains(ReportJson({*r}), "\"server_compute_ms\""));
+}
+
 class SlowServerTest : public ServerTest {
   void Customize(server::ServerOptions& options) override {
     options.service.workers = 1;
