@@ -23,7 +23,8 @@ Shapes ([B, H, L, D], float32, random normal):
   mla_decode_b8_h16_lk4096_dk576_dv512    q [8, 16, 1, 576], k [8, 1, 4096, 576], v = k[..., :512]
 GQA/MQA use enable_gqa=True where this torch has it (2.5+); older versions
 get K/V repeated per query head before timing (torch then reads more bytes:
-noted in the output).
+noted in the output). torch < 2.0 has no SDPA at all: its math path
+(softmax(Q·Kᵀ·scale)·V, what SDPA falls back to) is timed instead, and noted.
 """
 import argparse
 import json
@@ -80,7 +81,19 @@ def run_torch(torch, threads, min_time):
     import torch.nn.functional as F
     import inspect
     torch.set_num_threads(threads)
-    gqa_native = "enable_gqa" in inspect.signature(F.scaled_dot_product_attention).parameters
+    sdpa = getattr(F, "scaled_dot_product_attention", None)
+    fused = sdpa is not None
+    if not fused:
+        # torch < 2.0 (Debian bookworm ships 1.13) has no SDPA: its math
+        # path, what SDPA itself falls back to, written out.
+        def sdpa(q, k, v, is_causal=False):
+            s = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            if is_causal:
+                lq, lk = s.shape[-2], s.shape[-1]
+                s.masked_fill_(torch.ones(lq, lk, dtype=torch.bool).triu(lk - lq + 1),
+                               float("-inf"))
+            return torch.softmax(s, dim=-1) @ v
+    gqa_native = fused and "enable_gqa" in inspect.signature(sdpa).parameters
     gen = torch.Generator().manual_seed(1)
     rows = {}
     for name, b, hq, hkv, lq, lk, dk, dv, causal, value_in_key in WORKLOADS:
@@ -96,9 +109,10 @@ def run_torch(torch, threads, min_time):
                 k = k.repeat_interleave(hq // hkv, dim=1)
                 v = v.repeat_interleave(hq // hkv, dim=1)
                 note = "K/V repeated per head (torch < 2.5)"
+        if not fused:
+            note = "; ".join(x for x in ["math path (torch < 2.0)", note] if x)
         with torch.inference_mode():
-            t = time_torch(torch, lambda: F.scaled_dot_product_attention(q, k, v, **kwargs),
-                           min_time)
+            t = time_torch(torch, lambda: sdpa(q, k, v, **kwargs), min_time)
         rows[name] = {"ms": t * 1e3, "gflops": flops(b, hq, lq, lk, dk, dv, causal) / t / 1e9,
                       "note": note}
     return rows
