@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "absl/strings/match.h"
+#include "core/internal/kernels.h"
 #include "core/workload.h"
 #include "tests/core/test_util.h"
 
@@ -125,10 +126,26 @@ const Workload kShapes[] = {
     {"FlashKeyTiles", 1, 2, 1, 24, 9000, 8, 12},
 };
 
-class SdpaSweep : public testing::TestWithParam<std::tuple<Workload, MaskKind, bool>> {};
+// Runs a test body with the given kernel ISA, restoring the one in use.
+class KernelIsa {
+ public:
+  explicit KernelIsa(const std::string& isa)
+      : previous_(internal::Kernels().isa), ok_(internal::SelectKernels(isa.c_str())) {}
+  ~KernelIsa() { internal::SelectKernels(previous_.c_str()); }
+  bool ok() const { return ok_; }
+
+ private:
+  std::string previous_;
+  bool ok_;
+};
+
+class SdpaSweep
+    : public testing::TestWithParam<std::tuple<Workload, MaskKind, bool, std::string>> {};
 
 TEST_P(SdpaSweep, MatchesDoublePrecisionReference) {
-  const auto& [w, mask_kind, strided] = GetParam();
+  const auto& [w, mask_kind, strided, isa] = GetParam();
+  const KernelIsa kernels(isa);
+  if (!kernels.ok()) GTEST_SKIP() << "this CPU lacks " << isa;
   const Tensor q = RandomTensor({w.b, w.hq, w.lq, w.dk}, 1);
   const Tensor k = RandomTensor({w.b, w.hkv, w.lk, w.dk}, 2);
   const Tensor v = RandomTensor({w.b, w.hkv, w.lk, w.dv}, 3);
@@ -148,11 +165,19 @@ TEST_P(SdpaSweep, MatchesDoublePrecisionReference) {
     ov.dims[0] = w.b, ov.dims[1] = w.hq, ov.dims[2] = w.lq, ov.dims[3] = w.dv;
     ov.strides[0] = w.lq * w.hq * w.dv, ov.strides[1] = w.dv, ov.strides[2] = w.hq * w.dv;
     ASSERT_OK(Sdpa(qs.view, ks.view, vs.view, mask, 0.0f, ov, weights.data()));
-    for (int64_t i = 0; i < w.b; ++i)
-      for (int64_t h = 0; h < w.hq; ++h)
-        for (int64_t l = 0; l < w.lq; ++l)
-          for (int64_t d = 0; d < w.dv; ++d)
-            out.data()[((i * w.hq + h) * w.lq + l) * w.dv + d] = *(ov.Row(i, h, l) + d);
+    auto unstride = [&](Tensor& dense) {
+      for (int64_t i = 0; i < w.b; ++i)
+        for (int64_t h = 0; h < w.hq; ++h)
+          for (int64_t l = 0; l < w.lq; ++l)
+            for (int64_t d = 0; d < w.dv; ++d)
+              dense.data()[((i * w.hq + h) * w.lq + l) * w.dv + d] = *(ov.Row(i, h, l) + d);
+    };
+    unstride(out);
+    // Without weights (query rows of a group packed into one GEMM).
+    Tensor out_no_weights({w.b, w.hq, w.lq, w.dv});
+    ASSERT_OK(Sdpa(qs.view, ks.view, vs.view, mask, 0.0f, ov, nullptr));
+    unstride(out_no_weights);
+    EXPECT_LT(RelError(out_no_weights, ref->output), w.Tolerance());
   } else {
     ASSERT_OK(Sdpa(View4::Of(q), View4::Of(k), View4::Of(v), mask, 0.0f, MutView4::Of(out),
                    weights.data()));
@@ -173,10 +198,10 @@ INSTANTIATE_TEST_SUITE_P(
                      testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeyLengths,
                                      MaskKind::kKeepLqLk, MaskKind::kKeepB11Lk,
                                      MaskKind::kKeepFull, MaskKind::kAll),
-                     testing::Bool()),
+                     testing::Bool(), testing::Values("avx2", "avx512")),
     [](const auto& p) {
       return std::get<0>(p.param).name + "_" + MaskName(std::get<1>(p.param)) +
-             (std::get<2>(p.param) ? "_Strided" : "_Dense");
+             (std::get<2>(p.param) ? "_Strided_" : "_Dense_") + std::get<3>(p.param);
     });
 
 TEST(Sdpa, GqaMatchesRepeatInterleavedMha) {
