@@ -148,7 +148,8 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
                                                           grpc::CallbackServerContext* ctx,
                                                           const Request* request,
                                                           Response* response,
-                                                          int64_t memory_estimate, Fn fn) {
+                                                          int64_t memory_estimate, Fn fn,
+                                                          bool tiny) {
   if (draining_.load()) return RunInline(method, ctx, request, response, [] { return Draining(); });
   if (absl::Status s = Authenticate(ctx); !s.ok()) {
     return RunInline(method, ctx, request, response, [s] { return s; });
@@ -160,7 +161,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point arrived = Clock::now();
   ++inflight_;
-  const bool queued = pool_->TrySubmit([=, this]() mutable {
+  auto work = [=, this]() mutable {
     const Clock::time_point started = Clock::now();
     if (options_.test_delay_ms > 0) absl::SleepFor(absl::Milliseconds(options_.test_delay_ms));
     // The core polls this between tiles: a cancelled or expired call stops.
@@ -182,7 +183,12 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
     reactor->Finish(ToGrpc(status));
     ReleaseMemory(memory_estimate);
     --inflight_;
-  }, options_.max_queued);
+  };
+  if (tiny) {
+    work();
+    return reactor;
+  }
+  const bool queued = pool_->TrySubmit(std::move(work), options_.max_queued);
   if (!queued) {
     --inflight_;
     ReleaseMemory(memory_estimate);
@@ -235,6 +241,18 @@ double ElementsOrZero(std::initializer_list<int64_t> dims) {
 int64_t Dim(const pb::Tensor& t, int i) { return i < t.shape_size() ? t.shape(i) : 0; }
 
 }  // namespace
+
+// Attention under this many FLOPs (a few microseconds on one core) costs
+// less than waking a pool thread for it.
+constexpr double kTinyFlops = 1e6;
+
+bool AttentionServiceImpl::TinyAttend(const pb::AttendRequest& r) const {
+  if (options_.test_delay_ms > 0) return false;  // tests of queueing need the pool
+  const pb::Tensor &q = r.query(), &k = r.key(), &v = r.value();
+  const double flops = 2 * ElementsOrZero({Dim(q, 0), Dim(q, 1), Dim(q, 2), Dim(k, 2)}) *
+                       static_cast<double>(std::max<int64_t>(0, Dim(q, 3) + Dim(v, 3)));
+  return flops <= kTinyFlops;
+}
 
 int64_t AttentionServiceImpl::EstimateAttend(const pb::AttendRequest& r) const {
   // Shapes that validation will refuse (overflowing, over the tensor limit)
@@ -385,7 +403,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
                                                 q.dims[3], v.dims[3], mask.causal));
     resp->set_variant(VariantName(q.dims[1], k.dims[1]));
     return absl::OkStatus();
-  });
+  }, TinyAttend(*req));
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerContext* ctx,

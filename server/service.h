@@ -101,14 +101,18 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
                                           ::attention::v1::ServerInfo* response) override;
 
  private:
+  // Runs fn on the compute pool (admission: memory budget, queue bound),
+  // or, when `tiny` (less work than handing it to a pool thread costs),
+  // right away on the gRPC thread that received it.
   template <typename Request, typename Response, typename Fn>
   grpc::ServerUnaryReactor* RunOnPool(const char* method, grpc::CallbackServerContext* ctx,
                                       const Request* request, Response* response,
-                                      int64_t memory_estimate, Fn fn);
+                                      int64_t memory_estimate, Fn fn, bool tiny = false);
   // Admission: reserves `bytes` of the request memory budget.
   absl::Status ReserveMemory(int64_t bytes);
   void ReleaseMemory(int64_t bytes) { reserved_memory_ -= bytes; }
   int64_t EstimateAttend(const ::attention::v1::AttendRequest& r) const;
+  bool TinyAttend(const ::attention::v1::AttendRequest& r) const;
   int64_t EstimateForward(const ::attention::v1::ForwardRequest& r) const;
   template <typename Request, typename Response, typename Fn>
   grpc::ServerUnaryReactor* RunInline(const char* method, grpc::CallbackServerContext* ctx,
