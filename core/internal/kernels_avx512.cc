@@ -3,8 +3,10 @@
 #define ATTN_KERNEL_NS avx512
 // GCC 12 reports its own _mm256_undefined_pd() inside _mm512_reduce_add_ps
 // as uninitialised.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include "core/internal/kernels_impl.inc"
 
 namespace attention::internal {
