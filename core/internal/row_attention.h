@@ -41,70 +41,61 @@ void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, in
                    float scale, KeyRuns keys, ValueRuns values, float* const* s, float* acc,
                    float* const* out, bool weights_out) {
   const KernelTable& kernels = Kernels();
-  float* s_at[kFewRows];
-  const float* p_at[kFewRows];
-  if (!weights_out) {
-    // Blocks of keys with an online softmax: the K and V streams advance
-    // together (two streams for the prefetchers instead of one after the
-    // other), and the scores of a block are still in L1 when used.
-    float m[kFewRows], l[kFewRows];
-    for (int64_t i = 0; i < nr; ++i) m[i] = -INFINITY, l[i] = 0.0f;
-    std::fill(acc, acc + nr * dv, 0.0f);
-    for (int64_t b0 = 0; b0 < kmax; b0 += kKeyBlock) {
-      const int64_t b1 = std::min(kmax, b0 + kKeyBlock);
-      for (int64_t j0 = b0; j0 < b1;) {
-        RowRun run = keys(j0);
-        run.count = std::min(run.count, b1 - j0);
-        for (int64_t i = 0; i < nr; ++i) s_at[i] = s[i] + j0;
-        kernels.scores(nr, q, dk, run.data, run.stride, run.count, s_at);
-        j0 += run.count;
-      }
-      for (int64_t i = 0; i < nr; ++i) {
-        const uint8_t* keep_row = keep != nullptr ? keep[i] + b0 * keep_stride : nullptr;
-        const float alpha = kernels.online_softmax_tile(s[i] + b0, b1 - b0, scale, visible[i] - b0,
-                                                        keep_row, keep_stride, &m[i], &l[i]);
-        if (alpha != 1.0f) {
-          for (int64_t x = 0; x < dv; ++x) acc[i * dv + x] *= alpha;
-        }
-      }
-      for (int64_t j0 = b0; j0 < b1;) {
-        RowRun run = values(j0);
-        run.count = std::min(run.count, b1 - j0);
-        for (int64_t i = 0; i < nr; ++i) p_at[i] = s[i] + j0;
-        kernels.accumulate(nr, p_at, run.data, run.stride, run.count, dv, acc);
-        j0 += run.count;
-      }
+  // Scores of keys [j0, j1) into s[i][j0, j1), run by run.
+  auto score_keys = [&](int64_t j0, int64_t j1) {
+    float* s_at[kFewRows];
+    while (j0 < j1) {
+      RowRun run = keys(j0);
+      run.count = std::min(run.count, j1 - j0);
+      for (int64_t i = 0; i < nr; ++i) s_at[i] = s[i] + j0;
+      kernels.scores(nr, q, dk, run.data, run.stride, run.count, s_at);
+      j0 += run.count;
     }
+  };
+  // acc += s[i][j0, j1) · values [j0, j1), run by run.
+  auto accumulate_values = [&](int64_t j0, int64_t j1) {
+    const float* p_at[kFewRows];
+    while (j0 < j1) {
+      RowRun run = values(j0);
+      run.count = std::min(run.count, j1 - j0);
+      for (int64_t i = 0; i < nr; ++i) p_at[i] = s[i] + j0;
+      kernels.accumulate(nr, p_at, run.data, run.stride, run.count, dv, acc);
+      j0 += run.count;
+    }
+  };
+  std::fill(acc, acc + nr * dv, 0.0f);
+  if (weights_out) {
+    // The caller keeps the normalised weights: one softmax over whole rows.
+    score_keys(0, kmax);
     for (int64_t i = 0; i < nr; ++i) {
-      const float inv = 1.0f / l[i];
-      for (int64_t x = 0; x < dv; ++x) out[i][x] = acc[i * dv + x] * inv;
+      kernels.softmax_row(s[i], kmax, scale, visible[i], keep != nullptr ? keep[i] : nullptr,
+                          keep_stride, /*normalize=*/true);
     }
+    accumulate_values(0, kmax);
+    for (int64_t i = 0; i < nr; ++i) std::copy_n(acc + i * dv, dv, out[i]);
     return;
   }
-  for (int64_t j0 = 0; j0 < kmax;) {
-    RowRun run = keys(j0);
-    run.count = std::min(run.count, kmax - j0);
-    for (int64_t i = 0; i < nr; ++i) s_at[i] = s[i] + j0;
-    kernels.scores(nr, q, dk, run.data, run.stride, run.count, s_at);
-    j0 += run.count;
-  }
-  float inv[kFewRows];
-  for (int64_t i = 0; i < nr; ++i) {
-    const float sum = kernels.softmax_row(s[i], kmax, scale, visible[i],
-                                          keep != nullptr ? keep[i] : nullptr, keep_stride,
-                                          weights_out);
-    inv[i] = weights_out ? 1.0f : 1.0f / sum;
-  }
-  std::fill(acc, acc + nr * dv, 0.0f);
-  for (int64_t j0 = 0; j0 < kmax;) {
-    RowRun run = values(j0);
-    run.count = std::min(run.count, kmax - j0);
-    for (int64_t i = 0; i < nr; ++i) p_at[i] = s[i] + j0;
-    kernels.accumulate(nr, p_at, run.data, run.stride, run.count, dv, acc);
-    j0 += run.count;
+  // Blocks of keys with an online softmax: the K and V streams advance
+  // together (two streams for the prefetchers instead of one after the
+  // other), and the scores of a block are still in L1 when used.
+  float m[kFewRows], l[kFewRows];
+  for (int64_t i = 0; i < nr; ++i) m[i] = -INFINITY, l[i] = 0.0f;
+  for (int64_t b0 = 0; b0 < kmax; b0 += kKeyBlock) {
+    const int64_t b1 = std::min(kmax, b0 + kKeyBlock);
+    score_keys(b0, b1);
+    for (int64_t i = 0; i < nr; ++i) {
+      const uint8_t* keep_row = keep != nullptr ? keep[i] + b0 * keep_stride : nullptr;
+      const float alpha = kernels.online_softmax_tile(s[i] + b0, b1 - b0, scale, visible[i] - b0,
+                                                      keep_row, keep_stride, &m[i], &l[i]);
+      if (alpha != 1.0f) {
+        for (int64_t x = 0; x < dv; ++x) acc[i * dv + x] *= alpha;
+      }
+    }
+    accumulate_values(b0, b1);
   }
   for (int64_t i = 0; i < nr; ++i) {
-    for (int64_t x = 0; x < dv; ++x) out[i][x] = acc[i * dv + x] * inv[i];
+    const float inv = 1.0f / l[i];
+    for (int64_t x = 0; x < dv; ++x) out[i][x] = acc[i * dv + x] * inv;
   }
 }
 

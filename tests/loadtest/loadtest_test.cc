@@ -30,6 +30,14 @@ Workload Tiny(client::AttentionClient& client) {
   return BuildWorkload(spec, client).value();
 }
 
+Workload Forward(client::AttentionClient& client, const std::string& module, int64_t lq) {
+  WorkloadSpec spec;
+  spec.rpc = RpcKind::kForward;
+  spec.module = module;
+  spec.lq = lq;
+  return BuildWorkload(spec, client).value();
+}
+
 TEST_F(ServerTest, BoundedRunCountsEveryRequestOnce) {
   RunConfig c = Config(address());
   c.concurrency = 4;
@@ -37,18 +45,14 @@ TEST_F(ServerTest, BoundedRunCountsEveryRequestOnce) {
   c.requests = 300;
   c.duration_s = 30;
   // A mix: attend, forward and a module that does not exist (NOT_FOUND).
-  WorkloadSpec fwd;
-  fwd.rpc = RpcKind::kForward;
-  fwd.module = "demo-sa";
-  fwd.lq = 8;
-  Workload missing = BuildWorkload(fwd, *client_).value();
+  Workload missing = Forward(*client_, "demo-sa", 8);
   missing.request = [&] {
     ::attention::v1::ForwardRequest r;
     r.ParseFromString(missing.request);
     r.set_module("no-such-module");
     return r.SerializeAsString();
   }();
-  std::vector<Workload> mix = {Tiny(*client_), BuildWorkload(fwd, *client_).value(), missing};
+  std::vector<Workload> mix = {Tiny(*client_), Forward(*client_, "demo-sa", 8), missing};
   auto r = RunLoad(c, mix);
   ASSERT_OK(r);
   EXPECT_EQ(r->sent, 300);
@@ -84,13 +88,9 @@ TEST_F(ServerTest, ReportsTheServersComputeTimeOfEachCall) {
   RunConfig c = Config(address());
   c.requests = 40;
   c.duration_s = 30;
-  WorkloadSpec fwd;
-  fwd.rpc = RpcKind::kForward;
-  fwd.module = "demo-gqa";
-  fwd.lq = 64;
   WorkloadSpec health;
   health.rpc = RpcKind::kHealth;
-  auto r = RunLoad(c, {Tiny(*client_), BuildWorkload(fwd, *client_).value(),
+  auto r = RunLoad(c, {Tiny(*client_), Forward(*client_, "demo-gqa", 64),
                        BuildWorkload(health, *client_).value()});
   ASSERT_OK(r);
   ASSERT_EQ(r->succeeded, 40);
