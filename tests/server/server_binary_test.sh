@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The real binaries: attention_server on a free loopback port, attention_cli
-# against it, a bad request that fails cleanly, SIGTERM that exits 0.
+# against it, a bad request that fails cleanly, SIGTERM that exits 0; then
+# a server on a Unix-domain socket.
 set -euo pipefail
 bin="$1"
 work=$(mktemp -d)
-trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+pid="" unix_pid=""
+trap 'kill -9 $pid $unix_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$bin/attention_server" --listen 127.0.0.1:0 2>"$work/server.log" &
 pid=$!
@@ -34,4 +36,16 @@ kill -TERM "$pid"
 wait "$pid"   # set -e: a non-zero exit fails the test
 grep -q '"method":"Attend","code":"OK"' "$work/server.log"
 grep -q 'attention_server: stopped' "$work/server.log"
-echo "server_binary_test: 1 passed, 0 failed"
+# --listen unix:PATH: the same service for clients on the same host.
+"$bin/attention_server" --listen "unix:$work/attn.sock" 2>"$work/unix.log" &
+unix_pid=$!
+for _ in $(seq 200); do
+  grep -q 'listening on unix:' "$work/unix.log" && break
+  sleep 0.05
+done
+unix_cli=("$bin/attention_cli" --target "unix:$work/attn.sock")
+"${unix_cli[@]}" health | grep -qx SERVING
+"${unix_cli[@]}" forward --module demo-gqa --lq 16 --causal | grep -q 'shape \[1, 16, 512\]'
+kill -TERM "$unix_pid"
+wait "$unix_pid"
+echo "server_binary_test: 2 passed, 0 failed"
