@@ -9,10 +9,8 @@
 //
 // SIGTERM or SIGINT drains: health turns NOT_SERVING, new calls are refused,
 // calls in flight finish, then the process exits 0.
-#include <malloc.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -24,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "core/process.h"
 #include "core/threading.h"
 #include "server/server.h"
 
@@ -59,15 +58,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves attention.v1 (see proto/attention/v1/attention.proto).");
   absl::ParseCommandLine(argc, argv);
 
-  // glibc maps every large buffer afresh (each call's tensors, protobuf's
-  // byte strings) and unmaps it on free, so every call page-faults its MiBs
-  // in again: measured at 40% of a 4 MiB Forward's time. Keep buffers up to
-  // 32 MiB (glibc's maximum mmap threshold) on the heap, and keep freed heap
-  // for reuse up to --heap_retain_mb.
-  if (const int64_t retain = absl::GetFlag(FLAGS_heap_retain_mb); retain > 0) {
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);
-    mallopt(M_TRIM_THRESHOLD, static_cast<int>(std::min<int64_t>(retain, 2047) << 20));
-  }
+  attention::RetainFreedHeap(absl::GetFlag(FLAGS_heap_retain_mb));
 
   // Signals are taken by a dedicated thread: block them before any thread starts.
   sigset_t signals;
