@@ -75,6 +75,9 @@ absl::Status CheckDim(const char* field, const char* what, int64_t expected, int
 // head) against key tiles of kFlashKeys.
 constexpr int64_t kFlashRows = 256;
 constexpr int64_t kFlashKeys = 512;
+// ... or fewer, so that a K tile stays within this many bytes (a core's L2
+// holds it for the P·V that follows, where V shares K's rows as in MLA).
+constexpr int64_t kFlashTileBytes = 384 << 10;
 
 // Parallel job: batch row b, kv head g, query rows [i0, i1) of all G heads
 // that share kv head g.
@@ -157,6 +160,8 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
   // Whole score rows are faster while they allow tiles of >= 64 queries
   // (one pass, no rescaling); past that, or when Lk is long, flash.
   const bool use_flash = weights == nullptr && full_rows_tq < 64;
+  const int64_t flash_keys =
+      std::clamp<int64_t>(kFlashTileBytes / (dk * 4) / 64 * 64, 64, kFlashKeys);
   int64_t tq = use_flash ? std::max<int64_t>(1, kFlashRows / group) : full_rows_tq;
   tq = std::min(tq, lq);
   while (tq > 16 && batch * hkv * ((lq + tq - 1) / tq) < 4 * threads) tq = (tq + 1) / 2;
@@ -194,7 +199,7 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
     // path: a score tile, the output accumulator and the running max/sum.
     const bool flash = use_flash && group * tq >= internal::kFewRows;
     std::vector<float> scratch(
-        weights != nullptr ? 0 : static_cast<size_t>(group * tq * (flash ? kFlashKeys : lk)));
+        weights != nullptr ? 0 : static_cast<size_t>(group * tq * (flash ? flash_keys : lk)));
     // (The few-rows and whole-row paths use scratch as G·Tq score rows.)
     std::vector<float> few_acc(static_cast<size_t>(group * tq * dv));
     std::vector<float> row_max(static_cast<size_t>(group * tq)), row_sum(row_max.size());
@@ -281,24 +286,24 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
         }
       };
       if (flash) {
-        // Flash: key tiles of kFlashKeys with an online softmax, so only an
-        // M × kFlashKeys score tile exists; every K/V tile is read once for
+        // Flash: key tiles of flash_keys with an online softmax, so only an
+        // M × flash_keys score tile exists; every K/V tile is read once for
         // all G heads sharing it.
         std::fill(row_max.begin(), row_max.begin() + m_rows, -INFINITY);
         std::fill(row_sum.begin(), row_sum.begin() + m_rows, 0.0f);
         std::fill(few_acc.begin(), few_acc.begin() + m_rows * dv, 0.0f);
         absl::Status status;
-        for (int64_t k0 = 0; k0 < kmax && status.ok(); k0 += kFlashKeys) {
-          const int64_t n = std::min(kFlashKeys, kmax - k0);
+        for (int64_t k0 = 0; k0 < kmax && status.ok(); k0 += flash_keys) {
+          const int64_t n = std::min(flash_keys, kmax - k0);
           const Mat kt = Mat::Transposed(k.Row(job.b, job.g, k0), dk, n, k.strides[2]);
           const Mat vt = Mat::RowMajor(v.Row(job.b, job.g, k0), n, dv, v.strides[2]);
           status = internal::Matmul(Mat::RowMajor(qm, m_rows, dk, q_ld), kt, scratch.data(),
-                                    kFlashKeys);
+                                    flash_keys);
           if (!status.ok()) break;
           for (int64_t row = 0; row < m_rows; ++row) {
             const uint8_t* keep_row = keep_of(row);
             const float alpha = internal::OnlineSoftmaxTile(
-                scratch.data() + row * kFlashKeys, n, scale, visible_of(row) - k0,
+                scratch.data() + row * flash_keys, n, scale, visible_of(row) - k0,
                 keep_row != nullptr ? keep_row + k0 * keep.strides[3] : nullptr, keep.strides[3],
                 row_max[row], row_sum[row]);
             if (alpha != 1.0f) {
@@ -306,7 +311,7 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
               for (int64_t x = 0; x < dv; ++x) acc[x] *= alpha;
             }
           }
-          status = internal::Matmul(Mat::RowMajor(scratch.data(), m_rows, n, kFlashKeys), vt,
+          status = internal::Matmul(Mat::RowMajor(scratch.data(), m_rows, n, flash_keys), vt,
                                     few_acc.data(), dv, nullptr, /*accumulate=*/true);
         }
         if (!status.ok()) {
