@@ -124,6 +124,7 @@ const Workload kShapes[] = {
     {"LongDecode", 2, 4, 4, 1, 1000, 32, 32},
     {"MoreQueriesThanKeys", 2, 2, 1, 9, 4, 8, 8},
     {"FlashKeyTiles", 1, 2, 1, 24, 9000, 8, 12},
+    {"WideKeysFlash", 1, 4, 1, 2, 3000, 300, 256},  // key tiles sized by Dk (320)
 };
 
 // Runs a test body with the given kernel ISA, restoring the one in use.
