@@ -115,14 +115,15 @@ TEST_F(DecodeTest, CancelledAndAbandonedStreamsReturnTheirBlocks) {
 
 TEST_F(DecodeTest, ExpiredDeadlineEndsTheStreamAndFreesItsCache) {
   client::ClientOptions options;
-  options.timeout = absl::Milliseconds(300);
+  options.timeout = absl::Milliseconds(300 * kSlowdown);
   auto short_lived = client::AttentionClient::Connect(address(), options);
   ASSERT_OK(short_lived);
   auto stream = (*short_lived)->StartDecode("demo-gqa", 1);
   ASSERT_OK(stream);
   ASSERT_OK((*stream)->Step(RandomTensor({1, 16, 512}, 1)));
   EXPECT_GT(BlocksUsed(), 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // past the deadline
+  // Past the deadline.
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(400 * kSlowdown)));
   auto late = (*stream)->Step(RandomTensor({1, 1, 512}, 2));
   EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded) << late.status();
   EXPECT_TRUE(WaitForBlocks(0));
