@@ -359,6 +359,8 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
                                                        pb::AttendResponse* resp) {
   return RunOnPool("Attend", ctx, req, resp, EstimateAttend(*req),
                    [this, req, resp](int64_t queue_us) -> absl::Status {
+    // timing.compute_us (the contract): conversion, attention, encoding.
+    const Clock::time_point start = Clock::now();
     const int64_t limit = options_.max_tensor_elements;
     if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
     if (!req->has_key()) return absl::InvalidArgumentError("key: required, got nothing");
@@ -382,7 +384,6 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
     const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};
     ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
     if (req->return_weights()) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
-    const Clock::time_point start = Clock::now();
     if (out_dtype == pb::DTYPE_FLOAT32) {
       const MutView4 out = OutputView(out_shape, resp->mutable_output());
       float* weights = req->return_weights()
@@ -411,6 +412,8 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
                                                         pb::ForwardResponse* resp) {
   return RunOnPool("Forward", ctx, req, resp, EstimateForward(*req),
                    [this, req, resp](int64_t queue_us) -> absl::Status {
+    // timing.compute_us (the contract): conversion, the layer, encoding.
+    const Clock::time_point start = Clock::now();
     const int64_t limit = options_.max_tensor_elements;
     ATTN_ASSIGN_OR_RETURN(LoadedModule m, registry_.Get(req->module()));
     const ModuleConfig& config = m.module->config();
@@ -448,15 +451,14 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
       in.output = OutputBuffer(out_shape, resp->mutable_output());
       if (in.return_weights) in.weights = OutputBuffer(w_shape, resp->mutable_weights());
     }
-    const Clock::time_point start = Clock::now();
     ATTN_ASSIGN_OR_RETURN(ForwardResult r, m.module->Forward(in));
-    resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
-    resp->mutable_timing()->set_queue_us(queue_us);
-    resp->mutable_timing()->set_flops(r.flops);
     if (!direct) {
       TensorToProto(r.output, out_dtype, resp->mutable_output());
       if (in.return_weights) TensorToProto(r.weights, out_dtype, resp->mutable_weights());
     }
+    resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
+    resp->mutable_timing()->set_queue_us(queue_us);
+    resp->mutable_timing()->set_flops(r.flops);
     return absl::OkStatus();
   });
 }
