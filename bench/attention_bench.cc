@@ -9,7 +9,9 @@
 //
 // Then, per variant at d_model 4096 (32 query heads), whole-layer decode:
 // one token per batch row after Lk = 4096 cached tokens, through
-// DecodeSession and its paged KV cache, in tokens/s.
+// DecodeSession and its paged KV cache, in tokens/s; and one whole-layer
+// Forward of the server's demo-gqa shape at L = 2048 (the core's own time
+// for the end-to-end figure of the load tester).
 //
 // Causal workloads count only visible (query, key) pairs (about half).
 // Decode workloads also report the K/V bytes read per second, against the
@@ -30,6 +32,7 @@
 #include <vector>
 
 #include "core/decode.h"
+#include "core/process.h"
 #include "core/sdpa.h"
 #include "core/threading.h"
 #include "core/workload.h"
@@ -197,6 +200,40 @@ std::vector<std::pair<std::string, ModuleConfig>> DecodeVariants() {
   return {{"mha_h32", mha}, {"gqa_h32kv8", gqa}, {"mqa_h32", mqa}, {"mla_h32_r512", mla}};
 }
 
+// The core's own time for the end-to-end row of the performance issue: a
+// causal self-attention Forward of the server's demo-gqa layer (d_model 512,
+// 8 query / 2 kv heads, biases) on [1, 2048, 512], in process: what the
+// server's timing.compute_us measures for the same call, less conversion.
+int RunLayerForward(const Options& opt) {
+  ModuleConfig config;
+  config.variant = Variant::kGqa;
+  config.d_model = 512;
+  config.num_heads = 8;
+  config.num_kv_heads = 2;
+  auto module = AttentionModule::CreateRandom(config, 3);
+  if (!module.ok()) return 1;
+  const int64_t b = 1, l = 2048;
+  const Tensor x({b, l, config.d_model}, RandomBuffer(b * l * config.d_model, 7));
+  ForwardInput in;
+  in.query = &x;
+  in.mask.causal = true;
+  std::vector<float> out(static_cast<size_t>(b * l * config.d_model));
+  in.output = out.data();  // as the server does: into the response's buffer
+  absl::Status status;
+  const Timing t = TimeRuns([&] { status = (*module)->Forward(in).status(); }, opt.min_time);
+  if (!status.ok()) {
+    std::fprintf(stderr, "layer forward: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  const double flops = LayerFlops(config, b, l, l, l, true, MlaForm::kNaive);
+  std::printf("\n## layer forward (demo-gqa: d_model 512, 8 / 2 heads), B = 1, L = 2048, causal\n\n");
+  std::printf("| layer | ms | median ms | GFLOP/s |\n|---|---:|---:|---:|\n");
+  std::printf("| forward_gqa_d512_l2048_causal | %.3f | %.3f | %.1f |\n", t.best * 1e3,
+              t.median * 1e3, flops / t.best / 1e9);
+  std::fflush(stdout);
+  return 0;
+}
+
 int RunDecode(const Options& opt, double bandwidth) {
   const int64_t lk = 4096, batch = opt.decode_batch;
   std::printf("\n## layer decode, d_model 4096, B = %lld, one token per row after %lld cached\n\n",
@@ -292,6 +329,10 @@ int RunMemory(int64_t l) {
 }
 
 int Run(const Options& opt) {
+  // As the server does (core/process.h): the layers' megabyte buffers would
+  // otherwise page-fault in on every call, which on this machine more than
+  // doubles a 2048-token Forward (60 → 25 ms).
+  RetainFreedHeap(1024);
   if (opt.threads > 0) SetComputeThreads(opt.threads);
   if (opt.memory_l > 0) return RunMemory(opt.memory_l);
   char date[32];
@@ -351,7 +392,9 @@ int Run(const Options& opt) {
     }
     std::fflush(stdout);
   }
-  return RunDecode(opt, bw);
+  if (const int rc = RunDecode(opt, bw); rc != 0) return rc;
+  if (!opt.filter.empty() && std::string("forward").find(opt.filter) == std::string::npos) return 0;
+  return RunLayerForward(opt);
 }
 
 }  // namespace
