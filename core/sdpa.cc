@@ -198,9 +198,15 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
     // Few-rows path: score rows (G·Tq·Lk, < kFewRows·Lk) and outputs. Flash
     // path: a score tile, the output accumulator and the running max/sum.
     const bool flash = use_flash && group * tq >= internal::kFewRows;
+    // (The few-rows and whole-row paths use scratch as G·rows score rows of
+    // Lk; with flash tiles, a last query tile of fewer rows can be few-rows.)
+    const int64_t tail = lq % tq;
+    const int64_t few_rows_tail = flash && group * tail < internal::kFewRows ? group * tail : 0;
     std::vector<float> scratch(
-        weights != nullptr ? 0 : static_cast<size_t>(group * tq * (flash ? flash_keys : lk)));
-    // (The few-rows and whole-row paths use scratch as G·Tq score rows.)
+        weights != nullptr
+            ? 0
+            : static_cast<size_t>(std::max(group * tq * (flash ? flash_keys : lk),
+                                           few_rows_tail * lk)));
     std::vector<float> few_acc(static_cast<size_t>(group * tq * dv));
     std::vector<float> row_max(static_cast<size_t>(group * tq)), row_sum(row_max.size());
     std::vector<float> q_pack(group > 1 && weights == nullptr ? static_cast<size_t>(group * tq * dk)

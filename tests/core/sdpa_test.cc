@@ -125,6 +125,7 @@ const Workload kShapes[] = {
     {"MoreQueriesThanKeys", 2, 2, 1, 9, 4, 8, 8},
     {"FlashKeyTiles", 1, 2, 1, 24, 9000, 8, 12},
     {"WideKeysFlash", 1, 4, 1, 2, 3000, 300, 256},  // key tiles sized by Dk (320)
+    {"FlashWithFewRowsTail", 1, 1, 1, 33, 9000, 8, 8},  // query tiles 9, 9, 9, 6: the last is few-rows
 };
 
 // Runs a test body with the given kernel ISA, restoring the one in use.
