@@ -122,8 +122,8 @@ absl::StatusOr<Inputs> ResolveInputs(const ForwardInput& in, int64_t d_model, bo
   return r;
 }
 
-// The destination of a [rows, cols] result: the caller's buffer when given,
-// else `owned`, sized to `shape`.
+// Where a result of `shape` goes: the caller's buffer when given (already
+// sized), else `owned`, allocated to `shape`.
 float* Destination(float* given, Tensor& owned, std::vector<int64_t> shape) {
   if (given != nullptr) return given;
   owned = Tensor(std::move(shape));
@@ -171,10 +171,11 @@ class ProjectedAttention final : public AttentionModule {
     // [B, L, H, D] buffers read as [B, H, L, D] through strides.
     ForwardResult result;
     // Without an output projection (self_attention) attention writes the
-    // output itself.
+    // layer's output itself.
     Tensor attn_owned;
-    float* attn = o_.empty() ? Destination(input.output, result.output, {in.batch, in.lq, hq_ * dv_})
-                             : Destination(nullptr, attn_owned, {in.batch, in.lq, hq_ * dv_});
+    float* attn = Destination(o_.empty() ? input.output : nullptr,
+                              o_.empty() ? result.output : attn_owned,
+                              {in.batch, in.lq, hq_ * dv_});
     float* weights = input.return_weights
                          ? Destination(input.weights, result.weights, {in.batch, hq_, in.lq, in.lk})
                          : nullptr;

@@ -243,7 +243,8 @@ int64_t Dim(const pb::Tensor& t, int i) { return i < t.shape_size() ? t.shape(i)
 }  // namespace
 
 // Attention under this many FLOPs (a few microseconds on one core) costs
-// less than waking a pool thread for it.
+// less than waking a pool thread for it. Counted as SdpaFlops does, but in
+// double from unvalidated wire dimensions (no int64 overflow).
 constexpr double kTinyFlops = 1e6;
 
 bool AttentionServiceImpl::TinyAttend(const pb::AttendRequest& r) const {
@@ -439,15 +440,15 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
     in.return_weights = req->return_weights();
     // Output and largest intermediate sizes before anything is computed.
     const int64_t b = in.query.dim(0), lq = in.query.dim(1);
-    const int64_t lk = in.key.present && in.key.rank() >= 2 ? in.key.dim(1) : lq;
+    const int64_t lk = in.key.present ? in.key.dim(1) : lq;  // rank 3: kInputSpec
     const std::vector<int64_t> out_shape = {b, lq, OutputDim(config)};
     const std::vector<int64_t> w_shape = {b, NumQueryHeads(config), lq, lk};
     ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
     if (in.return_weights) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
     const bool direct = out_dtype == pb::DTYPE_FLOAT32;
     if (direct) {
-      // Shapes are checked by the module first; a failed call's response
-      // is discarded, so sizing the buffers now costs nothing extra.
+      // Sized before the module validates the shapes: bounded by the limits
+      // just checked, and a failed call's response is cleared unsent.
       in.output = OutputBuffer(out_shape, resp->mutable_output());
       if (in.return_weights) in.weights = OutputBuffer(w_shape, resp->mutable_weights());
     }
