@@ -8,6 +8,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/internal/softmax.h"
@@ -105,8 +106,11 @@ TEST_P(KernelsTest, OnlineTilesEqualOneSoftmax) {
 
 TEST_P(KernelsTest, ScoresAndAccumulateMatchPlainLoops) {
   for (int64_t nr = 1; nr <= 7; ++nr) {
-    for (int64_t d : {1, 13, 64, 72}) {
-      const int64_t n = 23, stride = d + 3;
+    // n = 23 fits one key block; 300 spans several, with a partial last
+    // block and a tail below a step of keys.
+    for (auto [d, n] : {std::pair<int64_t, int64_t>{1, 23}, {13, 23}, {64, 23}, {72, 23},
+                        {128, 300}, {520, 300}}) {
+      const int64_t stride = d + 3;
       const std::vector<float> q = Random(nr * d, 1), k = Random(n * stride, 2);
       std::vector<float> s(nr * n, -1.0f);
       std::vector<const float*> qp;
@@ -118,9 +122,14 @@ TEST_P(KernelsTest, ScoresAndAccumulateMatchPlainLoops) {
       Kernels().scores(nr, qp.data(), d, k.data(), stride, n, sp.data());
       for (int64_t i = 0; i < nr; ++i) {
         for (int64_t j = 0; j < n; ++j) {
-          double want = 0;
-          for (int64_t x = 0; x < d; ++x) want += double{q[i * d + x]} * k[j * stride + x];
-          EXPECT_NEAR(s[i * n + j], want, 1e-4) << "nr " << nr << " d " << d << " j " << j;
+          // float32 sums of d terms: the bound scales with their magnitudes.
+          double want = 0, magnitude = 0;
+          for (int64_t x = 0; x < d; ++x) {
+            want += double{q[i * d + x]} * k[j * stride + x];
+            magnitude += std::abs(double{q[i * d + x]} * k[j * stride + x]);
+          }
+          EXPECT_NEAR(s[i * n + j], want, 1e-4 + 1e-6 * magnitude)
+              << "nr " << nr << " d " << d << " j " << j;
         }
       }
       // acc += p · v, starting from nonzero acc.
@@ -130,9 +139,13 @@ TEST_P(KernelsTest, ScoresAndAccumulateMatchPlainLoops) {
       Kernels().accumulate(nr, pp.data(), k.data(), stride, n, d, acc.data());
       for (int64_t i = 0; i < nr; ++i) {
         for (int64_t x = 0; x < d; ++x) {
-          double want = acc0[i * d + x];
-          for (int64_t j = 0; j < n; ++j) want += double{s[i * n + j]} * k[j * stride + x];
-          EXPECT_NEAR(acc[i * d + x], want, 1e-3) << "nr " << nr << " d " << d << " x " << x;
+          double want = acc0[i * d + x], magnitude = std::abs(want);
+          for (int64_t j = 0; j < n; ++j) {
+            want += double{s[i * n + j]} * k[j * stride + x];
+            magnitude += std::abs(double{s[i * n + j]} * k[j * stride + x]);
+          }
+          EXPECT_NEAR(acc[i * d + x], want, 1e-4 + 1e-6 * magnitude)
+              << "nr " << nr << " d " << d << " x " << x;
         }
       }
     }
