@@ -113,18 +113,6 @@ absl::StatusOr<View4> ViewFromProto(const pb::Tensor& t, absl::string_view field
   return View4::Dense(ref.data, ref.dim(0), ref.dim(1), ref.dim(2), ref.dim(3));
 }
 
-float* OutputBuffer(const std::vector<int64_t>& shape, pb::Tensor* out) {
-  out->set_dtype(pb::DTYPE_FLOAT32);
-  out->mutable_shape()->Assign(shape.begin(), shape.end());
-  std::string* data = out->mutable_data();
-  data->resize(static_cast<size_t>(NumElements(shape)) * sizeof(float));
-  return reinterpret_cast<float*>(data->data());
-}
-
-MutView4 OutputView(const std::vector<int64_t>& shape, pb::Tensor* out) {
-  return MutView4::Dense(OutputBuffer(shape, out), shape[0], shape[1], shape[2], shape[3]);
-}
-
 void TensorToProto(const Tensor& t, pb::DType dtype, pb::Tensor* out) {
   out->set_dtype(dtype);
   out->mutable_shape()->Assign(t.shape().begin(), t.shape().end());

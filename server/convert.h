@@ -46,12 +46,6 @@ absl::StatusOr<ConstTensorRef> RefFromProto(const pb::Tensor& t, absl::string_vi
 absl::StatusOr<View4> ViewFromProto(const pb::Tensor& t, absl::string_view field,
                                     const TensorSpec& spec, int64_t max_elements, Tensor* storage);
 
-// Sizes `out` for `shape` at FLOAT32 and returns its buffer, which the core
-// writes the result into directly (serialised once, by gRPC).
-float* OutputBuffer(const std::vector<int64_t>& shape, pb::Tensor* out);
-// The same as a rank-4 view.
-MutView4 OutputView(const std::vector<int64_t>& shape, pb::Tensor* out);
-
 // Encodes `t` as `dtype` (FLOAT32, FLOAT16 or BFLOAT16).
 void TensorToProto(const Tensor& t, pb::DType dtype, pb::Tensor* out);
 

@@ -240,6 +240,35 @@ double ElementsOrZero(std::initializer_list<int64_t> dims) {
 
 int64_t Dim(const pb::Tensor& t, int i) { return i < t.shape_size() ? t.shape(i) : 0; }
 
+// A raw call's parsed request, and its response: a head message and the
+// tensors that follow it on the wire.
+template <typename Request, typename Response>
+struct RawCall {
+  Request request;
+  Response head;
+  TensorResponse response{&head};
+};
+
+// A FLOAT32 tensor of `shape` at `field` of the response: the buffer the
+// core writes into, which goes onto the wire as it is.
+float* AddFloatTensor(TensorResponse& response, int field, const std::vector<int64_t>& shape) {
+  return static_cast<float*>(response.AddTensor(field, pb::DTYPE_FLOAT32, shape,
+                                                static_cast<size_t>(NumElements(shape)) * 4));
+}
+
+// `t` encoded as `dtype` (FLOAT32, FLOAT16 or BFLOAT16) at `field`.
+void AddEncodedTensor(TensorResponse& response, int field, const Tensor& t, pb::DType dtype) {
+  const DType d = ToCoreDType(dtype);
+  void* bytes = response.AddTensor(field, dtype, t.shape(),
+                                   static_cast<size_t>(t.size()) * DTypeSize(d));
+  EncodeFromFloat(d, t.data(), t.size(), bytes);
+}
+
+absl::Status Unparsable(absl::string_view type) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("request: not a valid serialised attention.v1.", type));
+}
+
 }  // namespace
 
 // Attention under this many FLOPs (a few microseconds on one core) costs
@@ -356,10 +385,17 @@ absl::Status AttentionServiceImpl::Draining() {
 void AttentionServiceImpl::StartDraining() { draining_.store(true); }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerContext* ctx,
-                                                       const pb::AttendRequest* req,
-                                                       pb::AttendResponse* resp) {
-  return RunOnPool("Attend", ctx, req, resp, EstimateAttend(*req),
-                   [this, req, resp](int64_t queue_us) -> absl::Status {
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
+  auto call = std::make_shared<RawCall<pb::AttendRequest, pb::AttendResponse>>();
+  const pb::AttendRequest* req = &call->request;
+  if (!ParseRequest(*request, &call->request)) {
+    return RunInline("Attend", ctx, req, &call->response, [] { return Unparsable("AttendRequest"); });
+  }
+  return RunOnPool("Attend", ctx, req, &call->response, EstimateAttend(*req),
+                   [this, call, req, response](int64_t queue_us) -> absl::Status {
+    pb::AttendResponse* resp = &call->head;
+    TensorResponse& tensors = call->response;
     // timing.compute_us (the contract): conversion, attention, encoding.
     const Clock::time_point start = Clock::now();
     const int64_t limit = options_.max_tensor_elements;
@@ -374,7 +410,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
           absl::StrCat("scale: expected a finite number (0: 1/sqrt(Dk)), got ", req->scale()));
     }
     // Float32 inputs are read where protobuf parsed them; float32 outputs
-    // are written straight into the response.
+    // are written straight into the slices that go onto the wire.
     Tensor q_store, k_store, v_store;
     ATTN_ASSIGN_OR_RETURN(View4 q, ViewFromProto(req->query(), "query", kQuerySpec, limit, &q_store));
     ATTN_ASSIGN_OR_RETURN(View4 k, ViewFromProto(req->key(), "key", kKeySpec, limit, &k_store));
@@ -385,34 +421,46 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
     const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};
     ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
     if (req->return_weights()) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
+    constexpr int kOutput = pb::AttendResponse::kOutputFieldNumber;
+    constexpr int kWeights = pb::AttendResponse::kWeightsFieldNumber;
     if (out_dtype == pb::DTYPE_FLOAT32) {
-      const MutView4 out = OutputView(out_shape, resp->mutable_output());
-      float* weights = req->return_weights()
-                           ? OutputView(w_shape, resp->mutable_weights()).data
-                           : nullptr;
+      const MutView4 out = MutView4::Dense(AddFloatTensor(tensors, kOutput, out_shape),
+                                           out_shape[0], out_shape[1], out_shape[2],
+                                           out_shape[3]);
+      float* weights =
+          req->return_weights() ? AddFloatTensor(tensors, kWeights, w_shape) : nullptr;
       ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), out, weights));
     } else {
       Tensor out(out_shape), weights;
       if (req->return_weights()) weights = Tensor(w_shape);
       ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), MutView4::Of(out),
                                 req->return_weights() ? weights.data() : nullptr));
-      TensorToProto(out, out_dtype, resp->mutable_output());
-      if (req->return_weights()) TensorToProto(weights, out_dtype, resp->mutable_weights());
+      AddEncodedTensor(tensors, kOutput, out, out_dtype);
+      if (req->return_weights()) AddEncodedTensor(tensors, kWeights, weights, out_dtype);
     }
     resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
     resp->mutable_timing()->set_queue_us(queue_us);
     resp->mutable_timing()->set_flops(SdpaFlops(q.dims[0], q.dims[1], q.dims[2], k.dims[2],
                                                 q.dims[3], v.dims[3], mask.causal));
     resp->set_variant(VariantName(q.dims[1], k.dims[1]));
+    *response = tensors.Serialize();
     return absl::OkStatus();
   }, TinyAttend(*req));
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerContext* ctx,
-                                                        const pb::ForwardRequest* req,
-                                                        pb::ForwardResponse* resp) {
-  return RunOnPool("Forward", ctx, req, resp, EstimateForward(*req),
-                   [this, req, resp](int64_t queue_us) -> absl::Status {
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* response) {
+  auto call = std::make_shared<RawCall<pb::ForwardRequest, pb::ForwardResponse>>();
+  const pb::ForwardRequest* req = &call->request;
+  if (!ParseRequest(*request, &call->request)) {
+    return RunInline("Forward", ctx, req, &call->response,
+                     [] { return Unparsable("ForwardRequest"); });
+  }
+  return RunOnPool("Forward", ctx, req, &call->response, EstimateForward(*req),
+                   [this, call, req, response](int64_t queue_us) -> absl::Status {
+    pb::ForwardResponse* resp = &call->head;
+    TensorResponse& tensors = call->response;
     // timing.compute_us (the contract): conversion, the layer, encoding.
     const Clock::time_point start = Clock::now();
     const int64_t limit = options_.max_tensor_elements;
@@ -423,7 +471,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
                                                                   req->query().dtype(),
                                                                   "output_dtype"));
     // Float32 inputs are read where protobuf parsed them; float32 outputs
-    // are written straight into the response.
+    // are written straight into the slices that go onto the wire.
     Tensor query_store, key_store, value_store;
     ForwardInput in;
     ATTN_ASSIGN_OR_RETURN(in.query, RefFromProto(req->query(), "query", kInputSpec, limit,
@@ -445,21 +493,24 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
     const std::vector<int64_t> w_shape = {b, NumQueryHeads(config), lq, lk};
     ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
     if (in.return_weights) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
+    constexpr int kOutput = pb::ForwardResponse::kOutputFieldNumber;
+    constexpr int kWeights = pb::ForwardResponse::kWeightsFieldNumber;
     const bool direct = out_dtype == pb::DTYPE_FLOAT32;
     if (direct) {
-      // Sized before the module validates the shapes: bounded by the limits
-      // just checked, and a failed call's response is cleared unsent.
-      in.output = OutputBuffer(out_shape, resp->mutable_output());
-      if (in.return_weights) in.weights = OutputBuffer(w_shape, resp->mutable_weights());
+      // Allocated before the module validates the shapes: bounded by the
+      // limits just checked, and a failed call's response is dropped unsent.
+      in.output = AddFloatTensor(tensors, kOutput, out_shape);
+      if (in.return_weights) in.weights = AddFloatTensor(tensors, kWeights, w_shape);
     }
     ATTN_ASSIGN_OR_RETURN(ForwardResult r, m.module->Forward(in));
     if (!direct) {
-      TensorToProto(r.output, out_dtype, resp->mutable_output());
-      if (in.return_weights) TensorToProto(r.weights, out_dtype, resp->mutable_weights());
+      AddEncodedTensor(tensors, kOutput, r.output, out_dtype);
+      if (in.return_weights) AddEncodedTensor(tensors, kWeights, r.weights, out_dtype);
     }
     resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
     resp->mutable_timing()->set_queue_us(queue_us);
     resp->mutable_timing()->set_flops(r.flops);
+    *response = tensors.Serialize();
     return absl::OkStatus();
   });
 }

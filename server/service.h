@@ -17,6 +17,7 @@
 #include "core/kv_cache.h"
 #include "server/metrics.h"
 #include "server/registry.h"
+#include "server/wire.h"
 #include "server/work_pool.h"
 
 namespace attention::server {
@@ -40,7 +41,15 @@ struct ServiceOptions {
   int test_delay_ms = 0;
 };
 
-class AttentionServiceImpl final : public ::attention::v1::AttentionService::CallbackService {
+// Attend and Forward are raw methods: their requests are parsed here and
+// their responses serialised here, so that output tensors go onto the wire
+// from the buffers the core wrote (server/wire.h). The bytes on the wire are
+// the contract's messages, as for every other method.
+using ServiceBase = ::attention::v1::AttentionService::WithRawCallbackMethod_Attend<
+    ::attention::v1::AttentionService::WithRawCallbackMethod_Forward<
+        ::attention::v1::AttentionService::CallbackService>>;
+
+class AttentionServiceImpl final : public ServiceBase {
  public:
   explicit AttentionServiceImpl(const ServiceOptions& options, std::unique_ptr<KvBlockPool> kv);
   // Fails (INVALID_ARGUMENT) for an unusable KV block size.
@@ -76,9 +85,10 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   absl::Status QueueFull() const;
   const ServiceOptions& options() const { return options_; }
 
+  // A serialised AttendRequest in, a serialised AttendResponse out.
   grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* ctx,
-                                   const ::attention::v1::AttendRequest* request,
-                                   ::attention::v1::AttendResponse* response) override;
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* LoadModule(grpc::CallbackServerContext* ctx,
                                        const ::attention::v1::LoadModuleRequest* request,
                                        ::attention::v1::ModuleInfo* response) override;
@@ -88,9 +98,10 @@ class AttentionServiceImpl final : public ::attention::v1::AttentionService::Cal
   grpc::ServerUnaryReactor* UnloadModule(grpc::CallbackServerContext* ctx,
                                          const ::attention::v1::UnloadModuleRequest* request,
                                          ::attention::v1::UnloadModuleResponse* response) override;
+  // A serialised ForwardRequest in, a serialised ForwardResponse out.
   grpc::ServerUnaryReactor* Forward(grpc::CallbackServerContext* ctx,
-                                    const ::attention::v1::ForwardRequest* request,
-                                    ::attention::v1::ForwardResponse* response) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
   grpc::ServerBidiReactor<::attention::v1::DecodeRequest, ::attention::v1::DecodeResponse>*
   Decode(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Estimate(grpc::CallbackServerContext* ctx,

@@ -1,0 +1,126 @@
+// TensorResponse's bytes are the message they stand for, with the tensors'
+// buffers referenced rather than copied; the raw Attend and Forward methods
+// refuse bytes that are not their request and go on serving.
+#include "server/wire.h"
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "tests/core/test_util.h"
+#include "tests/server/test_server.h"
+
+namespace attention {
+namespace {
+
+namespace pb = ::attention::v1;
+using server::TensorResponse;
+
+std::string Bytes(const grpc::ByteBuffer& buffer, std::vector<grpc::Slice>* slices) {
+  EXPECT_TRUE(buffer.Dump(slices).ok());
+  std::string bytes;
+  for (const auto& s : *slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return bytes;
+}
+
+TEST(TensorResponse, SerialisesTheMessageWithItsTensorsReferencedNotCopied) {
+  pb::AttendResponse head;
+  head.set_variant("gqa");
+  head.mutable_timing()->set_compute_us(1234);
+  head.mutable_timing()->set_flops(99);
+  TensorResponse response(&head);
+  float* out = static_cast<float*>(response.AddTensor(
+      pb::AttendResponse::kOutputFieldNumber, pb::DTYPE_FLOAT32, {1, 2, 3, 4}, 24 * sizeof(float)));
+  for (int i = 0; i < 24; ++i) out[i] = 0.5f * static_cast<float>(i) - 3.0f;
+  uint16_t* weights = static_cast<uint16_t*>(response.AddTensor(
+      pb::AttendResponse::kWeightsFieldNumber, pb::DTYPE_FLOAT16, {1, 2, 3, 5}, 30 * 2));
+  for (int i = 0; i < 30; ++i) weights[i] = static_cast<uint16_t>(0x3c00 + i);
+
+  const grpc::ByteBuffer buffer = response.Serialize();
+  std::vector<grpc::Slice> slices;
+  const std::string bytes = Bytes(buffer, &slices);
+  EXPECT_EQ(bytes.size(), response.ByteSizeLong());
+  // The output's slice is the buffer that was written, not a copy of it.
+  bool referenced = false;
+  for (const auto& s : slices) referenced |= s.begin() == reinterpret_cast<const uint8_t*>(out);
+  EXPECT_TRUE(referenced);
+
+  pb::AttendResponse parsed;
+  ASSERT_TRUE(parsed.ParseFromString(bytes));
+  EXPECT_EQ(parsed.variant(), "gqa");
+  EXPECT_EQ(parsed.timing().compute_us(), 1234);
+  EXPECT_EQ(parsed.timing().flops(), 99);
+  EXPECT_EQ(parsed.output().dtype(), pb::DTYPE_FLOAT32);
+  EXPECT_EQ(std::vector<int64_t>(parsed.output().shape().begin(), parsed.output().shape().end()),
+            (std::vector<int64_t>{1, 2, 3, 4}));
+  ASSERT_EQ(parsed.output().data().size(), 24 * sizeof(float));
+  EXPECT_EQ(std::memcmp(parsed.output().data().data(), out, 24 * sizeof(float)), 0);
+  EXPECT_EQ(parsed.weights().dtype(), pb::DTYPE_FLOAT16);
+  EXPECT_EQ(parsed.weights().shape_size(), 4);
+  ASSERT_EQ(parsed.weights().data().size(), 60u);
+  EXPECT_EQ(std::memcmp(parsed.weights().data().data(), weights, 60), 0);
+  // The same message as protobuf itself would write it (fields in another
+  // order): the same size, and each field exactly once.
+  EXPECT_EQ(parsed.ByteSizeLong(), bytes.size());
+}
+
+TEST(TensorResponse, HeadAloneAndClearedResponses) {
+  pb::ForwardResponse head;
+  head.mutable_timing()->set_queue_us(7);
+  TensorResponse response(&head);
+  std::vector<grpc::Slice> slices;
+  pb::ForwardResponse parsed;
+  ASSERT_TRUE(parsed.ParseFromString(Bytes(response.Serialize(), &slices)));
+  EXPECT_EQ(parsed.timing().queue_us(), 7);
+  EXPECT_FALSE(parsed.has_output());
+
+  response.AddTensor(pb::ForwardResponse::kOutputFieldNumber, pb::DTYPE_FLOAT32, {1, 1, 1}, 4);
+  response.Clear();
+  EXPECT_EQ(response.ByteSizeLong(), 0u);
+  slices.clear();
+  EXPECT_EQ(Bytes(response.Serialize(), &slices), "");
+}
+
+// A unary call of `method` with raw request bytes.
+grpc::Status RawUnary(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                      const std::string& request) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  grpc::CompletionQueue cq;
+  grpc::Slice slice(request);
+  const grpc::ByteBuffer out(&slice, 1);
+  grpc::ByteBuffer in;
+  grpc::Status status;
+  auto call = stub.PrepareUnaryCall(&ctx, method, out, &cq);
+  call->StartCall();
+  call->Finish(&in, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  EXPECT_TRUE(cq.Next(&tag, &ok));
+  return status;
+}
+
+TEST_F(ServerTest, RawMethodsRefuseBytesThatAreNotTheirRequestAndGoOnServing) {
+  // Field 1 (query), length-delimited, claiming far more bytes than follow.
+  const std::string truncated("\x0a\xff\xff\x03\x01\x02", 6);
+  for (const char* method :
+       {"/attention.v1.AttentionService/Attend", "/attention.v1.AttentionService/Forward"}) {
+    const grpc::Status s = RawUnary(client_->channel(), method, truncated);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "request: not a valid serialised"))
+        << s.error_message();
+  }
+  const Tensor q = RandomTensor({1, 2, 3, 8}, 1), k = RandomTensor({1, 2, 5, 8}, 2),
+               v = RandomTensor({1, 2, 5, 4}, 3);
+  auto r = client_->Attend(q, k, v, {});
+  ASSERT_OK(r);
+  EXPECT_EQ(r->output.shape(), (std::vector<int64_t>{1, 2, 3, 4}));
+}
+
+}  // namespace
+}  // namespace attention
