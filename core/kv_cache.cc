@@ -137,6 +137,7 @@ absl::Status PagedKvCache::Reserve(int64_t tokens) {
 namespace {
 
 constexpr int64_t kRowTile = 32;  // query rows sharing one pass over the cache
+static_assert(kRowTile <= internal::kMaxFewRows, "a decode tile must fit AttendFewRows");
 
 }  // namespace
 
@@ -208,8 +209,8 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
       }
       const int64_t nblocks = (kmax + tpb - 1) / tpb;
       absl::Status status;
-      if (nr >= internal::kFewRows) {
-        // Compute-bound: a GEMM per block for scores and for values.
+      if (!internal::TakesFewRows(t_new, nr)) {
+        // Many new tokens: a GEMM per block for scores and for values.
         for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
           const int64_t n = std::min(tpb, kmax - blk * tpb);
           status = internal::Matmul(Mat::RowMajor(q0, nr, dk, qs),
@@ -231,7 +232,8 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
           std::memcpy(o0 + i * os, acc.data() + i * dv, dv * sizeof(float));
         }
       } else {
-        // Memory-bound: each cached key and value row is read once for all rows.
+        // Decode: each cached key and value row is read once for all rows
+        // (from L2 for each group of rows past kFewRows).
         const float* q_rows[kRowTile];
         float* s_rows[kRowTile];
         float* o_rows[kRowTile];

@@ -195,18 +195,22 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
   const int team = static_cast<int>(std::min<size_t>(static_cast<size_t>(threads), jobs.size()));
 #pragma omp parallel num_threads(team)
   {
-    // Few-rows path: score rows (G·Tq·Lk, < kFewRows·Lk) and outputs. Flash
-    // path: a score tile, the output accumulator and the running max/sum.
-    const bool flash = use_flash && group * tq >= internal::kFewRows;
-    // (The few-rows and whole-row paths use scratch as G·rows score rows of
-    // Lk; with flash tiles, a last query tile of fewer rows can be few-rows.)
+    // Scratch: the few-rows path's score rows of one key block; the
+    // whole-row path's G·Tq score rows of Lk; the flash path's score tile.
+    // A last query tile of fewer rows can be few-rows when full ones are not.
     const int64_t tail = lq % tq;
-    const int64_t few_rows_tail = flash && group * tail < internal::kFewRows ? group * tail : 0;
-    std::vector<float> scratch(
-        weights != nullptr
-            ? 0
-            : static_cast<size_t>(std::max(group * tq * (flash ? flash_keys : lk),
-                                           few_rows_tail * lk)));
+    const bool few_full = internal::TakesFewRows(tq, group * tq),
+               few_tail = tail > 0 && internal::TakesFewRows(tail, group * tail);
+    const bool flash = use_flash && !few_full;
+    int64_t scratch_floats = 0;
+    if (weights == nullptr) {
+      scratch_floats = few_full ? internal::FewRowsScratch(group * tq, dk, dv)
+                                : group * tq * (flash ? flash_keys : lk);
+      if (few_tail) {
+        scratch_floats = std::max(scratch_floats, internal::FewRowsScratch(group * tail, dk, dv));
+      }
+    }
+    std::vector<float> scratch(static_cast<size_t>(scratch_floats));
     std::vector<float> few_acc(static_cast<size_t>(group * tq * dv));
     std::vector<float> row_max(static_cast<size_t>(group * tq)), row_sum(row_max.size());
     std::vector<float> q_pack(group > 1 && weights == nullptr ? static_cast<size_t>(group * tq * dk)
@@ -228,13 +232,14 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
         const int64_t first = VisibleKeys(mask, job.b, job.i0, lq, lk);
         if (first >= 1) kmax = last;  // visible counts grow with i
       }
-      if (group * rows < internal::kFewRows) {
+      if (internal::TakesFewRows(rows, group * rows)) {
         // Decode-like: read each key/value row once for the few rows.
-        const float* q_rows[internal::kFewRows];
-        float* s_rows[internal::kFewRows];
-        float* o_rows[internal::kFewRows];
-        const uint8_t* keep_rows[internal::kFewRows];
-        int64_t visible[internal::kFewRows];
+        const int64_t block = internal::FewRowsKeyBlock(group * rows, dk, dv);
+        const float* q_rows[internal::kMaxFewRows];
+        float* s_rows[internal::kMaxFewRows];
+        float* o_rows[internal::kMaxFewRows];
+        const uint8_t* keep_rows[internal::kMaxFewRows];
+        int64_t visible[internal::kMaxFewRows];
         int64_t nr = 0;
         for (int64_t hl = 0; hl < group; ++hl) {
           const int64_t h = job.g * group + hl;
@@ -242,7 +247,7 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
             q_rows[nr] = q.Row(job.b, h, i);
             o_rows[nr] = out.Row(job.b, h, i);
             s_rows[nr] = weights != nullptr ? weights + ((job.b * hq + h) * lq + i) * lk
-                                            : scratch.data() + nr * lk;
+                                            : scratch.data() + nr * block;
             keep_rows[nr] = keep.Row(job.b, h, i);
             visible[nr] = VisibleKeys(mask, job.b, i, lq, lk);
           }

@@ -17,9 +17,28 @@
 
 namespace attention::internal {
 
+// Below this many rows the loops always beat a GEMM (Sdpa, PagedSdpa).
 inline constexpr int64_t kFewRows = 8;
+// Decode rows (the G query heads of a kv head times a few new tokens) they
+// take in one pass: MQA's 32 heads, MLA's 16 or 128 in two or more passes.
+// Past kFewRows the rows go in groups of four over each block of keys,
+// which stays in L2 between groups: a GEMM of 8–32 rows on a read-once
+// K/V tile spends its time packing the tile.
+inline constexpr int64_t kMaxFewRows = 32;
+// Query rows per head (decode's one token, or a few draft tokens) up to
+// which kMaxFewRows rows take the loops.
+inline constexpr int64_t kDecodeTokens = 4;
+
+// Whether nr rows, `tokens` of them per query head, take AttendFewRows.
+inline bool TakesFewRows(int64_t tokens, int64_t nr) {
+  return nr < kFewRows || (tokens <= kDecodeTokens && nr <= kMaxFewRows);
+}
+
 // Keys per block of the online-softmax loop.
 inline constexpr int64_t kKeyBlock = 512;
+// With more than kFewRows rows: K and V bytes per block (the block is
+// re-read from L2 by each group of rows).
+inline constexpr int64_t kGroupedBlockBytes = 256 << 10;
 
 // A run of rows of K or V that share one stride: rows j0 .. j0 + count - 1
 // at data + (j - j0) · stride.
@@ -29,69 +48,89 @@ struct RowRun {
   int64_t count;
 };
 
-// For rows i < nr: scores s[i][j] = q[i]·key(j) for j < kmax, masked
-// softmax (scale; keys >= visible[i] or with keep[i][j·keep_stride] == 0
-// masked), then out[i] = Σ_j p[i][j] · value(j). `keys(j0)` / `values(j0)`
-// return the run of rows starting at row j0 (a strided tensor is one run, a
-// paged cache one per block). `s[i]` rows hold at least kmax floats (they
-// may be the caller's weights rows, then normalised); `acc` holds nr·dv.
+// Keys per online-softmax block for nr rows of Dk and Dv.
+inline int64_t FewRowsKeyBlock(int64_t nr, int64_t dk, int64_t dv) {
+  if (nr < kFewRows) return kKeyBlock;
+  return std::clamp<int64_t>(kGroupedBlockBytes / ((dk + dv) * 4) / 64 * 64, 64, kKeyBlock);
+}
+
+// Floats of score rows AttendFewRows needs (without weights_out): nr rows
+// of one key block.
+inline int64_t FewRowsScratch(int64_t nr, int64_t dk, int64_t dv) {
+  return nr * FewRowsKeyBlock(nr, dk, dv);
+}
+
+// For rows i < nr (<= kMaxFewRows): scores s[i][j] = q[i]·key(j) for j <
+// kmax, masked softmax (scale; keys >= visible[i] or with
+// keep[i][j·keep_stride] == 0 masked), then out[i] = Σ_j p[i][j] · value(j).
+// `keys(j0)` / `values(j0)` return the run of rows starting at row j0 (a
+// strided tensor is one run, a paged cache one per block). With
+// `weights_out`, `s[i]` rows hold at least kmax floats (the caller's weights
+// rows, normalised here); without, FewRowsKeyBlock(nr, dk, dv) floats each.
+// `acc` holds nr·dv.
 template <typename KeyRuns, typename ValueRuns>
 void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, int64_t kmax,
                    const int64_t* visible, const uint8_t* const* keep, int64_t keep_stride,
                    float scale, KeyRuns keys, ValueRuns values, float* const* s, float* acc,
                    float* const* out, bool weights_out) {
   const KernelTable& kernels = Kernels();
-  // Scores of keys [j0, j1) into s[i][j0, j1), run by run.
-  auto score_keys = [&](int64_t j0, int64_t j1) {
-    float* s_at[kFewRows];
+  // Rows per accumulate call: all of a few; groups of four past that.
+  const int64_t group = nr < kFewRows ? nr : 4;
+  // Scores of keys [j0, j1) into s[i][j0 - base, j1 - base), run by run.
+  auto score_keys = [&](int64_t j0, int64_t j1, int64_t base) {
+    float* s_at[kMaxFewRows];
     while (j0 < j1) {
       RowRun run = keys(j0);
       run.count = std::min(run.count, j1 - j0);
-      for (int64_t i = 0; i < nr; ++i) s_at[i] = s[i] + j0;
+      for (int64_t i = 0; i < nr; ++i) s_at[i] = s[i] + (j0 - base);
       kernels.scores(nr, q, dk, run.data, run.stride, run.count, s_at);
       j0 += run.count;
     }
   };
-  // acc += s[i][j0, j1) · values [j0, j1), run by run.
-  auto accumulate_values = [&](int64_t j0, int64_t j1) {
-    const float* p_at[kFewRows];
+  // acc += s[i][j0 - base, j1 - base) · values [j0, j1), run by run.
+  auto accumulate_values = [&](int64_t j0, int64_t j1, int64_t base) {
+    const float* p_at[kMaxFewRows];
     while (j0 < j1) {
       RowRun run = values(j0);
       run.count = std::min(run.count, j1 - j0);
-      for (int64_t i = 0; i < nr; ++i) p_at[i] = s[i] + j0;
-      kernels.accumulate(nr, p_at, run.data, run.stride, run.count, dv, acc);
+      for (int64_t i = 0; i < nr; ++i) p_at[i] = s[i] + (j0 - base);
+      for (int64_t g = 0; g < nr; g += group) {
+        kernels.accumulate(std::min(group, nr - g), p_at + g, run.data, run.stride, run.count, dv,
+                           acc + g * dv);
+      }
       j0 += run.count;
     }
   };
   std::fill(acc, acc + nr * dv, 0.0f);
   if (weights_out) {
     // The caller keeps the normalised weights: one softmax over whole rows.
-    score_keys(0, kmax);
+    score_keys(0, kmax, 0);
     for (int64_t i = 0; i < nr; ++i) {
       kernels.softmax_row(s[i], kmax, scale, visible[i], keep != nullptr ? keep[i] : nullptr,
                           keep_stride, /*normalize=*/true);
     }
-    accumulate_values(0, kmax);
+    accumulate_values(0, kmax, 0);
     for (int64_t i = 0; i < nr; ++i) std::copy_n(acc + i * dv, dv, out[i]);
     return;
   }
   // Blocks of keys with an online softmax: the K and V streams advance
   // together (two streams for the prefetchers instead of one after the
   // other), and the scores of a block are still in L1 when used.
-  float m[kFewRows], l[kFewRows];
+  float m[kMaxFewRows], l[kMaxFewRows];
   for (int64_t i = 0; i < nr; ++i) m[i] = -INFINITY, l[i] = 0.0f;
-  for (int64_t b0 = 0; b0 < kmax; b0 += kKeyBlock) {
-    const int64_t b1 = std::min(kmax, b0 + kKeyBlock);
-    score_keys(b0, b1);
+  const int64_t block = FewRowsKeyBlock(nr, dk, dv);
+  for (int64_t b0 = 0; b0 < kmax; b0 += block) {
+    const int64_t b1 = std::min(kmax, b0 + block);
+    score_keys(b0, b1, b0);
     for (int64_t i = 0; i < nr; ++i) {
       const uint8_t* keep_row = keep != nullptr ? keep[i] + b0 * keep_stride : nullptr;
-      const float alpha = kernels.online_softmax_tile(s[i] + b0, b1 - b0, scale, visible[i] - b0,
+      const float alpha = kernels.online_softmax_tile(s[i], b1 - b0, scale, visible[i] - b0,
                                                       keep_row, keep_stride, &m[i], &l[i]);
       if (alpha != 1.0f) {
         for (int64_t x = 0; x < dv; ++x) acc[i * dv + x] *= alpha;
       }
     }
-    accumulate_values(b0, b1);
+    accumulate_values(b0, b1, b0);
   }
   for (int64_t i = 0; i < nr; ++i) {
     const float inv = 1.0f / l[i];

@@ -126,6 +126,9 @@ const Workload kShapes[] = {
     {"FlashKeyTiles", 1, 2, 1, 24, 9000, 8, 12},
     {"WideKeysFlash", 1, 4, 1, 2, 3000, 300, 256},  // key tiles sized by Dk (320)
     {"FlashWithFewRowsTail", 1, 1, 1, 33, 9000, 8, 8},  // query tiles 9, 9, 9, 6: the last is few-rows
+    // Decode rows past kFewRows: groups of four over each key block.
+    {"MqaDecode32Heads", 2, 32, 1, 1, 1300, 24, 40},
+    {"MlaLikeDraftTokens", 1, 16, 1, 2, 700, 72, 64},
 };
 
 // Runs a test body with the given kernel ISA, restoring the one in use.
