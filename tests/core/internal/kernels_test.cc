@@ -85,6 +85,25 @@ TEST_P(KernelsTest, SoftmaxRowMatchesReferenceOnEveryPath) {
   }
 }
 
+TEST_P(KernelsTest, UnnormalisedSoftmaxIsExpToAFewUlps) {
+  // A row whose maximum is 0: without normalising, s[j] becomes exp(s[j]).
+  // Arguments across exp's float range, down to its underflow (where the
+  // result must be exactly 0).
+  std::vector<float> s;
+  for (double x = 0; x > -87.3; x -= 0.0137) s.push_back(static_cast<float>(x));
+  const std::vector<float> args = s;
+  s.push_back(-87.5f);
+  s.push_back(-1e9f);
+  (void)Kernels().softmax_row(s.data(), static_cast<int64_t>(s.size()), 1.0f,
+                              static_cast<int64_t>(s.size()), nullptr, 1, /*normalize=*/false);
+  for (size_t j = 0; j < args.size(); ++j) {
+    const double want = std::exp(static_cast<double>(args[j]));
+    EXPECT_NEAR(s[j], want, 4e-7 * want) << "exp(" << args[j] << ")";
+  }
+  EXPECT_EQ(s[args.size()], 0.0f);
+  EXPECT_EQ(s[args.size() + 1], 0.0f);
+}
+
 TEST_P(KernelsTest, OnlineTilesEqualOneSoftmax) {
   // Tiles of 16 over 50 keys, the row seeing the first 41: the running max
   // and sum end as one softmax over the whole row.
