@@ -237,9 +237,12 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
         const float* q_rows[kRowTile];
         float* s_rows[kRowTile];
         float* o_rows[kRowTile];
+        // Score rows of one key block, packed (rows Lk apart would fall in
+        // the same cache sets).
+        const int64_t s_stride = std::min(lk, internal::FewRowsKeyBlock(nr, dk, dv));
         for (int64_t i = 0; i < nr; ++i) {
           q_rows[i] = q0 + i * qs;
-          s_rows[i] = scores.data() + i * lk;
+          s_rows[i] = scores.data() + i * s_stride;
           o_rows[i] = o0 + i * os;
         }
         internal::AttendFewRows(

@@ -241,7 +241,7 @@ double ElementsOrZero(std::initializer_list<int64_t> dims) {
 int64_t Dim(const pb::Tensor& t, int i) { return i < t.shape_size() ? t.shape(i) : 0; }
 
 // A raw call's parsed request, and its response: a head message and the
-// tensors that follow it on the wire.
+// tensors that follow it on the wire (RunRaw).
 template <typename Request, typename Response>
 struct RawCall {
   Request request;
@@ -264,10 +264,6 @@ void AddEncodedTensor(TensorResponse& response, int field, const Tensor& t, pb::
   EncodeFromFloat(d, t.data(), t.size(), bytes);
 }
 
-absl::Status Unparsable(absl::string_view type) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("request: not a valid serialised attention.v1.", type));
-}
 
 }  // namespace
 
@@ -384,18 +380,40 @@ absl::Status AttentionServiceImpl::Draining() {
 
 void AttentionServiceImpl::StartDraining() { draining_.store(true); }
 
+template <typename Request, typename Response, typename EstimateFn, typename TinyFn, typename Fn>
+grpc::ServerUnaryReactor* AttentionServiceImpl::RunRaw(const char* method,
+                                                       grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response,
+                                                       EstimateFn estimate, TinyFn tiny, Fn fn) {
+  auto call = std::make_shared<RawCall<Request, Response>>();
+  if (!ParseRequest(*request, &call->request)) {
+    const std::string type = call->request.GetTypeName();
+    return RunInline(method, ctx, &call->request, &call->response, [&type] {
+      return absl::InvalidArgumentError(absl::StrCat("request: not a valid serialised ", type));
+    });
+  }
+  const Request& req = call->request;
+  return RunOnPool(method, ctx, &req, &call->response, estimate(req),
+                   [call, response, fn = std::move(fn)](int64_t queue_us) -> absl::Status {
+                     ATTN_RETURN_IF_ERROR(fn(call->request, call->head, call->response, queue_us));
+                     *response = call->response.Serialize();
+                     return absl::OkStatus();
+                   },
+                   tiny(req));
+}
+
 grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerContext* ctx,
                                                        const grpc::ByteBuffer* request,
                                                        grpc::ByteBuffer* response) {
-  auto call = std::make_shared<RawCall<pb::AttendRequest, pb::AttendResponse>>();
-  const pb::AttendRequest* req = &call->request;
-  if (!ParseRequest(*request, &call->request)) {
-    return RunInline("Attend", ctx, req, &call->response, [] { return Unparsable("AttendRequest"); });
-  }
-  return RunOnPool("Attend", ctx, req, &call->response, EstimateAttend(*req),
-                   [this, call, req, response](int64_t queue_us) -> absl::Status {
-    pb::AttendResponse* resp = &call->head;
-    TensorResponse& tensors = call->response;
+  return RunRaw<pb::AttendRequest, pb::AttendResponse>(
+      "Attend", ctx, request, response,
+      [this](const pb::AttendRequest& r) { return EstimateAttend(r); },
+      [this](const pb::AttendRequest& r) { return TinyAttend(r); },
+      [this](const pb::AttendRequest& request_msg, pb::AttendResponse& head,
+             TensorResponse& tensors, int64_t queue_us) -> absl::Status {
+    const pb::AttendRequest* req = &request_msg;
+    pb::AttendResponse* resp = &head;
     // timing.compute_us (the contract): conversion, attention, encoding.
     const Clock::time_point start = Clock::now();
     const int64_t limit = options_.max_tensor_elements;
@@ -443,24 +461,21 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
     resp->mutable_timing()->set_flops(SdpaFlops(q.dims[0], q.dims[1], q.dims[2], k.dims[2],
                                                 q.dims[3], v.dims[3], mask.causal));
     resp->set_variant(VariantName(q.dims[1], k.dims[1]));
-    *response = tensors.Serialize();
     return absl::OkStatus();
-  }, TinyAttend(*req));
+  });
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerContext* ctx,
                                                         const grpc::ByteBuffer* request,
                                                         grpc::ByteBuffer* response) {
-  auto call = std::make_shared<RawCall<pb::ForwardRequest, pb::ForwardResponse>>();
-  const pb::ForwardRequest* req = &call->request;
-  if (!ParseRequest(*request, &call->request)) {
-    return RunInline("Forward", ctx, req, &call->response,
-                     [] { return Unparsable("ForwardRequest"); });
-  }
-  return RunOnPool("Forward", ctx, req, &call->response, EstimateForward(*req),
-                   [this, call, req, response](int64_t queue_us) -> absl::Status {
-    pb::ForwardResponse* resp = &call->head;
-    TensorResponse& tensors = call->response;
+  return RunRaw<pb::ForwardRequest, pb::ForwardResponse>(
+      "Forward", ctx, request, response,
+      [this](const pb::ForwardRequest& r) { return EstimateForward(r); },
+      [](const pb::ForwardRequest&) { return false; },
+      [this](const pb::ForwardRequest& request_msg, pb::ForwardResponse& head,
+             TensorResponse& tensors, int64_t queue_us) -> absl::Status {
+    const pb::ForwardRequest* req = &request_msg;
+    pb::ForwardResponse* resp = &head;
     // timing.compute_us (the contract): conversion, the layer, encoding.
     const Clock::time_point start = Clock::now();
     const int64_t limit = options_.max_tensor_elements;
@@ -510,7 +525,6 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
     resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
     resp->mutable_timing()->set_queue_us(queue_us);
     resp->mutable_timing()->set_flops(r.flops);
-    *response = tensors.Serialize();
     return absl::OkStatus();
   });
 }

@@ -125,6 +125,15 @@ class AttentionServiceImpl final : public ServiceBase {
   int64_t EstimateAttend(const ::attention::v1::AttendRequest& r) const;
   bool TinyAttend(const ::attention::v1::AttendRequest& r) const;
   int64_t EstimateForward(const ::attention::v1::ForwardRequest& r) const;
+  // A raw method (Attend, Forward): parses `request` as a Request
+  // (INVALID_ARGUMENT naming the type if it is not one), then as RunOnPool
+  // with estimate(request) and tiny(request), running
+  // fn(request, head, tensors, queue_us); on success `response` is the head
+  // and the tensors, serialised (server/wire.h).
+  template <typename Request, typename Response, typename EstimateFn, typename TinyFn, typename Fn>
+  grpc::ServerUnaryReactor* RunRaw(const char* method, grpc::CallbackServerContext* ctx,
+                                   const grpc::ByteBuffer* request, grpc::ByteBuffer* response,
+                                   EstimateFn estimate, TinyFn tiny, Fn fn);
   template <typename Request, typename Response, typename Fn>
   grpc::ServerUnaryReactor* RunInline(const char* method, grpc::CallbackServerContext* ctx,
                                       const Request* request, Response* response, Fn fn);
