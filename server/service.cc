@@ -180,9 +180,11 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
     const size_t response_bytes = status.ok() ? response->ByteSizeLong() : 0;
     Observe(method, status, request->ByteSizeLong(), response_bytes, Micros(started - arrived),
             Micros(Clock::now() - arrived));
-    reactor->Finish(ToGrpc(status));
+    // Counted out before the client can see its answer: a GetServerInfo
+    // sent after it must not find this call still in flight.
     ReleaseMemory(memory_estimate);
     --inflight_;
+    reactor->Finish(ToGrpc(status));
   };
   if (tiny) {
     work();
