@@ -39,10 +39,11 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DATTN_A
 FROM debian:bookworm-slim
 ARG DEBIAN_FRONTEND=noninteractive
 # libdnnl2 (oneDNN 2.6, with libgomp1 and ocl-icd-libopencl1), libgrpc++1.51
-# (with libgrpc29, libprotobuf32, libabsl20220623, libre2-9, libc-ares2, libssl3).
+# (with libgrpc29, libprotobuf32, libabsl20220623, libre2-9, libc-ares2, libssl3),
+# libcpp-httplib0.11 (the metrics endpoint).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libdnnl2 libgrpc++1.51 libprotobuf32 libabsl20220623 libgomp1 \
+      libdnnl2 libgrpc++1.51 libprotobuf32 libabsl20220623 libgomp1 libcpp-httplib0.11 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /var/log/apt /var/log/dpkg.log \
  && useradd --system --user-group --uid 10001 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin attention

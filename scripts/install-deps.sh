@@ -11,6 +11,8 @@ packages=(
   libdnnl-dev          # oneDNN 2.6.3: the matrix primitives of core/
   ocl-icd-opencl-dev   # OpenCL headers + libOpenCL.so, required by oneDNN's CMake config
   libabsl-dev          # absl::Status, StatusOr, containers, synchronization
+  libcpp-httplib-dev   # the /metrics endpoint (server/metrics.cc)
+  nlohmann-json3-dev   # the JSON call log and reports
   libgtest-dev libgmock-dev
   openssl              # certificates for the TLS tests
   clang libclang-rt-14-dev  # the libFuzzer target (tests/fuzz)
@@ -31,6 +33,7 @@ done
 if [[ "${1:-}" == "--build-only" ]]; then
   # What the CMake build of the binaries needs (the container image's build stage).
   packages=(g++ make cmake pkg-config libdnnl-dev ocl-icd-opencl-dev libabsl-dev
+            libcpp-httplib-dev nlohmann-json3-dev
             libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)
 fi
 
