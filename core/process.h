@@ -14,6 +14,11 @@ namespace attention {
 // of freed heap for reuse. 0 leaves glibc's defaults.
 void RetainFreedHeap(int64_t megabytes);
 
+// Memory this process may use: the machine's physical memory, or the
+// cgroup's limit (memory.max, cgroup v2) when that is lower, as in a
+// container. 0 when neither can be read.
+int64_t AvailableMemoryBytes();
+
 }  // namespace attention
 
 #endif  // ATTENTION_CORE_PROCESS_H_

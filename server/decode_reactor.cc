@@ -1,10 +1,11 @@
 #include "server/decode_reactor.h"
 
-#include <chrono>
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "server/convert.h"
+#include "server/grpc_status.h"
 #include "server/service.h"
 
 namespace attention::server {
@@ -19,10 +20,16 @@ int64_t Micros(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
 }
 
+// MERGE: replaced by DecodeSession::StepWorkingBytes.
+int64_t MERGE_StepWorkingBytes(const DecodeSession& s, int64_t t) {
+  const ModuleConfig& c = s.module().config();
+  return ForwardWorkingBytes(c, s.cache().batch(), t, t, false);
+}
+
 }  // namespace
 
-DecodeReactor::DecodeReactor(AttentionServiceImpl* service, grpc::CallbackServerContext* ctx)
-    : service_(service), ctx_(ctx) {
+DecodeReactor::DecodeReactor(const DecodeServices& services, grpc::CallbackServerContext* ctx)
+    : services_(services), ctx_(ctx) {
   StartRead(&request_);
 }
 
@@ -32,16 +39,20 @@ void DecodeReactor::End(const absl::Status& status) {
     if (ended_) return;
     ended_ = true;
   }
-  service_->LogStream(status, session_ != nullptr ? session_->cached_tokens() : 0,
-                      Micros(Clock::now() - opened_));
-  Finish(status.ok() ? grpc::Status::OK
-                     : grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                                    std::string(status.message())));
+  CallRecord record;
+  record.method = "Decode";
+  record.status = status;
+  record.request_bytes = request_bytes_;
+  record.response_bytes = response_bytes_;
+  record.latency_us = Micros(Clock::now() - opened_);
+  record.tokens = session_ != nullptr ? session_->cached_tokens() : 0;
+  services_.admission->Record(record);
+  Finish(ToGrpcStatus(status));
 }
 
 void DecodeReactor::OnDone() {
   session_.reset();  // the KV blocks go back to the budget here
-  if (counted_) service_->ReleaseStream();
+  if (counted_) services_.admission->CloseStream();
   delete this;
 }
 
@@ -49,12 +60,12 @@ absl::Status DecodeReactor::HandleStart(const pb::DecodeStart& start) {
   if (session_ != nullptr) {
     return absl::FailedPreconditionError("start: the stream has already started");
   }
-  ATTN_RETURN_IF_ERROR(service_->Authenticate(ctx_));
-  ATTN_ASSIGN_OR_RETURN(LoadedModule m, service_->registry().Get(start.module()));
-  ATTN_RETURN_IF_ERROR(service_->AcquireStream());
+  ATTN_RETURN_IF_ERROR(services_.auth->Check(*ctx_));
+  ATTN_ASSIGN_OR_RETURN(LoadedModule m, services_.registry->Get(start.module()));
+  ATTN_RETURN_IF_ERROR(services_.admission->OpenStream());
   counted_ = true;
   ATTN_ASSIGN_OR_RETURN(session_, DecodeSession::Create(m.module, start.batch(),
-                                                        start.max_tokens(), &service_->kv_pool()));
+                                                        start.max_tokens(), services_.kv_pool));
   return absl::OkStatus();
 }
 
@@ -63,6 +74,7 @@ void DecodeReactor::OnReadDone(bool ok) {
     End(ctx_->IsCancelled() ? absl::CancelledError("stream cancelled") : absl::OkStatus());
     return;
   }
+  request_bytes_ += static_cast<int64_t>(request_.ByteSizeLong());
   switch (request_.step_case()) {
     case pb::DecodeRequest::kStart: {
       const absl::Status s = HandleStart(request_.start());
@@ -83,32 +95,49 @@ void DecodeReactor::OnReadDone(bool ok) {
 }
 
 void DecodeReactor::RunChunk() {
-  const Clock::time_point arrived = Clock::now();
-  const absl::Status queued = service_->Submit([this, arrived] {
-    const Clock::time_point started = Clock::now();
-    if (ctx_->IsCancelled()) return End(absl::CancelledError("stream cancelled"));
-    const pb::Tensor& tokens = request_.tokens();
-    const int64_t limit = service_->options().max_tensor_elements;
-    absl::Status status = [&]() -> absl::Status {
-      ATTN_ASSIGN_OR_RETURN(Tensor x,
-                            TensorFromProto(tokens, "tokens", {3, "[B, T, d_model]"}, limit));
-      ATTN_RETURN_IF_ERROR(CheckElementLimit(
-          "output", {x.dim(0), x.dim(1), OutputDim(session_->module().config())}, limit));
-      ATTN_ASSIGN_OR_RETURN(DecodeStepResult r, session_->Step(x));
-      response_.Clear();
-      TensorToProto(r.output, tokens.dtype(), response_.mutable_output());
-      response_.set_cached_tokens(session_->cached_tokens());
-      response_.set_kv_cache_bytes(session_->kv_cache_bytes());
-      pb::Timing* timing = response_.mutable_timing();
-      timing->set_queue_us(Micros(started - arrived));
-      timing->set_compute_us(Micros(Clock::now() - started));
-      timing->set_flops(r.flops);
-      return absl::OkStatus();
-    }();
+  const pb::Tensor& tokens = request_.tokens();
+  // T as sent; a shape that validation refuses reserves little (its error
+  // comes from Step).
+  const int64_t t_new =
+      tokens.shape_size() == 3 ? std::clamp<int64_t>(tokens.shape(1), 0, kMaxConfigDim) : 0;
+  absl::StatusOr<std::shared_ptr<Ticket>> ticket =
+      services_.admission->Admit("DecodeChunk", ctx_, MERGE_StepWorkingBytes(*session_, t_new),
+                                 static_cast<int64_t>(request_.ByteSizeLong()));
+  if (!ticket.ok()) return End(ticket.status());
+  const absl::Status scheduled = services_.admission->Schedule(*ticket, [this, t = *ticket] {
+    const absl::Status status = t->Compute([&] { return Step(t->queue_us()); });
+    const int64_t bytes = status.ok() ? static_cast<int64_t>(response_.ByteSizeLong()) : 0;
+    t->Release(status, bytes, status.ok() ? response_.output().shape(1) : 0);
     if (!status.ok()) return End(status);
+    response_bytes_ += bytes;
     StartWrite(&response_);
   });
-  if (!queued.ok()) End(queued);
+  if (!scheduled.ok()) End(scheduled);
+}
+
+absl::Status DecodeReactor::Step(int64_t queue_us) {
+  const Clock::time_point started = Clock::now();
+  const pb::Tensor& tokens = request_.tokens();
+  const int64_t limit = services_.max_tensor_elements;
+  ATTN_ASSIGN_OR_RETURN(Tensor x, TensorFromProto(tokens, "tokens", {3, "[B, T, d_model]"}, limit));
+  const pb::DType out_dtype = tokens.dtype();  // outputs come back as the tokens came
+  const std::vector<int64_t> out_shape = {x.dim(0), x.dim(1),
+                                          OutputDim(session_->module().config())};
+  ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
+  ATTN_RETURN_IF_ERROR(CheckResponseSize(
+      "output",
+      static_cast<double>(NumElements(out_shape)) * DTypeSize(ToCoreDType(out_dtype)),
+      services_.max_message_bytes));
+  ATTN_ASSIGN_OR_RETURN(DecodeStepResult r, session_->Step(x));
+  response_.Clear();
+  TensorToProto(r.output, out_dtype, response_.mutable_output());
+  response_.set_cached_tokens(session_->cached_tokens());
+  response_.set_kv_cache_bytes(session_->kv_cache_bytes());
+  pb::Timing* timing = response_.mutable_timing();
+  timing->set_queue_us(queue_us);
+  timing->set_compute_us(Micros(Clock::now() - started));
+  timing->set_flops(r.flops);
+  return absl::OkStatus();
 }
 
 void DecodeReactor::OnWriteDone(bool ok) {

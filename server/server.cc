@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "core/threading.h"
+#include "server/demo_modules.h"
 
 namespace attention::server {
 
@@ -70,15 +71,20 @@ AttentionServer::~AttentionServer() {
 void AttentionServer::Drain(absl::Duration grace) {
   const absl::Time deadline = absl::Now() + grace;
   server_->GetHealthCheckService()->SetServingStatus(false);
-  service_->StartDraining();
+  Admission& admission = service_->admission();
+  admission.StartDraining();
   // Closing transports while a large response is still being written can
   // reset the connection under it: wait for the work to end first, then
   // let the last bytes go out.
-  while ((service_->inflight() > 0 || service_->streams() > 0) && absl::Now() < deadline) {
+  while ((admission.inflight() > 0 || admission.streams() > 0) && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   absl::SleepFor(absl::Milliseconds(200));
-  server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Seconds(1))));
+  // Past its deadline, Shutdown cancels what is left and closes every
+  // transport; before it, it waits for idle clients to close theirs. Nothing
+  // is left to wait for now (or the grace is spent), so the deadline is a
+  // moment for the last refusals to go out, whatever clients are connected.
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(100)));
 }
 
 void AttentionServer::Wait() { server_->Wait(); }

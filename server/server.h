@@ -44,7 +44,8 @@ class AttentionServer {
   // Graceful stop: health turns NOT_SERVING and new calls and streams are
   // refused (UNAVAILABLE); calls and streams in flight finish (for at most
   // `grace`, then they are cancelled); their responses get a moment to
-  // reach the clients before the transports close; then returns.
+  // reach the clients before the transports close (idle connections do not
+  // hold the drain); then returns.
   void Drain(absl::Duration grace);
   // Blocks until the server has shut down.
   void Wait();

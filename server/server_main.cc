@@ -8,10 +8,13 @@
 //                    [--heap_retain_mb=1024] ...  (--help lists every flag)
 //
 // SIGTERM or SIGINT drains: health turns NOT_SERVING, new calls are refused,
-// calls in flight finish, then the process exits 0.
+// calls in flight finish, then the process exits 0. A second signal during
+// the drain exits at once (status 1).
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <thread>
@@ -20,10 +23,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "core/process.h"
 #include "core/threading.h"
+#include "server/auth.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address:port to listen on");
@@ -39,14 +41,18 @@ ABSL_FLAG(int64_t, kv_cache_mb, 1024, "KV-cache budget of all Decode streams tog
 ABSL_FLAG(int64_t, kv_block_kb, 64, "size of one KV-cache block (the paging unit), KiB");
 ABSL_FLAG(int, max_streams, 64, "Decode streams open at once (0: no limit)");
 ABSL_FLAG(int, max_queued, 64, "requests waiting for a worker; more get RESOURCE_EXHAUSTED at once");
+ABSL_FLAG(int64_t, module_memory_mb, attention::AvailableMemoryBytes() / 4 >> 20,
+          "weights all loaded modules may hold together, MiB (default: a quarter of the "
+          "machine's or the container's memory); past it LoadModule is RESOURCE_EXHAUSTED; "
+          "0: no limit");
 ABSL_FLAG(int64_t, request_memory_mb, 4096,
           "memory the requests in flight may reserve together (estimates); more is RESOURCE_EXHAUSTED");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain file: serve TLS (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key file of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA file: require client certificates it signed (mTLS)");
 ABSL_FLAG(std::string, auth_token_file, "",
-          "file of bearer tokens, one per line: calls must send 'authorization: Bearer <token>' "
-          "(the health service stays open)");
+          "file of bearer tokens, one per line ('#' starts a comment line): calls must send "
+          "'authorization: Bearer <token>' (the health service stays open)");
 ABSL_FLAG(int, metrics_port, -1, "serve Prometheus metrics (GET /metrics) on this port; -1: off");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1", "address of the metrics endpoint");
 ABSL_FLAG(int64_t, heap_retain_mb, 1024,
@@ -83,6 +89,7 @@ int main(int argc, char** argv) {
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.service.request_memory_bytes = absl::GetFlag(FLAGS_request_memory_mb) << 20;
+  options.service.module_memory_bytes = absl::GetFlag(FLAGS_module_memory_mb) << 20;
   auto read = [](const std::string& path, std::string* out) -> bool {
     if (path.empty()) return true;
     std::ifstream in(path);
@@ -100,13 +107,15 @@ int main(int argc, char** argv) {
       !read(absl::GetFlag(FLAGS_auth_token_file), &tokens)) {
     return 1;
   }
-  for (absl::string_view line : absl::StrSplit(tokens, '\n', absl::SkipWhitespace())) {
-    options.service.auth_tokens.emplace_back(absl::StripAsciiWhitespace(line));
-  }
-  if (!absl::GetFlag(FLAGS_auth_token_file).empty() && options.service.auth_tokens.empty()) {
-    std::fprintf(stderr, "attention_server: %s holds no token\n",
-                 absl::GetFlag(FLAGS_auth_token_file).c_str());
-    return 1;
+  if (!absl::GetFlag(FLAGS_auth_token_file).empty()) {
+    absl::StatusOr<std::vector<std::string>> parsed = attention::server::ParseTokenFile(tokens);
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "attention_server: %s: %s\n",
+                   absl::GetFlag(FLAGS_auth_token_file).c_str(),
+                   std::string(parsed.status().message()).c_str());
+      return 1;
+    }
+    options.service.auth_tokens = std::move(*parsed);
   }
   auto server = attention::server::AttentionServer::Start(options);
   if (!server.ok()) {
@@ -130,12 +139,30 @@ int main(int argc, char** argv) {
                : options.tls_client_ca_pem.empty() ? "TLS" : "mutual TLS",
                options.service.auth_tokens.empty() ? "no token auth" : "bearer-token auth");
 
+  // The first signal drains; a second one during the drain exits at once.
+  std::atomic<bool> drained{false};
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    std::fprintf(stderr, "attention_server: signal %d, draining (up to %d s)\n", sig,
-                 absl::GetFlag(FLAGS_drain_seconds));
-    (*server)->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_seconds)));
+    std::fprintf(stderr,
+                 "attention_server: signal %d, draining (up to %d s; a second signal stops at "
+                 "once)\n",
+                 sig, absl::GetFlag(FLAGS_drain_seconds));
+    std::thread drainer([&] {
+      (*server)->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_seconds)));
+      drained.store(true);
+    });
+    const timespec tick = {0, 50'000'000};
+    while (!drained.load()) {
+      const int second = sigtimedwait(&signals, nullptr, &tick);
+      if (second > 0) {
+        std::fprintf(stderr, "attention_server: signal %d during the drain, exiting now\n",
+                     second);
+        std::fflush(stderr);
+        std::_Exit(1);
+      }
+    }
+    drainer.join();
   });
   (*server)->Wait();
   waiter.join();

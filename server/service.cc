@@ -2,10 +2,10 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -14,6 +14,7 @@
 #include "core/threading.h"
 #include "server/convert.h"
 #include "server/decode_reactor.h"
+#include "server/grpc_status.h"
 
 namespace attention::server {
 namespace {
@@ -22,47 +23,6 @@ using Clock = std::chrono::steady_clock;
 
 int64_t Micros(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-}
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  // absl and gRPC status codes share their numbers.
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
-std::string JsonEscape(absl::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      absl::StrAppend(&out, "\\u00", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
-void LogCall(bool enabled, const char* method, const absl::Status& status, size_t request_bytes,
-             size_t response_bytes, int64_t queue_us, int64_t latency_us) {
-  if (!enabled) return;
-  const std::string line = absl::StrCat(
-      "{\"ts\":\"", absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
-      "\",\"method\":\"", method, "\",\"code\":\"", absl::StatusCodeToString(status.code()),
-      "\",\"request_bytes\":", request_bytes, ",\"response_bytes\":", response_bytes,
-      ",\"queue_us\":", queue_us, ",\"latency_us\":", latency_us,
-      status.ok() ? "" : absl::StrCat(",\"error\":\"", JsonEscape(status.message()), "\""), "}\n");
-  std::fputs(line.c_str(), stderr);
-}
-
-// The status of a call the client gave up on.
-absl::Status Abandoned(grpc::CallbackServerContext* ctx) {
-  if (ctx->deadline() <= std::chrono::system_clock::now()) {
-    return absl::DeadlineExceededError("deadline exceeded before the computation started");
-  }
-  return absl::CancelledError("call cancelled before the computation started");
 }
 
 constexpr TensorSpec kQuerySpec{4, "[B, Hq, Lq, Dk]"};
@@ -81,49 +41,51 @@ absl::StatusOr<std::unique_ptr<AttentionServiceImpl>> AttentionServiceImpl::Crea
   return std::make_unique<AttentionServiceImpl>(options, std::move(kv));
 }
 
+namespace {
+
+// All cores, or OMP_NUM_THREADS when the environment sets it, unless set.
+ServiceOptions Resolved(ServiceOptions options) {
+  if (options.compute_threads <= 0) options.compute_threads = ComputeThreads();
+  return options;
+}
+
+AdmissionOptions AdmissionOf(const ServiceOptions& o) {
+  AdmissionOptions a;
+  a.request_memory_bytes = o.request_memory_bytes;
+  a.max_queued = o.max_queued;
+  a.workers = o.workers;
+  a.max_streams = o.max_streams;
+  a.test_delay_ms = o.test_delay_ms;
+  return a;
+}
+
+}  // namespace
+
 AttentionServiceImpl::AttentionServiceImpl(const ServiceOptions& options,
                                            std::unique_ptr<KvBlockPool> kv)
-    : options_(options), kv_pool_(std::move(kv)) {
-  if (options_.compute_threads <= 0) {
-    // All cores, or OMP_NUM_THREADS when the environment sets it.
-    options_.compute_threads = ComputeThreads();
-  }
-  pool_ = std::make_unique<WorkPool>(options_.workers, options_.compute_threads);
-}
-
-absl::Status AttentionServiceImpl::AcquireStream() {
-  if (draining_.load()) return Draining();
-  const int now = ++streams_;
-  if (options_.max_streams > 0 && now > options_.max_streams) {
-    --streams_;
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "start: ", options_.max_streams, " Decode streams are open, the server's limit (--max_streams)"));
-  }
-  return absl::OkStatus();
-}
-
-void AttentionServiceImpl::LogStream(const absl::Status& status, int64_t cached_tokens,
-                                     int64_t latency_us) {
-  Observe("Decode", status, 0, static_cast<size_t>(cached_tokens), 0, latency_us);
-}
-
-void AttentionServiceImpl::Observe(const char* method, const absl::Status& status,
-                                   size_t request_bytes, size_t response_bytes, int64_t queue_us,
-                                   int64_t latency_us) {
-  LogCall(options_.log_calls, method, status, request_bytes, response_bytes, queue_us, latency_us);
-  metrics_.Record(method, absl::StatusCodeToString(status.code()),
-                  static_cast<double>(latency_us) / 1e6);
-}
+    : options_(Resolved(options)),
+      log_(options_.log_calls),
+      auth_(options_.auth_tokens),
+      registry_(options_.module_memory_bytes),
+      pool_(std::make_unique<WorkPool>(options_.workers, options_.compute_threads)),
+      kv_pool_(std::move(kv)),
+      admission_(AdmissionOf(options_), pool_.get(), &log_, &metrics_) {}
 
 std::string AttentionServiceImpl::RenderMetrics() const {
   return metrics_.Render({
-      {"attention_inflight_requests", "Requests computing or waiting for a worker.",
-       static_cast<double>(inflight_.load())},
+      {"attention_inflight_requests",
+       "Requests (unary calls and Decode chunks) computing or waiting for a worker.",
+       static_cast<double>(admission_.inflight())},
       {"attention_queued_requests", "Requests waiting for a worker.",
-       static_cast<double>(pool_->queued())},
+       static_cast<double>(admission_.queued())},
       {"attention_reserved_memory_bytes", "Memory estimates of the admitted requests.",
-       static_cast<double>(reserved_memory_.load())},
-      {"attention_decode_streams", "Decode streams open.", static_cast<double>(streams_.load())},
+       static_cast<double>(admission_.reserved_memory())},
+      {"attention_module_memory_bytes", "Weights of the loaded modules.",
+       static_cast<double>(registry_.memory_bytes())},
+      {"attention_module_memory_limit_bytes", "The loaded modules' budget (0: no limit).",
+       static_cast<double>(registry_.memory_budget())},
+      {"attention_decode_streams", "Decode streams open.",
+       static_cast<double>(admission_.streams())},
       {"attention_kv_cache_blocks_used", "KV-cache blocks held by streams.",
        static_cast<double>(kv_pool_->used_blocks())},
       {"attention_kv_cache_blocks_free", "KV-cache blocks free in the budget.",
@@ -135,14 +97,31 @@ std::string AttentionServiceImpl::RenderMetrics() const {
 
 grpc::ServerBidiReactor<pb::DecodeRequest, pb::DecodeResponse>* AttentionServiceImpl::Decode(
     grpc::CallbackServerContext* ctx) {
-  return new DecodeReactor(this, ctx);
+  DecodeServices services;
+  services.auth = &auth_;
+  services.registry = &registry_;
+  services.kv_pool = kv_pool_.get();
+  services.admission = &admission_;
+  services.max_tensor_elements = options_.max_tensor_elements;
+  services.max_message_bytes = options_.max_message_bytes;
+  return new DecodeReactor(services, ctx);
 }
 
 AttentionServiceImpl::~AttentionServiceImpl() = default;
 
-// Runs `fn` (absl::Status(int64_t queue_us)) on the pool, finishing the
-// reactor with its status and writing the call's log line. While draining,
-// calls are refused at once.
+grpc::ServerUnaryReactor* AttentionServiceImpl::Refuse(grpc::ServerUnaryReactor* reactor,
+                                                       const char* method,
+                                                       const absl::Status& status,
+                                                       size_t request_bytes) {
+  CallRecord record;
+  record.method = method;
+  record.status = status;
+  record.request_bytes = static_cast<int64_t>(request_bytes);
+  admission_.Record(record);
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 template <typename Request, typename Response, typename Fn>
 grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
                                                           grpc::CallbackServerContext* ctx,
@@ -150,82 +129,46 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
                                                           Response* response,
                                                           int64_t memory_estimate, Fn fn,
                                                           bool tiny) {
-  if (draining_.load()) return RunInline(method, ctx, request, response, [] { return Draining(); });
-  if (absl::Status s = Authenticate(ctx); !s.ok()) {
-    return RunInline(method, ctx, request, response, [s] { return s; });
-  }
-  // Admission: memory first, then a queue slot; refused at once otherwise.
-  if (absl::Status s = ReserveMemory(memory_estimate); !s.ok()) {
-    return RunInline(method, ctx, request, response, [s] { return s; });
-  }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  const Clock::time_point arrived = Clock::now();
-  ++inflight_;
-  auto work = [=, this]() mutable {
-    const Clock::time_point started = Clock::now();
-    if (options_.test_delay_ms > 0) absl::SleepFor(absl::Milliseconds(options_.test_delay_ms));
-    // The core polls this between tiles: a cancelled or expired call stops.
-    const CancellationCheck cancelled = [ctx] { return ctx->IsCancelled(); };
-    absl::Status status;
-    {
-      ScopedCancellation scope(&cancelled);
-      status = ctx->IsCancelled() ? Abandoned(ctx) : fn(Micros(started - arrived));
-    }
-    if (status.code() == absl::StatusCode::kCancelled &&
-        ctx->deadline() <= std::chrono::system_clock::now()) {
-      status = absl::DeadlineExceededError(absl::StrCat(
-          "deadline exceeded: the computation was stopped (", status.message(), ")"));
-    }
-    if (!status.ok()) response->Clear();
-    const size_t response_bytes = status.ok() ? response->ByteSizeLong() : 0;
-    Observe(method, status, request->ByteSizeLong(), response_bytes, Micros(started - arrived),
-            Micros(Clock::now() - arrived));
-    // Counted out before the client can see its answer: a GetServerInfo
-    // sent after it must not find this call still in flight.
-    ReleaseMemory(memory_estimate);
-    --inflight_;
-    reactor->Finish(ToGrpc(status));
-  };
-  if (tiny) {
-    work();
+  const size_t request_bytes = request->ByteSizeLong();
+  if (admission_.draining()) return Refuse(reactor, method, Admission::Draining(), request_bytes);
+  if (absl::Status s = auth_.Check(*ctx); !s.ok()) {
+    return Refuse(reactor, method, s, request_bytes);
+  }
+  absl::StatusOr<std::shared_ptr<Ticket>> ticket = admission_.Admit(
+      method, ctx, memory_estimate, static_cast<int64_t>(request_bytes));
+  if (!ticket.ok()) {
+    reactor->Finish(ToGrpcStatus(ticket.status()));
     return reactor;
   }
-  const bool queued = pool_->TrySubmit(std::move(work), options_.max_queued);
-  if (!queued) {
-    --inflight_;
-    ReleaseMemory(memory_estimate);
-    const absl::Status s = QueueFull();
-    Observe(method, s, request->ByteSizeLong(), 0, 0, 0);
-    reactor->Finish(ToGrpc(s));
+  auto work = [t = *ticket, reactor, response, fn = std::move(fn)]() mutable {
+    absl::Status status = t->Compute([&] { return fn(t->queue_us()); });
+    if (!status.ok()) response->Clear();
+    t->Release(status, status.ok() ? static_cast<int64_t>(response->ByteSizeLong()) : 0);
+    reactor->Finish(ToGrpcStatus(status));
+  };
+  if (absl::Status s = admission_.Schedule(*ticket, std::move(work), tiny); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
   }
   return reactor;
 }
 
-absl::Status AttentionServiceImpl::QueueFull() const {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "queue: ", options_.max_queued, " requests are already waiting for ", options_.workers,
-      " workers, the server's limit (--max_queued); retry later"));
-}
-
-absl::Status AttentionServiceImpl::Submit(std::function<void()> task) {
-  if (!pool_->TrySubmit(std::move(task), options_.max_queued)) return QueueFull();
-  return absl::OkStatus();
-}
-
-absl::Status AttentionServiceImpl::ReserveMemory(int64_t bytes) {
-  const int64_t budget = options_.request_memory_bytes;
-  int64_t now = reserved_memory_.load();
-  while (true) {
-    if (budget > 0 && bytes > budget - now) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "memory: the request needs about ", bytes >> 20, " MiB; ", now >> 20, " of ",
-          budget >> 20, " MiB are reserved by requests in flight (--request_memory_mb)"));
-    }
-    if (reserved_memory_.compare_exchange_weak(now, now + bytes)) return absl::OkStatus();
-  }
+absl::Status CheckResponseSize(const char* field, double tensor_bytes,
+                               int64_t max_message_bytes) {
+  // gRPC's send limit is an int; the head and the tensors' shapes take a
+  // few hundred bytes beside the data.
+  const double limit =
+      static_cast<double>(std::min<int64_t>(max_message_bytes, std::numeric_limits<int>::max()));
+  if (tensor_bytes + 4096 <= limit) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "%s: the response would be about %.0f MiB, over the server's %.0f MiB message limit "
+      "(--max_message_mb); ask for less (fewer rows, a 16-bit output_dtype, no weights)",
+      field, tensor_bytes / (1 << 20), limit / (1 << 20)));
 }
 
 namespace {
+
+// Elements of a wire tensornamespace {
 
 // Elements of a wire tensor's shape, or 0 when it is not a valid shape
 // (validation will reject it; admission then reserves nothing for it).
@@ -241,6 +184,16 @@ double ElementsOrZero(std::initializer_list<int64_t> dims) {
 }
 
 int64_t Dim(const pb::Tensor& t, int i) { return i < t.shape_size() ? t.shape(i) : 0; }
+
+using Shape = std::vector<int64_t>;
+
+// Bytes of an output (and weights, when given) encoded as `dtype`.
+double ResponseBytes(const Shape& output, const Shape& weights, pb::DType dtype) {
+  double n = 1, w = weights.empty() ? 0 : 1;
+  for (int64_t d : output) n *= static_cast<double>(d);
+  for (int64_t d : weights) w *= static_cast<double>(d);
+  return (n + w) * static_cast<double>(DTypeSize(ToCoreDType(dtype)));
+}
 
 // A raw call's parsed request, and its response: a head message and the
 // tensors that follow it on the wire (RunRaw).
@@ -333,54 +286,19 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunInline(const char* method,
                                                           Response* response, Fn fn) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const Clock::time_point arrived = Clock::now();
-  absl::Status status = draining_.load() ? Draining() : Authenticate(ctx);
+  absl::Status status = admission_.draining() ? Admission::Draining() : auth_.Check(*ctx);
   if (status.ok()) status = fn();
   if (!status.ok()) response->Clear();
-  Observe(method, status, request->ByteSizeLong(), status.ok() ? response->ByteSizeLong() : 0, 0,
-          Micros(Clock::now() - arrived));
-  reactor->Finish(ToGrpc(status));
+  CallRecord record;
+  record.method = method;
+  record.status = status;
+  record.request_bytes = static_cast<int64_t>(request->ByteSizeLong());
+  record.response_bytes = status.ok() ? static_cast<int64_t>(response->ByteSizeLong()) : 0;
+  record.latency_us = Micros(Clock::now() - arrived);
+  admission_.Record(record);
+  reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
-
-namespace {
-
-// Equal strings, in time that depends only on the lengths.
-bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
-  unsigned char diff = a.size() != b.size();
-  const size_t n = std::max(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i) {
-    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
-  }
-  return diff == 0;
-}
-
-}  // namespace
-
-absl::Status AttentionServiceImpl::Authenticate(const grpc::CallbackServerContext* ctx) const {
-  if (options_.auth_tokens.empty()) return absl::OkStatus();
-  const auto& metadata = ctx->client_metadata();
-  auto it = metadata.find("authorization");
-  bool valid = false;
-  if (it != metadata.end()) {
-    const absl::string_view value(it->second.data(), it->second.size());
-    constexpr absl::string_view kBearer = "Bearer ";
-    if (value.size() > kBearer.size() && value.substr(0, kBearer.size()) == kBearer) {
-      const absl::string_view token = value.substr(kBearer.size());
-      for (const std::string& t : options_.auth_tokens) valid |= ConstantTimeEquals(token, t);
-    }
-  }
-  if (valid) return absl::OkStatus();
-  return absl::UnauthenticatedError(
-      it == metadata.end()
-          ? "authorization: expected 'authorization: Bearer <token>' metadata, got none"
-          : "authorization: the bearer token is not valid");
-}
-
-absl::Status AttentionServiceImpl::Draining() {
-  return absl::UnavailableError("server: draining for shutdown; retry on another replica");
-}
-
-void AttentionServiceImpl::StartDraining() { draining_.store(true); }
 
 template <typename Request, typename Response, typename EstimateFn, typename TinyFn, typename Fn>
 grpc::ServerUnaryReactor* AttentionServiceImpl::RunRaw(const char* method,
@@ -390,10 +308,16 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunRaw(const char* method,
                                                        EstimateFn estimate, TinyFn tiny, Fn fn) {
   auto call = std::make_shared<RawCall<Request, Response>>();
   if (!ParseRequest(*request, &call->request)) {
-    const std::string type = call->request.GetTypeName();
-    return RunInline(method, ctx, &call->request, &call->response, [&type] {
-      return absl::InvalidArgumentError(absl::StrCat("request: not a valid serialised ", type));
-    });
+    // An upload the client's deadline (or a cancel) cut is that, not bad
+    // bytes.
+    absl::Status status =
+        !ctx->IsCancelled()
+            ? absl::InvalidArgumentError(
+                  absl::StrCat("request: not a valid serialised ", call->request.GetTypeName()))
+        : ctx->deadline() <= std::chrono::system_clock::now()
+            ? absl::DeadlineExceededError("deadline exceeded while the request was arriving")
+            : absl::CancelledError("call cancelled while the request was arriving");
+    return Refuse(ctx->DefaultReactor(), method, status, request->Length());
   }
   const Request& req = call->request;
   return RunOnPool(method, ctx, &req, &call->response, estimate(req),
@@ -441,6 +365,9 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
     const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};
     ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
     if (req->return_weights()) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
+    ATTN_RETURN_IF_ERROR(CheckResponseSize(
+        "output", ResponseBytes(out_shape, req->return_weights() ? w_shape : Shape{}, out_dtype),
+        options_.max_message_bytes));
     constexpr int kOutput = pb::AttendResponse::kOutputFieldNumber;
     constexpr int kWeights = pb::AttendResponse::kWeightsFieldNumber;
     if (out_dtype == pb::DTYPE_FLOAT32) {
@@ -510,6 +437,9 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
     const std::vector<int64_t> w_shape = {b, NumQueryHeads(config), lq, lk};
     ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
     if (in.return_weights) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
+    ATTN_RETURN_IF_ERROR(CheckResponseSize(
+        "output", ResponseBytes(out_shape, in.return_weights ? w_shape : Shape{}, out_dtype),
+        options_.max_message_bytes));
     constexpr int kOutput = pb::ForwardResponse::kOutputFieldNumber;
     constexpr int kWeights = pb::ForwardResponse::kWeightsFieldNumber;
     const bool direct = out_dtype == pb::DTYPE_FLOAT32;
@@ -548,14 +478,15 @@ absl::Status CheckModuleName(const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<LoadedModule> BuildModule(const pb::LoadModuleRequest& req, int64_t limit) {
+absl::StatusOr<LoadedModule> BuildModule(const pb::LoadModuleRequest& req, int64_t limit,
+                                         const ModuleRegistry& registry) {
   ATTN_RETURN_IF_ERROR(CheckModuleName(req.name()));
   ATTN_ASSIGN_OR_RETURN(ModuleConfig config, ConfigFromProto(req.config()));
   // Refuse a module larger than the limits before allocating its weights.
   for (const WeightSpec& s : ExpectedWeights(config)) {
     ATTN_RETURN_IF_ERROR(CheckElementLimit(absl::StrCat("weights['", s.name, "']"), s.shape, limit));
   }
-  LoadedModule loaded;
+  ATTN_RETURN_IF_ERROR(registry.CheckFits(req.name(), ModuleBytes(config)));
   std::unique_ptr<AttentionModule> module;
   if (req.weights().empty()) {
     ATTN_ASSIGN_OR_RETURN(module, AttentionModule::CreateRandom(config, req.random_seed()));
@@ -568,23 +499,27 @@ absl::StatusOr<LoadedModule> BuildModule(const pb::LoadModuleRequest& req, int64
     }
     ATTN_ASSIGN_OR_RETURN(module, AttentionModule::Create(config, std::move(weights)));
   }
-  loaded.info.set_name(req.name());
-  *loaded.info.mutable_config() = req.config();
-  loaded.info.set_parameter_count(module->parameter_count());
-  loaded.info.set_kv_cache_bytes_per_token(module->kv_cache_bytes_per_token());
-  loaded.module = std::move(module);
-  return loaded;
+  return MakeLoadedModule(req.name(), req.config(), std::move(module));
 }
 
 }  // namespace
 
+int64_t AttentionServiceImpl::EstimateLoadModule(const pb::LoadModuleRequest& r) const {
+  // The weights as float32 (decoded, or the random init), beside the
+  // request; a config that validation refuses reserves nothing.
+  absl::StatusOr<ModuleConfig> config = ConfigFromProto(r.config());
+  const int64_t weights = config.ok() ? ModuleBytes(*config) : 0;
+  const int64_t request = static_cast<int64_t>(r.ByteSizeLong());
+  return weights > INT64_MAX / 2 - request ? INT64_MAX / 2 : weights + request;
+}
+
 grpc::ServerUnaryReactor* AttentionServiceImpl::LoadModule(grpc::CallbackServerContext* ctx,
                                                            const pb::LoadModuleRequest* req,
                                                            pb::ModuleInfo* resp) {
-  // The decoded weights (or the random init): about the request's size.
-  return RunOnPool("LoadModule", ctx, req, resp, static_cast<int64_t>(req->ByteSizeLong()) * 2,
+  return RunOnPool("LoadModule", ctx, req, resp, EstimateLoadModule(*req),
                    [this, req, resp](int64_t) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(LoadedModule loaded, BuildModule(*req, options_.max_tensor_elements));
+    ATTN_ASSIGN_OR_RETURN(LoadedModule loaded,
+                          BuildModule(*req, options_.max_tensor_elements, registry_));
     *resp = loaded.info;
     return registry_.Add(req->name(), std::move(loaded), req->replace());
   });
@@ -635,6 +570,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::GetServerInfo(grpc::CallbackServ
     limits->set_max_inflight_requests(options_.workers);
     limits->set_max_queued_requests(options_.max_queued);
     limits->set_request_memory_bytes(options_.request_memory_bytes);
+    limits->set_module_memory_bytes(registry_.memory_budget());
     for (const auto& [name, m] : metrics_.Snapshot()) {
       pb::MethodStats* stats = resp->add_methods();
       stats->set_method(name);
@@ -642,9 +578,10 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::GetServerInfo(grpc::CallbackServ
       stats->set_latency_seconds_sum(m.sum_seconds);
     }
     pb::ServerLoad* load = resp->mutable_load();
-    load->set_inflight_requests(inflight_.load());
-    load->set_queued_requests(pool_->queued());
-    load->set_reserved_memory_bytes(reserved_memory_.load());
+    load->set_inflight_requests(admission_.inflight());
+    load->set_queued_requests(admission_.queued());
+    load->set_reserved_memory_bytes(admission_.reserved_memory());
+    load->set_module_memory_bytes(registry_.memory_bytes());
     limits->set_compute_threads(options_.compute_threads);
     limits->set_kv_cache_bytes(kv_pool_->total_blocks() * kv_pool_->block_bytes());
     limits->set_max_concurrent_streams(options_.max_streams);
@@ -652,54 +589,10 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::GetServerInfo(grpc::CallbackServ
     kv->set_block_bytes(kv_pool_->block_bytes());
     kv->set_blocks_total(kv_pool_->total_blocks());
     kv->set_blocks_used(kv_pool_->used_blocks());
-    kv->set_streams(streams_.load());
+    kv->set_streams(admission_.streams());
     for (const char* v : {"self_attention", "mha", "gqa", "mqa", "mla"}) resp->add_variants(v);
     return absl::OkStatus();
   });
-}
-
-absl::Status LoadDemoModules(ModuleRegistry& registry) {
-  struct Demo {
-    const char* name;
-    ModuleConfig config;
-  };
-  auto make = [](Variant v, int64_t d_model) {
-    ModuleConfig c;
-    c.variant = v;
-    c.d_model = d_model;
-    return c;
-  };
-  ModuleConfig sa = make(Variant::kSelfAttention, 128);
-  sa.d_k = 64;
-  sa.d_v = 32;
-  ModuleConfig mha = make(Variant::kMha, 512);
-  mha.num_heads = 8;
-  ModuleConfig gqa = make(Variant::kGqa, 512);
-  gqa.num_heads = 8;
-  gqa.num_kv_heads = 2;
-  ModuleConfig mqa = make(Variant::kMqa, 512);
-  mqa.num_heads = 8;
-  ModuleConfig mla = make(Variant::kMla, 512);
-  mla.num_heads = 8;
-  mla.q_lora_rank = 192;
-  mla.kv_lora_rank = 128;
-  mla.qk_nope_head_dim = 32;
-  mla.qk_rope_head_dim = 16;
-  mla.v_head_dim = 32;
-  uint64_t seed = 1;
-  for (const Demo& d : {Demo{"demo-sa", sa}, Demo{"demo-mha", mha}, Demo{"demo-gqa", gqa},
-                        Demo{"demo-mqa", mqa}, Demo{"demo-mla", mla}}) {
-    ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AttentionModule> m,
-                          AttentionModule::CreateRandom(d.config, seed++));
-    LoadedModule loaded;
-    loaded.info.set_name(d.name);
-    ConfigToProto(d.config, loaded.info.mutable_config());
-    loaded.info.set_parameter_count(m->parameter_count());
-    loaded.info.set_kv_cache_bytes_per_token(m->kv_cache_bytes_per_token());
-    loaded.module = std::move(m);
-    ATTN_RETURN_IF_ERROR(registry.Add(d.name, std::move(loaded), true));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace attention::server

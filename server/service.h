@@ -1,9 +1,10 @@
 // AttentionService: the attention.v1 contract on gRPC's callback API.
 //
-// The service only converts and validates; all math is in core/. Unary calls
-// that compute (Attend, Forward, LoadModule) run on a WorkPool separate from
-// gRPC's threads; cheap ones answer inline. Every call writes one structured
-// log line (JSON on stderr) when logging is on.
+// The service only converts and validates; all math is in core/. Calls that
+// compute (Attend, Forward, LoadModule, each Decode chunk) take the one
+// admission path (server/admission.h) and run on a WorkPool separate from
+// gRPC's threads; cheap ones answer inline. Every call writes one line of
+// the call log (server/call_log.h) when logging is on.
 #ifndef ATTENTION_SERVER_SERVICE_H_
 #define ATTENTION_SERVER_SERVICE_H_
 
@@ -15,6 +16,9 @@
 
 #include "attention/v1/attention.grpc.pb.h"
 #include "core/kv_cache.h"
+#include "server/admission.h"
+#include "server/auth.h"
+#include "server/call_log.h"
 #include "server/metrics.h"
 #include "server/registry.h"
 #include "server/wire.h"
@@ -33,6 +37,7 @@ struct ServiceOptions {
   int max_streams = 64;                        // Decode streams open at once; 0: no limit
   int max_queued = 64;                         // requests waiting for a worker; 0: no limit
   int64_t request_memory_bytes = int64_t{4} << 30;  // admitted requests' estimates together
+  int64_t module_memory_bytes = int64_t{4} << 30;   // loaded modules' weights; 0: no limit
   // Bearer tokens accepted in "authorization: Bearer <token>" metadata;
   // empty: no authentication. The health service is always open.
   std::vector<std::string> auth_tokens;
@@ -57,33 +62,11 @@ class AttentionServiceImpl final : public ServiceBase {
   ~AttentionServiceImpl() override;
 
   ModuleRegistry& registry() { return registry_; }
-  KvBlockPool& kv_pool() { return *kv_pool_; }
-  // Decode streams: a slot per open stream (RESOURCE_EXHAUSTED past
-  // max_streams), work on the compute pool, one log line per stream.
-  absl::Status AcquireStream();
-  void ReleaseStream() { --streams_; }
-  int streams() const { return streams_.load(); }
-  // Queues work unless the queue is full (then RESOURCE_EXHAUSTED).
-  absl::Status Submit(std::function<void()> task);
-  void LogStream(const absl::Status& status, int64_t cached_tokens, int64_t latency_us);
-  // Logs a finished call (when logging is on) and records it in the metrics.
-  void Observe(const char* method, const absl::Status& status, size_t request_bytes,
-               size_t response_bytes, int64_t queue_us, int64_t latency_us);
+  // Admission state: calls in flight, reserved memory, streams, draining.
+  Admission& admission() { return admission_; }
+  const ServiceOptions& options() const { return options_; }
   // The Prometheus text of the counters and the live gauges.
   std::string RenderMetrics() const;
-  // Calls accepted on the compute pool and not yet finished.
-  int inflight() const { return inflight_.load(); }
-  int64_t reserved_memory() const { return reserved_memory_.load(); }
-  // From now on every new call and stream is refused with UNAVAILABLE;
-  // calls and streams already running go on.
-  void StartDraining();
-  bool draining() const { return draining_.load(); }
-  static absl::Status Draining();
-  // UNAUTHENTICATED unless token auth is off or the call carries a valid
-  // token (compared in constant time).
-  absl::Status Authenticate(const grpc::CallbackServerContext* ctx) const;
-  absl::Status QueueFull() const;
-  const ServiceOptions& options() const { return options_; }
 
   // A serialised AttendRequest in, a serialised AttendResponse out.
   grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* ctx,
@@ -112,21 +95,17 @@ class AttentionServiceImpl final : public ServiceBase {
                                           ::attention::v1::ServerInfo* response) override;
 
  private:
-  // Runs fn on the compute pool (admission: memory budget, queue bound),
-  // or, when `tiny` (less work than handing it to a pool thread costs),
-  // right away on the gRPC thread that received it.
+  // Runs fn(queue_us) through admission (auth, then a ticket reserving
+  // `memory_estimate`) on the compute pool, or, when `tiny` (less work than
+  // handing it to a pool thread costs), right away on the gRPC thread that
+  // received it.
   template <typename Request, typename Response, typename Fn>
   grpc::ServerUnaryReactor* RunOnPool(const char* method, grpc::CallbackServerContext* ctx,
                                       const Request* request, Response* response,
                                       int64_t memory_estimate, Fn fn, bool tiny = false);
-  // Admission: reserves `bytes` of the request memory budget.
-  absl::Status ReserveMemory(int64_t bytes);
-  void ReleaseMemory(int64_t bytes) { reserved_memory_ -= bytes; }
-  int64_t EstimateAttend(const ::attention::v1::AttendRequest& r) const;
-  bool TinyAttend(const ::attention::v1::AttendRequest& r) const;
-  int64_t EstimateForward(const ::attention::v1::ForwardRequest& r) const;
   // A raw method (Attend, Forward): parses `request` as a Request
-  // (INVALID_ARGUMENT naming the type if it is not one), then as RunOnPool
+  // (INVALID_ARGUMENT naming the type if it is not one, or the cancellation
+  // it is when the client's deadline cut the upload), then as RunOnPool
   // with estimate(request) and tiny(request), running
   // fn(request, head, tensors, queue_us); on success `response` is the head
   // and the tensors, serialised (server/wire.h).
@@ -134,27 +113,36 @@ class AttentionServiceImpl final : public ServiceBase {
   grpc::ServerUnaryReactor* RunRaw(const char* method, grpc::CallbackServerContext* ctx,
                                    const grpc::ByteBuffer* request, grpc::ByteBuffer* response,
                                    EstimateFn estimate, TinyFn tiny, Fn fn);
+  // A call that computes nothing: auth, fn, the log line, on this thread.
   template <typename Request, typename Response, typename Fn>
   grpc::ServerUnaryReactor* RunInline(const char* method, grpc::CallbackServerContext* ctx,
                                       const Request* request, Response* response, Fn fn);
+  // Finishes `reactor` with `status`, after logging it as `method`'s.
+  grpc::ServerUnaryReactor* Refuse(grpc::ServerUnaryReactor* reactor, const char* method,
+                                   const absl::Status& status, size_t request_bytes);
+  int64_t EstimateAttend(const ::attention::v1::AttendRequest& r) const;
+  bool TinyAttend(const ::attention::v1::AttendRequest& r) const;
+  int64_t EstimateForward(const ::attention::v1::ForwardRequest& r) const;
+  int64_t EstimateLoadModule(const ::attention::v1::LoadModuleRequest& r) const;
 
   ServiceOptions options_;
+  CallLog log_;
+  Metrics metrics_;
+  TokenAuth auth_;
   ModuleRegistry registry_;
   std::unique_ptr<WorkPool> pool_;
   std::unique_ptr<KvBlockPool> kv_pool_;
-  std::atomic<int> inflight_{0};
-  std::atomic<int> streams_{0};
-  std::atomic<bool> draining_{false};
-  std::atomic<int64_t> reserved_memory_{0};
-  Metrics metrics_;
+  Admission admission_;
 };
-
-// Registers the five small seeded demo modules (demo-sa, demo-mha, demo-gqa,
-// demo-mqa, demo-mla).
-absl::Status LoadDemoModules(ModuleRegistry& registry);
 
 // Version of this server.
 const char* ServerVersion();
+
+// RESOURCE_EXHAUSTED naming `field` and --max_message_mb when a response
+// whose tensors take `tensor_bytes` (as a double: wire dimensions may
+// overflow int64) would pass `max_message_bytes` (gRPC drops such a
+// response after it was computed).
+absl::Status CheckResponseSize(const char* field, double tensor_bytes, int64_t max_message_bytes);
 
 }  // namespace attention::server
 

@@ -311,3 +311,95 @@ TEST_F(SmallMessageServer, OversizedMessageIsResourceExhaustedAndServerKeepsServ
 
 }  // namespace
 }  // namespace attention
+
+namespace attention {
+namespace {
+
+namespace pb = ::attention::v1;
+
+// --max_tensor_elements=0: no element limit, so only overflow checks stand
+// between a tiny request and a huge allocation.
+class UnlimitedServer : public ServerTest {
+  void Customize(server::ServerOptions& options) override {
+    options.service.max_tensor_elements = 0;
+  }
+};
+
+TEST_F(UnlimitedServer, ShapesWhoseByteCountOverflowAreRefusedNotAllocated) {
+  {  // [1, 1, 2^62 + 1, 1] float32 with 4 bytes of data: 4 · (2^62 + 1) wraps to 4.
+    pb::AttendRequest r;
+    *r.mutable_key() = Floats({1, 1, 4, 1});
+    *r.mutable_value() = Floats({1, 1, 4, 1});
+    pb::Tensor* q = r.mutable_query();
+    q->set_dtype(pb::DTYPE_FLOAT32);
+    q->clear_shape();
+    for (int64_t d : {int64_t{1}, int64_t{1}, (int64_t{1} << 62) + 1, int64_t{1}}) q->add_shape(d);
+    q->set_data(std::string(4, '\0'));
+    grpc::ClientContext ctx;
+    pb::AttendResponse resp;
+    const grpc::Status s = client_->stub().Attend(&ctx, r, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_TRUE(absl::StartsWith(s.error_message(), "query")) << s.error_message();
+  }
+  {  // A Decode chunk [1, 2^55 + 1, 128] on demo-sa (d_model 128).
+    auto stream = client_->StartDecode("demo-sa", 1);
+    ASSERT_OK(stream);
+    pb::DecodeRequest chunk;
+    pb::Tensor* t = chunk.mutable_tokens();
+    t->set_dtype(pb::DTYPE_FLOAT32);
+    for (int64_t d : {int64_t{1}, (int64_t{1} << 55) + 1, int64_t{128}}) t->add_shape(d);
+    t->set_data(std::string(512, '\0'));
+    grpc::ClientContext ctx;
+    auto s = client_->stub().Decode(&ctx);
+    pb::DecodeRequest start;
+    start.mutable_start()->set_module("demo-sa");
+    start.mutable_start()->set_batch(1);
+    ASSERT_TRUE(s->Write(start));
+    ASSERT_TRUE(s->Write(chunk));
+    pb::DecodeResponse resp;
+    EXPECT_FALSE(s->Read(&resp));
+    const grpc::Status st = s->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    EXPECT_TRUE(absl::StartsWith(st.error_message(), "tokens")) << st.error_message();
+  }
+  const Tensor x = RandomTensor({1, 1, 4, 8}, 1);
+  EXPECT_OK(client_->Attend(x, x, x));  // still serving
+}
+
+class OneMegabyteMessages : public ServerTest {
+  void Customize(server::ServerOptions& options) override {
+    options.service.max_message_bytes = 1 << 20;
+  }
+};
+
+TEST_F(OneMegabyteMessages, AResponseOverTheLimitIsRefusedBeforeComputing) {
+  // 48 KiB of request; weights [1, 1, 512, 512] are 1 MiB of float32.
+  const Tensor x = RandomTensor({1, 1, 512, 8}, 1);
+  client::AttendOptions with_weights;
+  with_weights.return_weights = true;
+  auto r = client_->Attend(x, x, x, with_weights);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "--max_message_mb")) << r.status();
+  // Forward likewise: 800 KiB in, weights [1, 8, 400, 400] are 5 MiB.
+  pb::ForwardRequest f = GoodForward("demo-mha");
+  *f.mutable_query() = Floats({1, 400, 512});
+  f.set_return_weights(true);
+  grpc::ClientContext ctx;
+  pb::ForwardResponse resp;
+  const grpc::Status s = client_->stub().Forward(&ctx, f, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "--max_message_mb")) << s.error_message();
+  // Neither is counted OK; the server still answers what fits.
+  auto info = client_->GetServerInfo();
+  ASSERT_OK(info);
+  for (const pb::MethodStats& m : info->methods()) {
+    if (m.method() == "Attend" || m.method() == "Forward") {
+      EXPECT_EQ(m.codes().count("OK"), 0u) << m.method();
+    }
+  }
+  EXPECT_OK(client_->Attend(x, x, x));
+}
+
+}  // namespace
+}  // namespace attention

@@ -191,3 +191,66 @@ TEST_F(DecodeTest, ProtocolErrors) {
 
 }  // namespace
 }  // namespace attention
+
+namespace attention {
+namespace {
+
+namespace pb = ::attention::v1;
+
+// The status a stream ends with after `start` alone (start is answered by
+// the first read).
+absl::Status StartOnly(client::AttentionClient& client, const pb::DecodeStart& start) {
+  grpc::ClientContext ctx;
+  client.PrepareContext(&ctx);
+  auto s = client.stub().Decode(&ctx);
+  pb::DecodeRequest req;
+  *req.mutable_start() = start;
+  s->Write(req);
+  s->WritesDone();
+  pb::DecodeResponse resp;
+  while (s->Read(&resp)) {
+  }
+  return client::FromGrpc(s->Finish());
+}
+
+TEST_F(DecodeTest, AnAbsurdBatchIsRefusedAtStart) {
+  pb::DecodeStart start;
+  start.set_module("demo-mha");
+  start.set_batch(int64_t{1} << 20);
+  for (int i = 0; i < 6; ++i) {
+    const absl::Status s = StartOnly(*client_, start);
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "--kv_cache_mb")) << s;
+  }
+  EXPECT_TRUE(WaitForBlocks(0));
+}
+
+TEST_F(DecodeTest, MaxTokensAreReservedAtStart) {
+  // demo-mha: 4 KiB per token; 2000 tokens need 8 MiB of a 1 MiB budget.
+  pb::DecodeStart start;
+  start.set_module("demo-mha");
+  start.set_batch(1);
+  start.set_max_tokens(2000);
+  const absl::Status refused = StartOnly(*client_, start);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "--kv_cache_mb")) << refused;
+  // 128 tokens (512 KiB) fit; another stream then takes the rest of the
+  // budget, and the first still reaches its max_tokens.
+  auto reserved = client_->StartDecode("demo-mha", 1, /*max_tokens=*/128);
+  ASSERT_OK(reserved);
+  ASSERT_OK((*reserved)->Step(RandomTensor({1, 1, 512}, 1)));
+  auto greedy = client_->StartDecode("demo-mha", 1);
+  ASSERT_OK(greedy);
+  ASSERT_OK((*greedy)->Step(RandomTensor({1, 64, 512}, 2)));
+  auto refused_greedy = (*greedy)->Step(RandomTensor({1, 128, 512}, 3));
+  EXPECT_EQ(refused_greedy.status().code(), absl::StatusCode::kResourceExhausted);
+  for (int i = 0; i < 127; i += 9) {
+    auto r = (*reserved)->Step(RandomTensor({1, std::min(9, 127 - i), 512}, 4 + i));
+    ASSERT_OK(r);
+  }
+  ASSERT_OK((*reserved)->Close());
+  EXPECT_TRUE(WaitForBlocks(0));
+}
+
+}  // namespace
+}  // namespace attention

@@ -62,7 +62,7 @@ TEST_F(ServerTest, DrainFinishesCallsInFlightAndRefusesNewOnes) {
     slow = client_->Attend(q, k, v, o);
   });
   // Wait until the server has the call (computing or queued).
-  while (server_->service().inflight() == 0) {
+  while (server_->service().admission().inflight() == 0) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   server_->Drain(absl::Seconds(30));  // returns once in-flight calls are done

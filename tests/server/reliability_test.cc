@@ -129,11 +129,11 @@ TEST_F(ServerTest, ExpiredDeadlineStopsTheComputationAndFreesItsMemory) {
     // after, well before the full computation would have.
     const auto stop_by = std::chrono::steady_clock::now() +
                          std::chrono::milliseconds(static_cast<int>(300 * full_seconds));
-    while (server_->service().inflight() > 0 && std::chrono::steady_clock::now() < stop_by) {
+    while (server_->service().admission().inflight() > 0 && std::chrono::steady_clock::now() < stop_by) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
-    EXPECT_EQ(server_->service().inflight(), 0) << "round " << round;
-    EXPECT_EQ(server_->service().reserved_memory(), 0);
+    EXPECT_EQ(server_->service().admission().inflight(), 0) << "round " << round;
+    EXPECT_EQ(server_->service().admission().reserved_memory(), 0);
   }
   if (kSanitized) return;  // shadow memory makes RSS meaningless
   int64_t growth = 0;

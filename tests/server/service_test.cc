@@ -345,3 +345,51 @@ TEST_F(ServerTest, DemoModulesAnswerForward) {
 
 }  // namespace
 }  // namespace attention
+
+namespace attention {
+namespace {
+
+namespace pb = ::attention::v1;
+
+class ModuleMemoryTest : public ServerTest {
+ protected:
+  void Customize(server::ServerOptions& options) override {
+    options.service.module_memory_bytes = 32 << 20;
+    options.service.max_tensor_elements = int64_t{64} << 20;
+  }
+  pb::ModuleConfig Mha(int64_t d_model) {
+    pb::ModuleConfig c;
+    c.set_d_model(d_model);
+    c.mutable_mha()->set_num_heads(8);
+    return c;
+  }
+};
+
+TEST_F(ModuleMemoryTest, ModulesPastTheBudgetAreRefusedBeforeTheirWeightsExist) {
+  auto before = client_->GetServerInfo();
+  ASSERT_OK(before);
+  EXPECT_EQ(before->limits().module_memory_bytes(), 32 << 20);
+  const int64_t demos = before->load().module_memory_bytes();
+  EXPECT_GT(demos, 0);  // the demo modules' weights
+  // d_model 8192: 1 GiB of weights from a 15-byte request.
+  auto huge = client_->LoadModule("huge", Mha(8192));
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kResourceExhausted) << huge.status();
+  EXPECT_TRUE(absl::StrContains(huge.status().message(), "--module_memory_mb")) << huge.status();
+  // d_model 1024 (16 MiB) fits; a second one does not, a replace does.
+  ASSERT_OK(client_->LoadModule("m1", Mha(1024)));
+  auto second = client_->LoadModule("m2", Mha(1024));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
+  ASSERT_OK(client_->LoadModule("m1", Mha(1024), {}, 7, /*replace=*/true));
+  auto loaded = client_->GetServerInfo();
+  ASSERT_OK(loaded);
+  EXPECT_EQ(loaded->load().module_memory_bytes(), demos + (int64_t{16} << 20) + 4 * 4 * 1024);
+  ASSERT_OK(client_->UnloadModule("m1"));
+  ASSERT_OK(client_->LoadModule("m2", Mha(1024)));  // room again
+  auto after = client_->GetServerInfo();
+  ASSERT_OK(after);
+  EXPECT_EQ(after->load().reserved_memory_bytes(), 0);
+}
+
+}  // namespace
+}  // namespace attention

@@ -7,6 +7,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <cstring>
 #include <string>
 #include <vector>
@@ -120,6 +122,38 @@ TEST_F(ServerTest, RawMethodsRefuseBytesThatAreNotTheirRequestAndGoOnServing) {
   auto r = client_->Attend(q, k, v, {});
   ASSERT_OK(r);
   EXPECT_EQ(r->output.shape(), (std::vector<int64_t>{1, 2, 3, 4}));
+}
+
+TEST_F(ServerTest, AnUploadCutByTheDeadlineIsCountedAsTheDeadlineNotAsBadBytes) {
+  // 48 MiB of request: the upload outlasts deadlines of a few milliseconds.
+  pb::AttendRequest r;
+  for (pb::Tensor* t : {r.mutable_query(), r.mutable_key(), r.mutable_value()}) {
+    t->set_dtype(pb::DTYPE_FLOAT32);
+    for (int64_t d : {1, 1, 4096, 1024}) t->add_shape(d);
+    t->set_data(std::string(size_t{4096} * 1024 * 4, '\0'));
+  }
+  for (int ms : {2, 5, 10, 20}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
+    pb::AttendResponse resp;
+    const grpc::Status s = client_->stub().Attend(&ctx, r, &resp);
+    EXPECT_FALSE(s.ok());
+  }
+  // The server sees each cut call when its transport does: wait until it
+  // has counted them all (or none reached it) and computes nothing.
+  std::map<std::string, int64_t> codes;
+  for (int i = 0; i < 400; ++i) {
+    auto info = client_->GetServerInfo();
+    ASSERT_OK(info);
+    codes.clear();
+    for (const pb::MethodStats& m : info->methods()) {
+      if (m.method() == "Attend") codes = {m.codes().begin(), m.codes().end()};
+    }
+    if (info->load().inflight_requests() == 0 && i > 40) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(codes["INVALID_ARGUMENT"], 0);
+  EXPECT_EQ(codes["OK"], 0);
 }
 
 }  // namespace
