@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -18,21 +20,6 @@ constexpr double kPercentiles[] = {50, 90, 95, 99, 99.9};
 std::string Mode(const RunConfig& c) {
   return c.rps > 0 ? absl::StrFormat("open loop at %.1f req/s", c.rps)
                    : absl::StrFormat("closed loop, concurrency %d", c.concurrency);
-}
-
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      absl::StrAppendFormat(&out, "\\u%04x", c);
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out + "\"";
 }
 
 std::string Escape(const std::string& s) {
@@ -98,64 +85,56 @@ std::string SweepText(const std::vector<RunResult>& runs) {
 }
 
 std::string ReportJson(const std::vector<RunResult>& runs) {
-  std::string out = "{\"runs\": [";
-  for (size_t i = 0; i < runs.size(); ++i) {
-    const RunResult& r = runs[i];
+  using Json = nlohmann::ordered_json;
+  Json out = {{"runs", Json::array()}};
+  for (const RunResult& r : runs) {
     const RunConfig& c = r.config;
-    if (i) out += ",";
-    absl::StrAppendFormat(&out, "\n {\"label\": %s, ", JsonString(r.label));
-    std::vector<std::string> targets, workloads;
-    for (const auto& t : c.targets) targets.push_back(JsonString(t));
-    for (const auto& w : r.workloads) workloads.push_back(JsonString(w));
-    absl::StrAppendFormat(
-        &out,
-        "\"config\": {\"targets\": [%s], \"connections\": %d, \"concurrency\": %d, \"rps\": %g, "
-        "\"duration_s\": %g, \"requests\": %d, \"warmup_s\": %g, \"deadline_ms\": %g, "
-        "\"mode\": \"%s\"}, ",
-        absl::StrJoin(targets, ", "), c.connections, c.concurrency, c.rps, c.duration_s,
-        c.requests, c.warmup_s, c.deadline_ms, c.rps > 0 ? "open" : "closed");
-    absl::StrAppendFormat(&out, "\"workloads\": [%s], ", absl::StrJoin(workloads, ", "));
-    absl::StrAppendFormat(&out,
-                          "\"duration_s\": %.6f, \"sent\": %d, \"succeeded\": %d, \"failed\": %d, ",
-                          r.duration_s, r.sent, r.succeeded, r.failed);
-    std::vector<std::string> codes;
-    for (const auto& [code, n] : r.codes) codes.push_back(absl::StrCat(JsonString(code), ": ", n));
-    absl::StrAppendFormat(&out, "\"status_codes\": {%s}, ", absl::StrJoin(codes, ", "));
-    absl::StrAppendFormat(&out,
-                          "\"throughput\": {\"requests_per_s\": %.3f, \"tokens_per_s\": %.3f, "
-                          "\"gflops_per_s\": %.4f}, ",
-                          r.rps(), r.duration_s > 0 ? r.tokens / r.duration_s : 0.0,
-                          r.duration_s > 0 ? r.flops / r.duration_s / 1e9 : 0.0);
-    absl::StrAppendFormat(&out, "\"latency_ms\": {\"min\": %.6f, \"mean\": %.6f",
-                          Ms(r.latency.min()), r.latency.mean() / 1e6);
+    Json run;
+    run["label"] = r.label;
+    run["config"] = {{"targets", c.targets},     {"connections", c.connections},
+                     {"concurrency", c.concurrency}, {"rps", c.rps},
+                     {"duration_s", c.duration_s},   {"requests", c.requests},
+                     {"warmup_s", c.warmup_s},       {"deadline_ms", c.deadline_ms},
+                     {"mode", c.rps > 0 ? "open" : "closed"}};
+    run["workloads"] = r.workloads;
+    run["duration_s"] = r.duration_s;
+    run["sent"] = r.sent;
+    run["succeeded"] = r.succeeded;
+    run["failed"] = r.failed;
+    run["status_codes"] = Json::object();
+    for (const auto& [code, n] : r.codes) run["status_codes"][code] = n;
+    run["throughput"] = {{"requests_per_s", r.rps()},
+                         {"tokens_per_s", r.duration_s > 0 ? r.tokens / r.duration_s : 0.0},
+                         {"gflops_per_s", r.duration_s > 0 ? r.flops / r.duration_s / 1e9 : 0.0}};
+    Json latency = {{"min", Ms(r.latency.min())}, {"mean", r.latency.mean() / 1e6}};
     for (double p : kPercentiles) {
-      absl::StrAppendFormat(&out, ", \"p%s\": %.6f", absl::StrReplaceAll(absl::StrCat(p), {{".", "_"}}),
-                            Ms(r.latency.Percentile(p)));
+      latency[absl::StrCat("p", absl::StrReplaceAll(absl::StrCat(p), {{".", "_"}}))] =
+          Ms(r.latency.Percentile(p));
     }
-    absl::StrAppendFormat(&out, ", \"max\": %.6f}, ", Ms(r.latency.max()));
+    latency["max"] = Ms(r.latency.max());
+    run["latency_ms"] = latency;
     if (r.server_compute.count() > 0) {
-      absl::StrAppendFormat(&out,
-                            "\"server_compute_ms\": {\"p50\": %.6f, \"p99\": %.6f, "
-                            "\"count\": %d}, ",
-                            Ms(r.server_compute.Percentile(50)),
-                            Ms(r.server_compute.Percentile(99)), r.server_compute.count());
+      run["server_compute_ms"] = {{"p50", Ms(r.server_compute.Percentile(50))},
+                                  {"p99", Ms(r.server_compute.Percentile(99))},
+                                  {"count", r.server_compute.count()}};
     }
-    std::vector<std::string> hist;
+    run["histogram_ms"] = Json::array();
     for (const auto& [upper, n] : r.latency.Buckets()) {
-      hist.push_back(absl::StrFormat("[%.6f, %d]", Ms(upper), n));
+      run["histogram_ms"].push_back({Ms(upper), n});
     }
-    absl::StrAppendFormat(&out, "\"histogram_ms\": [%s], ", absl::StrJoin(hist, ", "));
-    std::vector<std::string> series;
+    run["series"] = Json::array();
     for (const SecondStats& s : r.series) {
-      series.push_back(absl::StrFormat(
-          "{\"t\": %.0f, \"completed\": %d, \"errors\": %d, \"p50_ms\": %.6f, \"p99_ms\": %.6f, "
-          "\"max_ms\": %.6f}",
-          s.t, s.completed, s.errors, Ms(s.p50_ns), Ms(s.p99_ns), Ms(s.max_ns)));
+      run["series"].push_back({{"t", s.t},
+                               {"completed", s.completed},
+                               {"errors", s.errors},
+                               {"p50_ms", Ms(s.p50_ns)},
+                               {"p99_ms", Ms(s.p99_ns)},
+                               {"max_ms", Ms(s.max_ns)}});
     }
-    absl::StrAppendFormat(&out, "\"series\": [%s]}", absl::StrJoin(series, ",\n  "));
+    out["runs"].push_back(std::move(run));
   }
-  out += "\n]}\n";
-  return out;
+  // Labels and targets are the user's bytes: invalid UTF-8 becomes U+FFFD.
+  return out.dump(1, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 namespace {
