@@ -118,14 +118,6 @@ class PagedKvCache {
   int64_t length_ = 0;
 };
 
-// Causal attention of the cache's last T tokens (the chunk just appended)
-// over everything cached (bottom-right aligned, so the outputs equal one
-// causal pass over the whole sequence).
-//   query  [B, Hq, T, Dk]   Dk = layout.k_width, Hq % layout.heads == 0
-//   output [B, Hq, T, Dv]   Dv = layout.v_width
-absl::Status PagedSdpa(const View4& query, const PagedKvCache& cache, float scale,
-                       const MutView4& output);
-
 }  // namespace attention
 
 #endif  // ATTENTION_CORE_KV_CACHE_H_
