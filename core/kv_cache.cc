@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
-#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -32,6 +30,28 @@ KvLayout CacheLayout(const ModuleConfig& c) {
   return l;
 }
 
+int64_t KvBlockPlan::BlocksFor(int64_t tokens) const {
+  const int64_t per_group = tokens / tokens_per_block + (tokens % tokens_per_block != 0 ? 1 : 0);
+  return per_group > INT64_MAX / groups ? INT64_MAX : per_group * groups;
+}
+
+absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
+                                         int64_t block_bytes) {
+  const int64_t head_bytes = layout.FloatsPerHeadToken() * 4;
+  if (head_bytes > block_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "kv cache: one token of one kv head needs ", head_bytes, " bytes, more than a block of ",
+        block_bytes, " (raise --kv_block_kb)"));
+  }
+  // batch <= 2^20 and heads <= 2^20 (kMaxConfigDim): no overflow.
+  const int64_t lanes = batch * layout.heads;
+  KvBlockPlan plan;
+  plan.lanes_per_block = std::clamp<int64_t>(block_bytes / (kMinRunTokens * head_bytes), 1, lanes);
+  plan.tokens_per_block = block_bytes / (plan.lanes_per_block * head_bytes);
+  plan.groups = (lanes + plan.lanes_per_block - 1) / plan.lanes_per_block;
+  return plan;
+}
+
 absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(int64_t budget_bytes,
                                                                  int64_t block_bytes) {
   if (block_bytes < 1024 || block_bytes % 64 != 0) {
@@ -49,80 +69,91 @@ KvBlockPool::~KvBlockPool() {
   for (float* b : free_) std::free(b);
 }
 
-absl::StatusOr<float*> KvBlockPool::Allocate() {
+absl::Status KvBlockPool::Reserve(int64_t blocks, absl::string_view what) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (used_ >= total_blocks_) {
+  if (blocks > total_blocks_ - reserved_) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "kv cache: all ", total_blocks_, " blocks of ", block_bytes_,
-        " bytes of the server's budget are in use (--kv_cache_mb)"));
+        "kv cache: ", what, " need ", blocks, " blocks of ", block_bytes_, " bytes; ",
+        total_blocks_ - reserved_, " of the server's ", total_blocks_,
+        " blocks are free (--kv_cache_mb)"));
   }
-  float* block = nullptr;
-  if (!free_.empty()) {
-    block = free_.back();
-    free_.pop_back();
-  } else {
-    block = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(block_bytes_)));
-    if (block == nullptr) return absl::ResourceExhaustedError("kv cache: out of memory");
+  reserved_ += blocks;
+  return absl::OkStatus();
+}
+
+void KvBlockPool::Unreserve(int64_t blocks) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reserved_ -= blocks;
+}
+
+absl::StatusOr<float*> KvBlockPool::AllocateReserved() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      float* block = free_.back();
+      free_.pop_back();
+      return block;
+    }
   }
-  ++used_;
+  float* block = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(block_bytes_)));
+  if (block == nullptr) return absl::ResourceExhaustedError("kv cache: out of memory");
   return block;
 }
 
-void KvBlockPool::Release(float* block) {
+void KvBlockPool::FreeReserved(float* block) {
   std::lock_guard<std::mutex> lock(mu_);
   free_.push_back(block);
-  --used_;
 }
 
 int64_t KvBlockPool::used_blocks() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return used_;
+  return reserved_;
 }
 
 absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvLayout& layout,
                                                                    int64_t batch,
+                                                                   int64_t reserve_tokens,
                                                                    KvBlockPool* pool) {
-  const int64_t bytes_per_token = layout.FloatsPerHeadToken() * 4;
-  const int64_t tpb = pool->block_bytes() / bytes_per_token;
-  if (tpb < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kv cache: one token needs ", bytes_per_token, " bytes, more than a block of ",
-        pool->block_bytes(), " (raise --kv_block_kb)"));
-  }
   if (batch < 1) {
     return absl::InvalidArgumentError(absl::StrCat("batch: expected >= 1, got ", batch));
   }
-  return std::unique_ptr<PagedKvCache>(new PagedKvCache(layout, batch, tpb, pool));
+  if (reserve_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reserve_tokens: expected >= 0, got ", reserve_tokens));
+  }
+  ATTN_ASSIGN_OR_RETURN(const KvBlockPlan plan, PlanKvBlocks(layout, batch, pool->block_bytes()));
+  // Counted before any bookkeeping exists: an absurd batch costs nothing.
+  const int64_t blocks = plan.BlocksFor(reserve_tokens);
+  ATTN_RETURN_IF_ERROR(
+      pool->Reserve(blocks, absl::StrCat(batch, " rows x ", reserve_tokens, " tokens")));
+  return std::unique_ptr<PagedKvCache>(new PagedKvCache(layout, batch, plan, blocks, pool));
 }
 
 PagedKvCache::~PagedKvCache() {
-  for (auto& row : blocks_) {
-    for (float* b : row) pool_->Release(b);
-  }
-}
-
-int64_t PagedKvCache::blocks_held() const {
-  int64_t n = 0;
-  for (const auto& row : blocks_) n += static_cast<int64_t>(row.size());
-  return n;
+  for (float* b : blocks_) pool_->FreeReserved(b);
+  pool_->Unreserve(reserved_);
 }
 
 absl::Status PagedKvCache::Reserve(int64_t tokens) {
-  const int64_t need = (length_ + tokens + tokens_per_block_ - 1) / tokens_per_block_;
-  std::vector<std::pair<size_t, float*>> added;
-  for (size_t b = 0; b < blocks_.size(); ++b) {
-    while (static_cast<int64_t>(blocks_[b].size()) < need) {
-      absl::StatusOr<float*> block = pool_->Allocate();
-      if (!block.ok()) {
-        for (auto it = added.rbegin(); it != added.rend(); ++it) {  // undo
-          blocks_[it->first].pop_back();
-          pool_->Release(it->second);
-        }
-        return block.status();
+  const int64_t need = plan_.BlocksFor(length_ + tokens);
+  const int64_t have = blocks_held(), reserved = reserved_;
+  if (need > reserved_) {
+    ATTN_RETURN_IF_ERROR(pool_->Reserve(
+        need - reserved_, absl::StrCat(batch_, " rows x ", tokens, " more tokens")));
+    reserved_ = need;
+  }
+  while (blocks_held() < need) {
+    absl::StatusOr<float*> block = pool_->AllocateReserved();
+    if (!block.ok()) {  // undo
+      while (blocks_held() > have) {
+        pool_->FreeReserved(blocks_.back());
+        blocks_.pop_back();
       }
-      blocks_[b].push_back(*block);
-      added.emplace_back(b, *block);
+      pool_->Unreserve(reserved_ - reserved);
+      reserved_ = reserved;
+      return block.status();
     }
+    blocks_.push_back(*block);
   }
   return absl::OkStatus();
 }

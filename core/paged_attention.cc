@@ -15,12 +15,7 @@
 
 namespace attention {
 
-namespace {
-
-constexpr int64_t kRowTile = 32;  // query rows sharing one pass over the cache
-static_assert(kRowTile <= internal::kMaxFewRows, "a decode tile must fit AttendFewRows");
-
-}  // namespace
+static_assert(kPagedRowTile <= internal::kMaxFewRows, "a decode tile must fit AttendFewRows");
 
 absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
                        const MutView4& out) {
@@ -35,8 +30,8 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
                                             " does not match the cache"));
   }
   // Rows of kv head g are its G query heads × T new tokens, head-major. A
-  // tile is up to kRowTile rows with one stride (so it can be a GEMM
-  // operand): across heads when T == 1 or heads are consecutive [T, D]
+  // tile is up to kPagedRowTile rows with one stride (so it can be a
+  // GEMM operand): across heads when T == 1 or heads are consecutive [T, D]
   // blocks in both query and output, else within one head.
   const int64_t group = hq / hkv, rows = group * t_new;
   auto uniform = [&](const int64_t* st) -> int64_t {
@@ -46,8 +41,9 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
   const bool across_heads = uniform(q.strides) != 0 && uniform(out.strides) != 0;
   const int64_t qs = across_heads ? uniform(q.strides) : q.strides[2];
   const int64_t os = across_heads ? uniform(out.strides) : out.strides[2];
-  const int64_t tiles_per_head = (t_new + kRowTile - 1) / kRowTile;
-  const int64_t tiles = across_heads ? (rows + kRowTile - 1) / kRowTile : group * tiles_per_head;
+  const int64_t tiles_per_head = (t_new + kPagedRowTile - 1) / kPagedRowTile;
+  const int64_t tiles =
+      across_heads ? (rows + kPagedRowTile - 1) / kPagedRowTile : group * tiles_per_head;
 
   std::mutex error_mu;
   absl::Status error;
@@ -56,7 +52,7 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
   const int team = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), total_jobs));
 #pragma omp parallel num_threads(team)
   {
-    const int64_t max_rows = std::min(rows, kRowTile);
+    const int64_t max_rows = std::min(rows, kPagedRowTile);
     std::vector<float> scores(static_cast<size_t>(max_rows * lk));
     std::vector<float> acc(static_cast<size_t>(max_rows * dv)), part(acc.size());
 #pragma omp for schedule(dynamic, 1)
@@ -70,18 +66,18 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
       // First row (head hl0, token t0) and row count of the tile.
       int64_t hl0, t0, nr;
       if (across_heads) {
-        const int64_t r0 = tile * kRowTile;
+        const int64_t r0 = tile * kPagedRowTile;
         hl0 = r0 / t_new;
         t0 = r0 % t_new;
-        nr = std::min(kRowTile, rows - r0);
+        nr = std::min(kPagedRowTile, rows - r0);
       } else {
         hl0 = tile / tiles_per_head;
-        t0 = tile % tiles_per_head * kRowTile;
-        nr = std::min(kRowTile, t_new - t0);
+        t0 = tile % tiles_per_head * kPagedRowTile;
+        nr = std::min(kPagedRowTile, t_new - t0);
       }
       const float* q0 = q.Row(b, g * group + hl0, t0);
       float* o0 = out.Row(b, g * group + hl0, t0);
-      int64_t visible[kRowTile];
+      int64_t visible[kPagedRowTile];
       int64_t kmax = 0;
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = across_heads ? (hl0 * t_new + t0 + i) % t_new : t0 + i;
@@ -115,9 +111,9 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
       } else {
         // Decode: each cached key and value row is read once for all rows
         // (from L2 for each group of rows past kFewRows).
-        const float* q_rows[kRowTile];
-        float* s_rows[kRowTile];
-        float* o_rows[kRowTile];
+        const float* q_rows[kPagedRowTile];
+        float* s_rows[kPagedRowTile];
+        float* o_rows[kPagedRowTile];
         // Score rows of one key block, packed (rows Lk apart would fall in
         // the same cache sets).
         const int64_t s_stride = std::min(lk, internal::FewRowsKeyBlock(nr, dk, dv));

@@ -4,11 +4,18 @@
 #ifndef ATTENTION_CORE_PAGED_ATTENTION_H_
 #define ATTENTION_CORE_PAGED_ATTENTION_H_
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "core/kv_cache.h"
 #include "core/tensor.h"
 
 namespace attention {
+
+// Query rows of one kv head that share one pass over the cache (a tile).
+// Each compute thread holds min(Hq / Hkv · T, kPagedRowTile) · (Lk + 2·Dv)
+// floats of scratch.
+inline constexpr int64_t kPagedRowTile = 32;
 
 // Causal attention of the cache's last T tokens (the chunk just appended)
 // over all Lk = cache.length() tokens cached, bottom-right aligned: query
