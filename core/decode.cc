@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
         absl::StrCat("start.max_tokens: expected >= 0 (0: no limit), got ", max_tokens));
   }
   absl::StatusOr<std::unique_ptr<PagedKvCache>> cache = PagedKvCache::Create(
-      CacheLayout(module->config()), batch, std::max<int64_t>(max_tokens, 1), pool);
+      CacheLayout(module->config()), batch, max_tokens, pool);
   if (!cache.ok()) {
     return absl::Status(cache.status().code(), absl::StrCat("start: ", cache.status().message()));
   }

@@ -36,7 +36,7 @@ int64_t KvBlockPlan::BlocksFor(int64_t tokens) const {
 }
 
 absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
-                                         int64_t block_bytes) {
+                                         int64_t max_tokens, int64_t block_bytes) {
   const int64_t head_bytes = layout.FloatsPerHeadToken() * 4;
   if (head_bytes > block_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -46,7 +46,8 @@ absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
   // batch <= 2^20 and heads <= 2^20 (kMaxConfigDim): no overflow.
   const int64_t lanes = batch * layout.heads;
   KvBlockPlan plan;
-  plan.lanes_per_block = std::clamp<int64_t>(block_bytes / (kMinRunTokens * head_bytes), 1, lanes);
+  const int64_t run = max_tokens > 0 ? std::min(max_tokens, kRunTokens) : kRunTokens;
+  plan.lanes_per_block = std::clamp<int64_t>(block_bytes / (run * head_bytes), 1, lanes);
   plan.tokens_per_block = block_bytes / (plan.lanes_per_block * head_bytes);
   plan.groups = (lanes + plan.lanes_per_block - 1) / plan.lanes_per_block;
   return plan;
@@ -112,20 +113,21 @@ int64_t KvBlockPool::used_blocks() const {
 
 absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvLayout& layout,
                                                                    int64_t batch,
-                                                                   int64_t reserve_tokens,
+                                                                   int64_t max_tokens,
                                                                    KvBlockPool* pool) {
   if (batch < 1) {
     return absl::InvalidArgumentError(absl::StrCat("batch: expected >= 1, got ", batch));
   }
-  if (reserve_tokens < 0) {
+  if (max_tokens < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("reserve_tokens: expected >= 0, got ", reserve_tokens));
+        absl::StrCat("max_tokens: expected >= 0 (0: no limit), got ", max_tokens));
   }
-  ATTN_ASSIGN_OR_RETURN(const KvBlockPlan plan, PlanKvBlocks(layout, batch, pool->block_bytes()));
+  ATTN_ASSIGN_OR_RETURN(const KvBlockPlan plan,
+                        PlanKvBlocks(layout, batch, max_tokens, pool->block_bytes()));
   // Counted before any bookkeeping exists: an absurd batch costs nothing.
-  const int64_t blocks = plan.BlocksFor(reserve_tokens);
-  ATTN_RETURN_IF_ERROR(
-      pool->Reserve(blocks, absl::StrCat(batch, " rows x ", reserve_tokens, " tokens")));
+  const int64_t tokens = std::max<int64_t>(max_tokens, 1);
+  const int64_t blocks = plan.BlocksFor(tokens);
+  ATTN_RETURN_IF_ERROR(pool->Reserve(blocks, absl::StrCat(batch, " rows x ", tokens, " tokens")));
   return std::unique_ptr<PagedKvCache>(new PagedKvCache(layout, batch, plan, blocks, pool));
 }
 

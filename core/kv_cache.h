@@ -13,13 +13,15 @@
 // tokens of lanes_per_block (λ) consecutive lanes, lane-major, so each lane
 // still reads its keys (and values) in contiguous runs of tpb rows:
 //   K [λ][tpb][k_width], then (unless v_in_k) V [λ][tpb][v_width].
-// The lanes form groups = ⌈B·Hkv / λ⌉ groups; every group holds the same
-// number of blocks. λ is as large as a block allows while runs stay at
-// least kMinRunTokens long (the kernel streams K/V at memory speed only over
-// runs that long), so a small stream (B·Hkv · kMinRunTokens tokens of one
-// head fit a block) is one group: its footprint is within one block of its
-// bytes. In general a stream holds at most `groups` blocks more than its
-// bytes need (one partly filled block per group).
+// The lanes form groups = ⌈B·Hkv / λ⌉ groups, every group with the same
+// number of blocks. λ is as large as a block allows while a run stays
+// min(max_tokens, kRunTokens) tokens long (kRunTokens when max_tokens is 0,
+// no limit). So a short stream (max_tokens <= kRunTokens) packs its lanes
+// into as few blocks as its bytes need: with B·Hkv·max_tokens tokens of one
+// head within a block, 1 token takes 1 block, not one per (row, head). A long
+// or unbounded stream keeps the runs the kernel streams at memory speed. In
+// general a stream holds at most `groups` blocks more than its bytes need
+// (one partly filled block per group).
 #ifndef ATTENTION_CORE_KV_CACHE_H_
 #define ATTENTION_CORE_KV_CACHE_H_
 
@@ -50,8 +52,10 @@ struct KvLayout {
 // KvCacheBytesPerToken(config).
 KvLayout CacheLayout(const ModuleConfig& config);
 
-// Shortest run of one lane's tokens a block is cut to (see the file comment).
-inline constexpr int64_t kMinRunTokens = 16;
+// Tokens of one lane a block keeps contiguous for long streams (the file
+// comment). Shorter runs cost PagedSdpa time: 16-token runs took 1.1-1.8x as
+// long on the 4096-token decode shapes of attention_bench.
+inline constexpr int64_t kRunTokens = 64;
 
 // How a stream of `batch` rows is cut into blocks (the file comment).
 struct KvBlockPlan {
@@ -64,11 +68,12 @@ struct KvBlockPlan {
   int64_t BlocksFor(int64_t tokens) const;
 };
 
-// The plan of a stream of `batch` (>= 1) rows in blocks of `block_bytes`.
-// RESOURCE_EXHAUSTED naming --kv_block_kb if one token of one head is larger
-// than a block (servers check it at LoadModule with batch 1).
+// The plan of a stream of `batch` (>= 1) rows and `max_tokens` (>= 0; 0: no
+// limit) in blocks of `block_bytes`. RESOURCE_EXHAUSTED naming --kv_block_kb
+// if one token of one head is larger than a block (servers can check a
+// module at LoadModule with batch 1, max_tokens 0).
 absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
-                                         int64_t block_bytes);
+                                         int64_t max_tokens, int64_t block_bytes);
 
 // A fixed budget of equal blocks shared by all streams. A block is counted
 // against the budget when reserved, and gets memory only when a stream is
@@ -115,17 +120,17 @@ class KvBlockPool {
 // destroyed.
 class PagedKvCache {
  public:
-  // Reserves (without memory) the blocks for `reserve_tokens` (>= 0) tokens
-  // of every row; later growth draws on that reservation before the shared
-  // budget. Bookkeeping is O(groups), allocated after the reservation
-  // succeeded.
-  //   INVALID_ARGUMENT    batch < 1 or reserve_tokens < 0
+  // A cache planned for `max_tokens` (0: no limit) that reserves (without
+  // memory) the blocks of max(max_tokens, 1) tokens of every row; growth
+  // draws on that reservation before the shared budget. Bookkeeping is
+  // O(groups), allocated after the reservation succeeded.
+  //   INVALID_ARGUMENT    batch < 1 or max_tokens < 0
   //   RESOURCE_EXHAUSTED  a head's token is larger than a block (naming
   //                       --kv_block_kb), or the reservation does not fit the
   //                       budget (naming --kv_cache_mb, with need and free)
   static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvLayout& layout,
                                                               int64_t batch,
-                                                              int64_t reserve_tokens,
+                                                              int64_t max_tokens,
                                                               KvBlockPool* pool);
   ~PagedKvCache();
   PagedKvCache(const PagedKvCache&) = delete;

@@ -63,13 +63,13 @@ TEST_P(DecodeVariants, ChunksEqualOneCausalForward) {
   auto full = m->Forward(in);
   ASSERT_OK(full);
 
-  // 1 KiB blocks: chunks cross block boundaries. 12 KiB: several lanes
-  // share a block, the last group partly filled.
-  for (int64_t block : {1024, 12 << 10}) {
+  // 1 KiB blocks: chunks cross block boundaries. 9 KiB: several lanes share
+  // a block (mha: 3 of its 8, the last group partly filled).
+  for (int64_t block : {1024, 9 << 10}) {
     SCOPED_TRACE(block);
     auto pool = KvBlockPool::Create(1 << 20, block);
     ASSERT_OK(pool);
-    auto session = DecodeSession::Create(m, 2, 0, pool->get());
+    auto session = DecodeSession::Create(m, 2, /*max_tokens=*/11, pool->get());
     ASSERT_OK(session);
     if (block == 1024) {
       EXPECT_LE((*session)->cache().tokens_per_block(), 8);
@@ -159,11 +159,11 @@ ModuleConfig DemoMha() {
   return c;
 }
 
-TEST(Decode, OneTokenOfASmallStreamTakesOneBlock) {
+TEST(Decode, OneTokenOfAShortStreamTakesOneBlock) {
   std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(DemoMha(), 1);
   auto pool = KvBlockPool::Create(1 << 20, 64 << 10);
   ASSERT_OK(pool);
-  auto s = DecodeSession::Create(m, 1, 0, pool->get());
+  auto s = DecodeSession::Create(m, 1, /*max_tokens=*/16, pool->get());
   ASSERT_OK(s);
   ASSERT_OK((*s)->Step(RandomTensor({1, 1, 512}, 1)));
   EXPECT_EQ((*s)->cache().blocks_held(), 1);  // not one block per head
@@ -172,13 +172,13 @@ TEST(Decode, OneTokenOfASmallStreamTakesOneBlock) {
 
 TEST(Decode, StartReservesMaxTokensSoAnAcceptedStreamIsNeverRefused) {
   std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(DemoMha(), 1);
-  // 4 MiB (--kv_cache_mb=4) in 64 KiB blocks of 16 tokens.
+  // 4 MiB (--kv_cache_mb=4): 64 blocks of 64 KiB, each 64 tokens of 2 heads.
   auto pool = KvBlockPool::Create(4 << 20, 64 << 10);
   ASSERT_OK(pool);
   auto too_long = DecodeSession::Create(m, 1, 2000, pool->get());  // 8 MB
   EXPECT_EQ(too_long.status().code(), absl::StatusCode::kResourceExhausted)
       << too_long.status();
-  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "need 125 blocks"))
+  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "need 128 blocks"))
       << too_long.status();
   EXPECT_TRUE(absl::StrContains(too_long.status().message(), "64 of the server's 64"))
       << too_long.status();
@@ -189,9 +189,10 @@ TEST(Decode, StartReservesMaxTokensSoAnAcceptedStreamIsNeverRefused) {
   auto capped = DecodeSession::Create(m, 1, 960, pool->get());  // 60 blocks
   ASSERT_OK(capped);
   EXPECT_EQ((*pool)->used_blocks(), 60);
-  auto open = DecodeSession::Create(m, 1, 0, pool->get());  // its first block
+  auto open = DecodeSession::Create(m, 1, 0, pool->get());  // its first token: 4 blocks
   ASSERT_OK(open);
-  // The unlimited stream takes the rest of the budget, and is refused past it.
+  EXPECT_EQ((*pool)->used_blocks(), 64);
+  // The unlimited stream fills its blocks, and is refused past them.
   ASSERT_OK((*open)->Step(RandomTensor({1, 64, 512}, 2)));
   EXPECT_EQ((*open)->Step(RandomTensor({1, 1, 512}, 3)).status().code(),
             absl::StatusCode::kResourceExhausted);

@@ -19,9 +19,9 @@ KvLayout Heads(int64_t heads, int64_t width) {
   return l;
 }
 
-TEST(PlanKvBlocks, SmallStreamIsOneGroupOfAllHeads) {
+TEST(PlanKvBlocks, ShortStreamPacksAllHeadsIntoOneBlock) {
   // demo-mha: 8 heads of 64, 512 bytes per head and token, 4 KiB per token.
-  auto plan = PlanKvBlocks(Heads(8, 64), 1, 64 << 10);
+  auto plan = PlanKvBlocks(Heads(8, 64), 1, /*max_tokens=*/16, 64 << 10);
   ASSERT_OK(plan);
   EXPECT_EQ(plan->lanes_per_block, 8);
   EXPECT_EQ(plan->tokens_per_block, 16);
@@ -32,20 +32,24 @@ TEST(PlanKvBlocks, SmallStreamIsOneGroupOfAllHeads) {
   EXPECT_EQ(plan->BlocksFor(0), 0);
 }
 
-TEST(PlanKvBlocks, LargeHeadsKeepRunsOfMinRunTokens) {
-  // 32 heads of 128 (1 KiB per head and token), 8 rows: 256 lanes, 4 per
-  // 64 KiB block with runs of 16 tokens.
-  auto plan = PlanKvBlocks(Heads(32, 128), 8, 64 << 10);
+TEST(PlanKvBlocks, UnboundedStreamKeepsRunsOfRunTokens) {
+  auto plan = PlanKvBlocks(Heads(8, 64), 1, /*max_tokens=*/0, 64 << 10);
   ASSERT_OK(plan);
-  EXPECT_EQ(plan->lanes_per_block, 4);
-  EXPECT_EQ(plan->tokens_per_block, kMinRunTokens);
-  EXPECT_EQ(plan->groups, 64);
-  EXPECT_EQ(plan->BlocksFor(4097), 64 * 257);
+  EXPECT_EQ(plan->lanes_per_block, 2);
+  EXPECT_EQ(plan->tokens_per_block, kRunTokens);
+  EXPECT_EQ(plan->groups, 4);
+  // 1 KiB heads (attention_bench's decode shapes): one lane per block.
+  auto large = PlanKvBlocks(Heads(32, 128), 8, /*max_tokens=*/4096, 64 << 10);
+  ASSERT_OK(large);
+  EXPECT_EQ(large->lanes_per_block, 1);
+  EXPECT_EQ(large->tokens_per_block, 64);
+  EXPECT_EQ(large->groups, 256);
+  EXPECT_EQ(large->BlocksFor(4097), 256 * 65);
 }
 
 TEST(PlanKvBlocks, AHeadLongerThanARunStillGetsABlock) {
   // 3 KiB per head and token in 4 KiB blocks: one lane, one token per block.
-  auto plan = PlanKvBlocks(Heads(2, 384), 3, 4096);
+  auto plan = PlanKvBlocks(Heads(2, 384), 3, 0, 4096);
   ASSERT_OK(plan);
   EXPECT_EQ(plan->lanes_per_block, 1);
   EXPECT_EQ(plan->tokens_per_block, 1);
@@ -53,13 +57,13 @@ TEST(PlanKvBlocks, AHeadLongerThanARunStillGetsABlock) {
 }
 
 TEST(PlanKvBlocks, HeadTokenLargerThanABlockIsRefusedNamingTheFlag) {
-  auto plan = PlanKvBlocks(Heads(1, 256), 1, 1024);  // 2 KiB per token
+  auto plan = PlanKvBlocks(Heads(1, 256), 1, 0, 1024);  // 2 KiB per token
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted) << plan.status();
   EXPECT_TRUE(absl::StrContains(plan.status().message(), "--kv_block_kb")) << plan.status();
 }
 
 TEST(PlanKvBlocks, BlocksForSaturates) {
-  auto plan = PlanKvBlocks(Heads(8, 64), int64_t{1} << 20, 1024);
+  auto plan = PlanKvBlocks(Heads(8, 64), int64_t{1} << 20, 0, 1024);
   ASSERT_OK(plan);
   EXPECT_EQ(plan->BlocksFor(INT64_MAX), INT64_MAX);
 }
@@ -82,21 +86,21 @@ TEST(KvBlockPool, ReservationsCountWithoutMemoryAndNameTheBudget) {
 TEST(PagedKvCache, CreateReservesAndDestructionGivesEverythingBack) {
   auto pool = KvBlockPool::Create(64 * 4096, 4096);
   ASSERT_OK(pool);
-  // 2 rows × 2 heads of 8 + 8 floats (64 bytes): 4 lanes, all in one block
-  // of 16 tokens.
-  auto cache = PagedKvCache::Create(Heads(2, 8), 2, 40, pool->get());
+  // 2 rows × 2 heads of 8 + 8 floats (64 bytes), max_tokens 16: the 4 lanes
+  // share blocks of 16 tokens.
+  auto cache = PagedKvCache::Create(Heads(2, 8), 2, 16, pool->get());
   ASSERT_OK(cache);
   EXPECT_EQ((*cache)->plan().groups, 1);
-  EXPECT_EQ((*cache)->blocks_reserved(), 3);
+  EXPECT_EQ((*cache)->blocks_reserved(), 1);
   EXPECT_EQ((*cache)->blocks_held(), 0);  // no memory until written
+  EXPECT_EQ((*pool)->used_blocks(), 1);
+  ASSERT_OK((*cache)->Reserve(10));
+  EXPECT_EQ((*cache)->blocks_held(), 1);
+  EXPECT_EQ((*pool)->used_blocks(), 1);  // drawn from the reservation
+  (*cache)->Advance(10);
+  ASSERT_OK((*cache)->Reserve(30));  // 40 tokens: 3 blocks, two past the reservation
+  EXPECT_EQ((*cache)->blocks_held(), 3);
   EXPECT_EQ((*pool)->used_blocks(), 3);
-  ASSERT_OK((*cache)->Reserve(20));
-  EXPECT_EQ((*cache)->blocks_held(), 2);
-  EXPECT_EQ((*pool)->used_blocks(), 3);  // drawn from the reservation
-  (*cache)->Advance(20);
-  ASSERT_OK((*cache)->Reserve(30));  // 50 tokens: 4 blocks, one past the reservation
-  EXPECT_EQ((*cache)->blocks_held(), 4);
-  EXPECT_EQ((*pool)->used_blocks(), 4);
   cache->reset();
   EXPECT_EQ((*pool)->used_blocks(), 0);
 }
@@ -112,16 +116,18 @@ TEST(PagedKvCache, ReservationPastTheBudgetIsRefusedBeforeAnyBookkeeping) {
 }
 
 TEST(PagedKvCache, EveryRowHeadAndTokenHasItsOwnKeyAndValueRows) {
-  // 3 rows × 2 heads (6 lanes), 64 bytes per head and token, 2 KiB blocks:
-  // 2 lanes per block (3 groups), runs of 16 tokens.
-  auto pool = KvBlockPool::Create(1 << 20, 2048);
+  // 3 rows × 2 heads (6 lanes), 64 bytes per head and token, max_tokens 16,
+  // 4 KiB blocks: 4 lanes per block in 2 groups (the second half used),
+  // runs of 16 tokens; written past max_tokens (the session's limit).
+  auto pool = KvBlockPool::Create(1 << 20, 4096);
   ASSERT_OK(pool);
   const KvLayout layout = Heads(2, 8);
-  auto cache = PagedKvCache::Create(layout, 3, 0, pool->get());
+  auto cache = PagedKvCache::Create(layout, 3, 16, pool->get());
   ASSERT_OK(cache);
   PagedKvCache& c = **cache;
-  EXPECT_EQ(c.plan().lanes_per_block, 2);
-  EXPECT_EQ(c.plan().groups, 3);
+  EXPECT_EQ(c.plan().lanes_per_block, 4);
+  EXPECT_EQ(c.plan().groups, 2);
+  EXPECT_EQ(c.tokens_per_block(), 16);
   const int64_t tokens = 40, tpb = c.tokens_per_block();
   ASSERT_OK(c.Reserve(tokens));
   auto tag = [](int64_t b, int64_t h, int64_t t, int64_t kv) {
@@ -153,7 +159,7 @@ TEST(PagedKvCache, EveryRowHeadAndTokenHasItsOwnKeyAndValueRows) {
       }
     }
   }
-  EXPECT_EQ(c.blocks_held(), 3 * 3);  // 3 groups × ⌈40 / 16⌉
+  EXPECT_EQ(c.blocks_held(), 2 * 3);  // 2 groups × ⌈40 / 16⌉
 }
 
 }  // namespace
