@@ -1,7 +1,12 @@
 #include "core/decode.h"
 
+#include <algorithm>
+#include <cstdint>
+
 #include "absl/strings/str_cat.h"
+#include "core/paged_attention.h"
 #include "core/status_macros.h"
+#include "core/threading.h"
 
 namespace attention {
 
@@ -16,10 +21,40 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("start.max_tokens: expected >= 0 (0: no limit), got ", max_tokens));
   }
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<PagedKvCache> cache,
-                        PagedKvCache::Create(CacheLayout(module->config()), batch, pool));
+  absl::StatusOr<std::unique_ptr<PagedKvCache>> cache = PagedKvCache::Create(
+      CacheLayout(module->config()), batch, max_tokens, pool);
+  if (!cache.ok()) {
+    return absl::Status(cache.status().code(), absl::StrCat("start: ", cache.status().message()));
+  }
   return std::unique_ptr<DecodeSession>(
-      new DecodeSession(std::move(module), max_tokens, std::move(cache)));
+      new DecodeSession(std::move(module), max_tokens, *std::move(cache)));
+}
+
+int64_t DecodeSession::StepWorkingBytes(int64_t t_new) const {
+  // Float counts in double: no overflow; the bound saturates.
+  const ModuleConfig& c = module_->config();
+  const KvLayout& layout = cache_->layout();
+  const double m = static_cast<double>(cache_->batch()) * static_cast<double>(t_new);
+  const double hq = static_cast<double>(NumQueryHeads(c));
+  const double hkv = static_cast<double>(layout.heads);
+  const double dk = static_cast<double>(layout.k_width), dv = static_cast<double>(layout.v_width);
+  double floats = 0;  // per token and row: what DecodeStep allocates
+  if (c.variant == Variant::kMla) {
+    const double dq = static_cast<double>(c.qk_nope_head_dim + c.qk_rope_head_dim);
+    // q, q_a, latent, absorbed q, latent output, per-head output.
+    floats = hq * dq + static_cast<double>(c.q_lora_rank) + dk + hq * dk + hq * dv +
+             hq * static_cast<double>(c.v_head_dim);
+  } else {
+    floats = hq * dk + hkv * (dk + dv) + hq * dv;  // q, k, v, attention output
+  }
+  floats = m * (floats + static_cast<double>(OutputDim(c)));
+  // PagedSdpa's per-thread scratch (paged_attention.h).
+  const double tile =
+      std::min(hq / hkv * static_cast<double>(t_new), static_cast<double>(kPagedRowTile));
+  const double lk = static_cast<double>(cache_->length()) + static_cast<double>(t_new);
+  floats += static_cast<double>(ComputeThreads()) * tile * (lk + 2 * dv);
+  const double bytes = floats * 4;
+  return bytes > 9e18 ? INT64_MAX : static_cast<int64_t>(bytes);
 }
 
 int64_t DecodeSession::kv_cache_bytes() const {

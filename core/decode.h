@@ -1,5 +1,7 @@
 // A streaming-decode session: one module, one paged KV cache of `batch`
-// rows, fed chunk by chunk.
+// rows, fed chunk by chunk. The session reserves its max_tokens in the KV
+// budget when it is created, so an accepted stream is never refused for KV
+// memory before max_tokens.
 #ifndef ATTENTION_CORE_DECODE_H_
 #define ATTENTION_CORE_DECODE_H_
 
@@ -19,8 +21,16 @@ struct DecodeStepResult {
 
 class DecodeSession {
  public:
-  // max_tokens 0: bounded only by the KV budget. INVALID_ARGUMENT naming
-  // "start.batch" / "start.max_tokens" for bad values.
+  // Reserves the KV blocks of max(max_tokens, 1) tokens of every row in
+  // `pool` (counted, not allocated: memory comes as tokens are written),
+  // laid out for max_tokens (kv_cache.h). max_tokens 0: no limit; past its
+  // first token the stream grows from the shared budget.
+  //   INVALID_ARGUMENT    naming "start.batch" (1 .. kMaxConfigDim) or
+  //                       "start.max_tokens" (>= 0)
+  //   RESOURCE_EXHAUSTED  the reservation does not fit the free budget
+  //                       (naming --kv_cache_mb, with need and free), or one
+  //                       token of one kv head is larger than a block
+  //                       (naming --kv_block_kb)
   static absl::StatusOr<std::unique_ptr<DecodeSession>> Create(
       std::shared_ptr<const AttentionModule> module, int64_t batch, int64_t max_tokens,
       KvBlockPool* pool);
@@ -28,8 +38,16 @@ class DecodeSession {
   // Appends tokens [B, T, d_model] and returns their outputs.
   //   INVALID_ARGUMENT    "tokens" of the wrong shape
   //   FAILED_PRECONDITION the chunk would pass max_tokens
-  //   RESOURCE_EXHAUSTED  the KV budget is full (the cache is unchanged)
+  //   RESOURCE_EXHAUSTED  past the reservation (max_tokens 0 only), the KV
+  //                       budget is full (the cache is unchanged)
   absl::StatusOr<DecodeStepResult> Step(const Tensor& tokens);
+
+  // An upper bound of the bytes Step allocates besides KV blocks for a chunk
+  // of t_new (>= 0) tokens at the current length: projections, the
+  // attention kernel's per-thread scratch (ComputeThreads() threads) and the
+  // output. For admission control, checked before Step; saturates at
+  // INT64_MAX instead of overflowing.
+  int64_t StepWorkingBytes(int64_t t_new) const;
 
   int64_t cached_tokens() const { return cache_->length(); }
   // Bytes the cache's tokens occupy: cached_tokens · batch · per-token bytes.

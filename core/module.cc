@@ -11,6 +11,7 @@
 #include "core/internal/gemm.h"
 #include "core/internal/layer_ops.h"
 #include "core/kv_cache.h"
+#include "core/paged_attention.h"
 #include "core/status_macros.h"
 
 namespace attention {

@@ -20,12 +20,6 @@ int64_t Micros(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
 }
 
-// MERGE: replaced by DecodeSession::StepWorkingBytes.
-int64_t MERGE_StepWorkingBytes(const DecodeSession& s, int64_t t) {
-  const ModuleConfig& c = s.module().config();
-  return ForwardWorkingBytes(c, s.cache().batch(), t, t, false);
-}
-
 }  // namespace
 
 DecodeReactor::DecodeReactor(const DecodeServices& services, grpc::CallbackServerContext* ctx)
@@ -101,7 +95,7 @@ void DecodeReactor::RunChunk() {
   const int64_t t_new =
       tokens.shape_size() == 3 ? std::clamp<int64_t>(tokens.shape(1), 0, kMaxConfigDim) : 0;
   absl::StatusOr<std::shared_ptr<Ticket>> ticket =
-      services_.admission->Admit("DecodeChunk", ctx_, MERGE_StepWorkingBytes(*session_, t_new),
+      services_.admission->Admit("DecodeChunk", ctx_, session_->StepWorkingBytes(t_new),
                                  static_cast<int64_t>(request_.ByteSizeLong()));
   if (!ticket.ok()) return End(ticket.status());
   const absl::Status scheduled = services_.admission->Schedule(*ticket, [this, t = *ticket] {

@@ -1,12 +1,12 @@
 #include "server/metrics.h"
 
 #include <arpa/inet.h>
+#include <httplib.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -72,68 +72,44 @@ std::string Metrics::Render(
   return out;
 }
 
+MetricsHttpServer::MetricsHttpServer() : http_(std::make_unique<httplib::Server>()) {}
+
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
     const std::string& address, int port, std::function<std::string()> render) {
-  std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer);
-  s->render_ = std::move(render);
-  s->fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s->fd_ < 0) return absl::InternalError("metrics: socket() failed");
-  int one = 1;
-  ::setsockopt(s->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (::inet_pton(AF_INET, address.c_str(), &addr.sin_addr) != 1) {
-    ::close(s->fd_);
+  in_addr parsed{};
+  if (::inet_pton(AF_INET, address.c_str(), &parsed) != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics_address: expected an IPv4 address, got '", address, "'"));
   }
-  if (::bind(s->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(s->fd_, 16) != 0) {
-    ::close(s->fd_);
+  std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer);
+  httplib::Server& http = *s->http_;
+  http.new_task_queue = [] { return new httplib::ThreadPool(kMetricsConnections); };
+  http.set_read_timeout(2, 0);
+  http.Get("/metrics", [render = std::move(render)](const httplib::Request&,
+                                                   httplib::Response& response) {
+    response.set_content(render(), "text/plain; version=0.0.4");
+  });
+  if (port == 0) {
+    s->port_ = http.bind_to_any_port(address);
+  } else {
+    s->port_ = http.bind_to_port(address, port) ? port : -1;
+  }
+  if (s->port_ < 0) {
     return absl::UnavailableError(
         absl::StrCat("metrics_port: cannot listen on ", address, ":", port, ": ", strerror(errno)));
   }
-  socklen_t len = sizeof(addr);
-  ::getsockname(s->fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  s->port_ = ntohs(addr.sin_port);
-  s->thread_ = std::thread([p = s.get()] { p->Loop(); });
+  s->thread_ = std::thread([p = s.get()] {
+    p->http_->listen_after_bind();
+    p->listen_returned_ = true;
+  });
+  // stop() only acts on a running server: wait until it runs (or gave up).
+  while (!http.is_running() && !s->listen_returned_) std::this_thread::yield();
   return s;
 }
 
 MetricsHttpServer::~MetricsHttpServer() {
-  stop_ = true;
+  http_->stop();
   if (thread_.joinable()) thread_.join();
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void MetricsHttpServer::Loop() {
-  while (!stop_) {
-    pollfd pfd{fd_, POLLIN, 0};
-    if (::poll(&pfd, 1, 100) <= 0) continue;
-    const int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (conn < 0) continue;
-    timeval tv{2, 0};
-    ::setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char buf[2048];
-    const ssize_t n = ::recv(conn, buf, sizeof(buf) - 1, 0);
-    std::string response;
-    if (n > 0 && std::strncmp(buf, "GET /metrics", 12) == 0) {
-      const std::string body = render_();
-      response = absl::StrCat(
-          "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: ",
-          body.size(), "\r\nConnection: close\r\n\r\n", body);
-    } else {
-      response = "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    }
-    size_t sent = 0;
-    while (sent < response.size()) {
-      const ssize_t w = ::send(conn, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
-      if (w <= 0) break;
-      sent += static_cast<size_t>(w);
-    }
-    ::close(conn);
-  }
 }
 
 }  // namespace attention::server

@@ -8,13 +8,19 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include <mutex>
+
+namespace httplib {
+class Server;
+}  // namespace httplib
 
 namespace attention::server {
 
@@ -41,23 +47,30 @@ class Metrics {
   std::map<std::string, MethodSnapshot> methods_ ABSL_GUARDED_BY(mu_);
 };
 
-// A minimal HTTP/1.0 server for GET /metrics. Stops and joins in the
-// destructor.
+// The HTTP endpoint: GET /metrics answers render() as Prometheus text (200),
+// any other path 404. Built on cpp-httplib: up to kMetricsConnections
+// connections are served at once, each on its own thread, so idle or slow
+// clients do not hold up a scrape; a connection silent for 2 s is closed.
 class MetricsHttpServer {
  public:
+  static constexpr int kMetricsConnections = 8;
+
+  // Listens on address:port (an IPv4 address; port 0: any free port) and
+  // serves on its own threads until destroyed. `render` is called on those
+  // threads, possibly concurrently. INVALID_ARGUMENT naming metrics_address
+  // for a bad address, UNAVAILABLE naming metrics_port if it cannot listen.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
       const std::string& address, int port, std::function<std::string()> render);
+  // Stops listening, finishes the requests being served, and joins.
   ~MetricsHttpServer();
   int port() const { return port_; }
 
  private:
-  MetricsHttpServer() = default;
-  void Loop();
+  MetricsHttpServer();
 
-  int fd_ = -1;
+  std::unique_ptr<httplib::Server> http_;
   int port_ = 0;
-  std::function<std::string()> render_;
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> listen_returned_{false};
   std::thread thread_;
 };
 

@@ -55,13 +55,6 @@ TEST_P(DecodeVariants, ChunksEqualOneCausalForward) {
   auto module = AttentionModule::CreateRandom(c, 3);
   ASSERT_OK(module);
   std::shared_ptr<const AttentionModule> m = std::move(*module);
-  // Small blocks, so chunks cross block boundaries.
-  auto pool = KvBlockPool::Create(1 << 20, 1024);
-  ASSERT_OK(pool);
-  auto session = DecodeSession::Create(m, 2, 0, pool->get());
-  ASSERT_OK(session);
-  EXPECT_LE((*session)->cache().tokens_per_block(), 8);
-
   const int64_t chunks[] = {5, 1, 1, 3, 1};
   const Tensor x = RandomTensor({2, 11, c.d_model}, 7);
   ForwardInput in;
@@ -70,23 +63,35 @@ TEST_P(DecodeVariants, ChunksEqualOneCausalForward) {
   auto full = m->Forward(in);
   ASSERT_OK(full);
 
-  int64_t t0 = 0;
-  const int64_t out_dim = OutputDim(c);
-  for (int64_t n : chunks) {
-    auto step = (*session)->Step(Slice(x, t0, n));
-    ASSERT_OK(step);
-    const Tensor want = Slice(full->output, t0, n);
-    EXPECT_EQ(step->output.shape(), (std::vector<int64_t>{2, n, out_dim}));
-    EXPECT_LT(RelError(step->output, want), 1e-4) << "chunk at " << t0;
-    t0 += n;
-    EXPECT_EQ((*session)->cached_tokens(), t0);
-    EXPECT_EQ((*session)->kv_cache_bytes(), t0 * 2 * KvCacheBytesPerToken(c));
-    EXPECT_GT(step->flops, 0);
+  // 1 KiB blocks: chunks cross block boundaries. 9 KiB: several lanes share
+  // a block (mha: 3 of its 8, the last group partly filled).
+  for (int64_t block : {1024, 9 << 10}) {
+    SCOPED_TRACE(block);
+    auto pool = KvBlockPool::Create(1 << 20, block);
+    ASSERT_OK(pool);
+    auto session = DecodeSession::Create(m, 2, /*max_tokens=*/11, pool->get());
+    ASSERT_OK(session);
+    if (block == 1024) {
+      EXPECT_LE((*session)->cache().tokens_per_block(), 8);
+    }
+    int64_t t0 = 0;
+    const int64_t out_dim = OutputDim(c);
+    for (int64_t n : chunks) {
+      auto step = (*session)->Step(Slice(x, t0, n));
+      ASSERT_OK(step);
+      const Tensor want = Slice(full->output, t0, n);
+      EXPECT_EQ(step->output.shape(), (std::vector<int64_t>{2, n, out_dim}));
+      EXPECT_LT(RelError(step->output, want), 1e-4) << "chunk at " << t0;
+      t0 += n;
+      EXPECT_EQ((*session)->cached_tokens(), t0);
+      EXPECT_EQ((*session)->kv_cache_bytes(), t0 * 2 * KvCacheBytesPerToken(c));
+      EXPECT_GT(step->flops, 0);
+    }
+    EXPECT_GT((*pool)->used_blocks(), 0);
+    session->reset();
+    EXPECT_EQ((*pool)->used_blocks(), 0);  // every block back in the budget
   }
   EXPECT_EQ(CacheLayout(c).FloatsPerToken() * 4, KvCacheBytesPerToken(c));
-  EXPECT_GT((*pool)->used_blocks(), 0);
-  session->reset();
-  EXPECT_EQ((*pool)->used_blocks(), 0);  // every block back in the budget
 }
 
 TEST(Decode, LongChunksMatchForwardToo) {
@@ -134,13 +139,106 @@ TEST(Decode, OverBudgetFailsAndLeavesTheCacheUnchanged) {
   EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted) << over.status();
   EXPECT_TRUE(absl::StrContains(over.status().message(), "--kv_cache_mb")) << over.status();
   EXPECT_EQ((*a)->cached_tokens(), 6);
+  EXPECT_EQ((*pool)->used_blocks(), 8);  // the failed growth reserved nothing
   ASSERT_OK((*a)->Step(RandomTensor({1, 2, 128}, 3)));  // still fits exactly
+  // A start reserves its first token (one block per head here): none left.
   auto b = DecodeSession::Create(m, 1, 0, pool->get());
-  ASSERT_OK(b);
-  EXPECT_EQ((*b)->Step(RandomTensor({1, 1, 128}, 4)).status().code(),
-            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted) << b.status();
   a->reset();
-  EXPECT_OK((*b)->Step(RandomTensor({1, 1, 128}, 4)));  // a's blocks came back
+  b = DecodeSession::Create(m, 1, 0, pool->get());  // a's blocks came back
+  ASSERT_OK(b);
+  EXPECT_OK((*b)->Step(RandomTensor({1, 1, 128}, 4)));
+}
+
+// demo-mha of the server: d_model 512, 8 heads of 64 (4 KiB per token).
+ModuleConfig DemoMha() {
+  ModuleConfig c;
+  c.variant = Variant::kMha;
+  c.d_model = 512;
+  c.num_heads = 8;
+  return c;
+}
+
+TEST(Decode, OneTokenOfAShortStreamTakesOneBlock) {
+  std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(DemoMha(), 1);
+  auto pool = KvBlockPool::Create(1 << 20, 64 << 10);
+  ASSERT_OK(pool);
+  auto s = DecodeSession::Create(m, 1, /*max_tokens=*/16, pool->get());
+  ASSERT_OK(s);
+  ASSERT_OK((*s)->Step(RandomTensor({1, 1, 512}, 1)));
+  EXPECT_EQ((*s)->cache().blocks_held(), 1);  // not one block per head
+  EXPECT_EQ((*pool)->used_blocks(), 1);
+}
+
+TEST(Decode, StartReservesMaxTokensSoAnAcceptedStreamIsNeverRefused) {
+  std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(DemoMha(), 1);
+  // 4 MiB (--kv_cache_mb=4): 64 blocks of 64 KiB, each 64 tokens of 2 heads.
+  auto pool = KvBlockPool::Create(4 << 20, 64 << 10);
+  ASSERT_OK(pool);
+  auto too_long = DecodeSession::Create(m, 1, 2000, pool->get());  // 8 MB
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kResourceExhausted)
+      << too_long.status();
+  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "need 128 blocks"))
+      << too_long.status();
+  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "64 of the server's 64"))
+      << too_long.status();
+  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "--kv_cache_mb"))
+      << too_long.status();
+  EXPECT_EQ((*pool)->used_blocks(), 0);
+
+  auto capped = DecodeSession::Create(m, 1, 960, pool->get());  // 60 blocks
+  ASSERT_OK(capped);
+  EXPECT_EQ((*pool)->used_blocks(), 60);
+  auto open = DecodeSession::Create(m, 1, 0, pool->get());  // its first token: 4 blocks
+  ASSERT_OK(open);
+  EXPECT_EQ((*pool)->used_blocks(), 64);
+  // The unlimited stream fills its blocks, and is refused past them.
+  ASSERT_OK((*open)->Step(RandomTensor({1, 64, 512}, 2)));
+  EXPECT_EQ((*open)->Step(RandomTensor({1, 1, 512}, 3)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // The capped stream still reaches its max_tokens.
+  for (int i = 0; i < 4; ++i) ASSERT_OK((*capped)->Step(RandomTensor({1, 240, 512}, 4 + i)));
+  EXPECT_EQ((*capped)->cached_tokens(), 960);
+}
+
+TEST(Decode, AbsurdBatchIsRefusedAtStartByTheBudget) {
+  std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(DemoMha(), 1);
+  auto pool = KvBlockPool::Create(1 << 30, 64 << 10);
+  ASSERT_OK(pool);
+  auto s = DecodeSession::Create(m, int64_t{1} << 20, 0, pool->get());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted) << s.status();
+  EXPECT_TRUE(absl::StartsWith(s.status().message(), "start: kv cache: 1048576 rows x 1 tokens"))
+      << s.status();
+  EXPECT_EQ((*pool)->used_blocks(), 0);
+}
+
+TEST(Decode, HeadTokenLargerThanABlockIsRefusedAtStartNamingTheFlag) {
+  ModuleConfig c = DemoMha();
+  c.num_heads = 1;  // one head of 512: 4 KiB per token
+  std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(c, 1);
+  auto pool = KvBlockPool::Create(1 << 20, 2048);
+  ASSERT_OK(pool);
+  auto s = DecodeSession::Create(m, 1, 0, pool->get());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kResourceExhausted) << s.status();
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "--kv_block_kb")) << s.status();
+}
+
+TEST(Decode, StepWorkingBytesCoversTheOutputGrowsWithTheChunkAndSaturates) {
+  for (Variant v : {Variant::kSelfAttention, Variant::kMha, Variant::kGqa, Variant::kMla}) {
+    SCOPED_TRACE(VariantFieldName(v));
+    const ModuleConfig c = Make(v);
+    std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(c, 1);
+    auto pool = KvBlockPool::Create(1 << 20, 4096);
+    ASSERT_OK(pool);
+    auto s = DecodeSession::Create(m, 2, 0, pool->get());
+    ASSERT_OK(s);
+    const int64_t one = (*s)->StepWorkingBytes(1);
+    EXPECT_GE(one, 2 * OutputDim(c) * 4);
+    EXPECT_GT((*s)->StepWorkingBytes(8), one);
+    ASSERT_OK((*s)->Step(RandomTensor({2, 8, 128}, 1)));
+    EXPECT_GT((*s)->StepWorkingBytes(1), one);  // the scores grow with the cache
+    EXPECT_EQ((*s)->StepWorkingBytes(INT64_MAX / 2), INT64_MAX);
+  }
 }
 
 TEST(Decode, MaxTokensAndShapesAreChecked) {

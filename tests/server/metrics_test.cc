@@ -13,7 +13,9 @@
 namespace attention {
 namespace {
 
-std::string HttpGet(int port, const std::string& path) {
+// A TCP connection to 127.0.0.1:port (-1 if refused) whose reads give up
+// after 5 s.
+int Connect(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -21,8 +23,17 @@ std::string HttpGet(int port, const std::string& path) {
   ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     ::close(fd);
-    return "";
+    return -1;
   }
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+// The whole response to an HTTP/1.0 GET (what arrived within the timeout).
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = Connect(port);
+  if (fd < 0) return "";
   const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
   ::send(fd, request.data(), request.size(), 0);
   std::string response;
@@ -48,7 +59,7 @@ TEST_F(MetricsTest, PrometheusEndpointCountsCallsByStatusAndShowsGauges) {
   const int port = server_->metrics_port();
   ASSERT_GT(port, 0);
   const std::string text = HttpGet(port, "/metrics");
-  EXPECT_TRUE(absl::StartsWith(text, "HTTP/1.0 200 OK")) << text.substr(0, 200);
+  EXPECT_TRUE(absl::StartsWith(text, "HTTP/1.1 200 OK")) << text.substr(0, 200);
   EXPECT_TRUE(absl::StrContains(text, "attention_requests_total{method=\"Attend\",code=\"OK\"} 3"))
       << text;
   EXPECT_TRUE(absl::StrContains(
@@ -60,7 +71,7 @@ TEST_F(MetricsTest, PrometheusEndpointCountsCallsByStatusAndShowsGauges) {
   EXPECT_TRUE(absl::StrContains(text, "attention_decode_streams 1\n")) << text;
   EXPECT_TRUE(absl::StrContains(text, "attention_inflight_requests"));
   EXPECT_TRUE(absl::StrContains(text, "attention_queued_requests 0\n"));
-  EXPECT_TRUE(absl::StartsWith(HttpGet(port, "/other"), "HTTP/1.0 404"));
+  EXPECT_TRUE(absl::StartsWith(HttpGet(port, "/other"), "HTTP/1.1 404"));
 
   ASSERT_OK((*stream)->Close());
   auto info = client_->GetServerInfo();
@@ -74,6 +85,22 @@ TEST_F(MetricsTest, PrometheusEndpointCountsCallsByStatusAndShowsGauges) {
     }
   }
   EXPECT_TRUE(found);
+}
+
+TEST_F(MetricsTest, IdleConnectionsDoNotHoldUpAScrape) {
+  const int port = server_->metrics_port();
+  ASSERT_GT(port, 0);
+  int idle[5];
+  for (int& fd : idle) {
+    fd = Connect(port);
+    ASSERT_GE(fd, 0);
+  }
+  // Served one connection at a time, the scrape would wait 2 s per idle
+  // connection and miss its 5 s read timeout.
+  const std::string text = HttpGet(port, "/metrics");
+  EXPECT_TRUE(absl::StartsWith(text, "HTTP/1.1 200 OK")) << text.substr(0, 200);
+  EXPECT_TRUE(absl::StrContains(text, "# TYPE attention_kv_cache_blocks_used gauge")) << text;
+  for (int fd : idle) ::close(fd);
 }
 
 }  // namespace

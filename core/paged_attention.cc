@@ -1,0 +1,144 @@
+#include "core/paged_attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/cancellation.h"
+#include "core/internal/gemm.h"
+#include "core/internal/row_attention.h"
+#include "core/internal/softmax.h"
+
+namespace attention {
+
+static_assert(kPagedRowTile <= internal::kMaxFewRows, "a decode tile must fit AttendFewRows");
+
+absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
+                       const MutView4& out) {
+  using internal::Mat;
+  const KvLayout& layout = cache.layout();
+  const int64_t batch = q.dims[0], hq = q.dims[1], t_new = q.dims[2], dk = q.dims[3];
+  const int64_t hkv = layout.heads, dv = layout.v_width, lk = cache.length();
+  const int64_t tpb = cache.tokens_per_block();
+  if (batch != cache.batch() || dk != layout.k_width || hq % hkv != 0 || t_new > lk ||
+      out.dims[3] != dv) {
+    return absl::InternalError(absl::StrCat("PagedSdpa: query ", ShapeString(q.dims),
+                                            " does not match the cache"));
+  }
+  // Rows of kv head g are its G query heads × T new tokens, head-major. A
+  // tile is up to kPagedRowTile rows with one stride (so it can be a
+  // GEMM operand): across heads when T == 1 or heads are consecutive [T, D]
+  // blocks in both query and output, else within one head.
+  const int64_t group = hq / hkv, rows = group * t_new;
+  auto uniform = [&](const int64_t* st) -> int64_t {
+    if (t_new == 1) return st[1];
+    return st[1] == t_new * st[2] ? st[2] : 0;
+  };
+  const bool across_heads = uniform(q.strides) != 0 && uniform(out.strides) != 0;
+  const int64_t qs = across_heads ? uniform(q.strides) : q.strides[2];
+  const int64_t os = across_heads ? uniform(out.strides) : out.strides[2];
+  const int64_t tiles_per_head = (t_new + kPagedRowTile - 1) / kPagedRowTile;
+  const int64_t tiles =
+      across_heads ? (rows + kPagedRowTile - 1) / kPagedRowTile : group * tiles_per_head;
+
+  std::mutex error_mu;
+  absl::Status error;
+  const int64_t total_jobs = batch * hkv * tiles;
+  const CancellationCheck* cancel = CurrentCancellation();
+  const int team = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), total_jobs));
+#pragma omp parallel num_threads(team)
+  {
+    const int64_t max_rows = std::min(rows, kPagedRowTile);
+    std::vector<float> scores(static_cast<size_t>(max_rows * lk));
+    std::vector<float> acc(static_cast<size_t>(max_rows * dv)), part(acc.size());
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t job = 0; job < batch * hkv * tiles; ++job) {
+      const int64_t b = job / (hkv * tiles), g = job / tiles % hkv, tile = job % tiles;
+      if (absl::Status c = PollCancellation(cancel); !c.ok()) {  // between tiles
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (error.ok()) error = c;
+        continue;
+      }
+      // First row (head hl0, token t0) and row count of the tile.
+      int64_t hl0, t0, nr;
+      if (across_heads) {
+        const int64_t r0 = tile * kPagedRowTile;
+        hl0 = r0 / t_new;
+        t0 = r0 % t_new;
+        nr = std::min(kPagedRowTile, rows - r0);
+      } else {
+        hl0 = tile / tiles_per_head;
+        t0 = tile % tiles_per_head * kPagedRowTile;
+        nr = std::min(kPagedRowTile, t_new - t0);
+      }
+      const float* q0 = q.Row(b, g * group + hl0, t0);
+      float* o0 = out.Row(b, g * group + hl0, t0);
+      int64_t visible[kPagedRowTile];
+      int64_t kmax = 0;
+      for (int64_t i = 0; i < nr; ++i) {
+        const int64_t t = across_heads ? (hl0 * t_new + t0 + i) % t_new : t0 + i;
+        visible[i] = t + lk - t_new + 1;  // causal, bottom-right
+        kmax = std::max(kmax, visible[i]);
+      }
+      const int64_t nblocks = (kmax + tpb - 1) / tpb;
+      absl::Status status;
+      if (!internal::TakesFewRows(t_new, nr)) {
+        // Many new tokens: a GEMM per block for scores and for values.
+        for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
+          const int64_t n = std::min(tpb, kmax - blk * tpb);
+          status = internal::Matmul(Mat::RowMajor(q0, nr, dk, qs),
+                                    Mat::Transposed(cache.K(b, g, blk * tpb), dk, n, layout.k_width),
+                                    scores.data() + blk * tpb, lk);
+        }
+        for (int64_t i = 0; i < nr && status.ok(); ++i) {
+          internal::MaskedSoftmaxRow(scores.data() + i * lk, kmax, scale, visible[i], nullptr, 0);
+        }
+        std::fill(acc.begin(), acc.begin() + nr * dv, 0.0f);
+        for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
+          const int64_t n = std::min(tpb, kmax - blk * tpb);
+          status = internal::Matmul(
+              Mat::RowMajor(scores.data() + blk * tpb, nr, n, lk),
+              Mat::RowMajor(cache.V(b, g, blk * tpb), n, dv, cache.v_stride()), part.data(), dv);
+          for (int64_t x = 0; x < nr * dv; ++x) acc[x] += part[x];
+        }
+        for (int64_t i = 0; i < nr && status.ok(); ++i) {
+          std::memcpy(o0 + i * os, acc.data() + i * dv, dv * sizeof(float));
+        }
+      } else {
+        // Decode: each cached key and value row is read once for all rows
+        // (from L2 for each group of rows past kFewRows).
+        const float* q_rows[kPagedRowTile];
+        float* s_rows[kPagedRowTile];
+        float* o_rows[kPagedRowTile];
+        // Score rows of one key block, packed (rows Lk apart would fall in
+        // the same cache sets).
+        const int64_t s_stride = std::min(lk, internal::FewRowsKeyBlock(nr, dk, dv));
+        for (int64_t i = 0; i < nr; ++i) {
+          q_rows[i] = q0 + i * qs;
+          s_rows[i] = scores.data() + i * s_stride;
+          o_rows[i] = o0 + i * os;
+        }
+        internal::AttendFewRows(
+            nr, q_rows, dk, dv, kmax, visible, nullptr, 0, scale,
+            [&](int64_t j) {
+              return internal::RowRun{cache.K(b, g, j), layout.k_width, tpb - j % tpb};
+            },
+            [&](int64_t j) {
+              return internal::RowRun{cache.V(b, g, j), cache.v_stride(), tpb - j % tpb};
+            },
+            s_rows, acc.data(), o_rows, /*weights_out=*/false);
+      }
+      if (!status.ok()) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (error.ok()) error = status;
+      }
+    }
+  }
+  return error;
+}
+
+}  // namespace attention

@@ -1,0 +1,39 @@
+// Attention of a decode chunk over a stream's paged KV cache (kv_cache.h):
+// the new tokens' queries against every cached key, causal, read block by
+// block in place (no gather into a dense K/V).
+#ifndef ATTENTION_CORE_PAGED_ATTENTION_H_
+#define ATTENTION_CORE_PAGED_ATTENTION_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "core/kv_cache.h"
+#include "core/tensor.h"
+
+namespace attention {
+
+// Query rows of one kv head that share one pass over the cache (a tile).
+// Each compute thread holds min(Hq / Hkv · T, kPagedRowTile) · (Lk + 2·Dv)
+// floats of scratch.
+inline constexpr int64_t kPagedRowTile = 32;
+
+// Causal attention of the cache's last T tokens (the chunk just appended)
+// over all Lk = cache.length() tokens cached, bottom-right aligned: query
+// token t (0 <= t < T) sees keys 0 .. Lk - T + t, so the outputs equal one
+// causal pass over the whole sequence.
+//   query  [B, Hq, T, Dk]   Dk = layout.k_width, B = cache.batch(), T <= Lk
+//   cache  B rows × Hkv heads × Lk tokens (Hkv = layout.heads)
+//   output [B, Hq, T, Dv]   Dv = layout.v_width
+// Query head h reads kv head h / (Hq / Hkv); Hq % Hkv == 0. Query and output
+// are strided views (any strides); output rows are written, never read.
+// Errors: INTERNAL if the shapes do not match the cache (callers check the
+// user's shapes first); CANCELLED when the current cancellation check
+// (cancellation.h), polled between tiles, says so, leaving the output
+// partly written. Runs on the compute threads (threading.h); the cache is
+// only read, so several calls may share one cache.
+absl::Status PagedSdpa(const View4& query, const PagedKvCache& cache, float scale,
+                       const MutView4& output);
+
+}  // namespace attention
+
+#endif  // ATTENTION_CORE_PAGED_ATTENTION_H_
