@@ -56,11 +56,11 @@ TEST_F(SlowChunkTest, DecodeChunkIsCountedInFlightUntilItsAnswer) {
 
 TEST_F(ServerTest, DecodeChunkStopsAtTheStreamsDeadline) {
   // Much compute for few bytes: 8192 tokens of 8 floats (256 KiB) attend
-  // causally through 4096-wide heads, hundreds of GFLOP.
+  // causally through 8192-wide keys, hundreds of GFLOP.
   pb::ModuleConfig wide;
   wide.set_d_model(8);
-  wide.mutable_self_attention()->set_d_k(4096);
-  wide.mutable_self_attention()->set_d_v(4096);
+  wide.mutable_self_attention()->set_d_k(8192);
+  wide.mutable_self_attention()->set_d_v(4);
   ASSERT_OK(client_->LoadModule("wide", wide));
   client::ClientOptions options;
   options.timeout = absl::Milliseconds(500 * kSlowdown);
