@@ -3,6 +3,8 @@
 // self and cross attention; results equal to the core's.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "absl/strings/match.h"
 #include "core/module.h"
 #include "core/sdpa.h"
@@ -389,6 +391,72 @@ TEST_F(ModuleMemoryTest, ModulesPastTheBudgetAreRefusedBeforeTheirWeightsExist) 
   auto after = client_->GetServerInfo();
   ASSERT_OK(after);
   EXPECT_EQ(after->load().reserved_memory_bytes(), 0);
+}
+
+}  // namespace
+}  // namespace attention
+
+namespace attention {
+namespace {
+
+// softmax(q kᵀ / sqrt(Dk)) v for one head, in double: [Lq, Dk], [Lk, Dk],
+// [Lk, Dv] -> [Lq, Dv].
+std::vector<double> NaiveHead(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t lq = q.dim(2), lk = k.dim(2), dk = q.dim(3), dv = v.dim(3);
+  std::vector<double> out(static_cast<size_t>(lq * dv), 0.0), s(static_cast<size_t>(lk));
+  for (int64_t i = 0; i < lq; ++i) {
+    double max = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < lk; ++j) {
+      double dot = 0;
+      for (int64_t d = 0; d < dk; ++d) dot += double{q.data()[i * dk + d]} * k.data()[j * dk + d];
+      s[j] = dot / std::sqrt(static_cast<double>(dk));
+      max = std::max(max, s[j]);
+    }
+    for (int64_t j = 0; j < lk; ++j) sum += s[j] = std::exp(s[j] - max);
+    for (int64_t j = 0; j < lk; ++j) {
+      for (int64_t d = 0; d < dv; ++d) out[i * dv + d] += s[j] / sum * v.data()[j * dv + d];
+    }
+  }
+  return out;
+}
+
+TEST_F(ServerTest, NarrowHeadsOverLongKeysAreAnsweredNotInternal) {
+  // Dk 4, Dv 1 over 4097 keys once came back INTERNAL from oneDNN's sgemm.
+  for (const auto& [dk, dv] : std::vector<std::pair<int64_t, int64_t>>{{4, 1}, {1, 1}, {3, 5},
+                                                                       {5, 2}, {2, 3}}) {
+    SCOPED_TRACE(absl::StrCat("Dk ", dk, ", Dv ", dv));
+    const Tensor q = RandomTensor({1, 1, 32, dk}, 1), k = RandomTensor({1, 1, 4097, dk}, 2),
+                 v = RandomTensor({1, 1, 4097, dv}, 3);
+    auto got = client_->Attend(q, k, v);
+    ASSERT_OK(got);
+    const std::vector<double> want = NaiveHead(q, k, v);
+    double err = 0, ref = 1e-30;
+    for (size_t i = 0; i < want.size(); ++i) {
+      err = std::max(err, std::abs(got->output.data()[i] - want[i]));
+      ref = std::max(ref, std::abs(want[i]));
+    }
+    EXPECT_LT(err / ref, 1e-4);
+  }
+}
+
+TEST_F(ServerTest, NonFiniteInputsGiveNanRowsNotFiniteAnswers) {
+  const Tensor k = RandomTensor({1, 1, 9, 8}, 2), v = RandomTensor({1, 1, 9, 8}, 3);
+  Tensor q = RandomTensor({1, 1, 3, 8}, 1);
+  q.data()[8] = NAN;  // query row 1
+  auto got = client_->Attend(q, k, v);
+  ASSERT_OK(got);
+  for (int64_t i = 0; i < 3; ++i) {
+    for (int64_t d = 0; d < 8; ++d) {
+      const float x = got->output.data()[i * 8 + d];
+      EXPECT_EQ(std::isnan(x), i == 1) << "row " << i << " dim " << d << ": " << x;
+    }
+  }
+  Tensor k_inf = k, q_pos = RandomTensor({1, 1, 3, 8}, 4);
+  k_inf.data()[0] = INFINITY;  // key 0 scores +Inf in every row: softmax is Inf/Inf
+  for (int64_t i = 0; i < 3; ++i) q_pos.data()[i * 8] = 0.5f + std::abs(q_pos.data()[i * 8]);
+  auto inf = client_->Attend(q_pos, k_inf, v);
+  ASSERT_OK(inf);
+  for (float x : inf->output.values()) EXPECT_TRUE(std::isnan(x)) << x;
 }
 
 }  // namespace

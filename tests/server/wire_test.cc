@@ -132,7 +132,7 @@ TEST_F(ServerTest, AnUploadCutByTheDeadlineIsCountedAsTheDeadlineNotAsBadBytes) 
     for (int64_t d : {1, 1, 4096, 1024}) t->add_shape(d);
     t->set_data(std::string(size_t{4096} * 1024 * 4, '\0'));
   }
-  for (int ms : {2, 5, 10, 20}) {
+  for (int ms : {5, 20, 50, 100, 200, 300, 500}) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
     pb::AttendResponse resp;
