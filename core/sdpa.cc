@@ -105,6 +105,10 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
   problem.threads = omp_get_max_threads();
   const internal::SdpaCall call(q, k, v, out, weights, mask, scale, internal::PlanSdpa(problem));
 
+  const int64_t slices = q.dims[0] * k.dims[1], dv = v.dims[3];
+  const bool skips = internal::SkipsKeys(mask);
+  std::vector<int64_t> last_skipped_non_finite(skips ? static_cast<size_t>(slices * dv) : 0);
+
   std::mutex error_mu;
   absl::Status error;
   const CancellationCheck* cancel = CurrentCancellation();
@@ -112,10 +116,20 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
 #pragma omp parallel num_threads(call.plan.team)
   {
     internal::SdpaScratch scratch(call.plan);
+    if (skips) {
+#pragma omp for schedule(static)
+      for (int64_t bg = 0; bg < slices; ++bg) {
+        internal::LastSkippedNonFiniteValues(call, bg, last_skipped_non_finite.data() + bg * dv);
+      }
+    }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t job = 0; job < call.plan.jobs; ++job) {
       absl::Status status = PollCancellation(cancel);  // between tiles
-      if (status.ok()) status = internal::RunSdpaJob(call, job, scratch);
+      if (status.ok()) {
+        status = internal::RunSdpaJob(
+            call, job, scratch,
+            skips ? last_skipped_non_finite.data() + job / call.plan.tiles * dv : nullptr);
+      }
       if (!status.ok()) {
         std::lock_guard<std::mutex> lock(error_mu);
         if (error.ok()) error = std::move(status);

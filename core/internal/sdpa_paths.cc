@@ -38,6 +38,13 @@ Job MakeJob(const SdpaCall& c, int64_t index) {
   return job;
 }
 
+// Weights of keys [kmax, Lk) of a normalised weights row: 0, as the
+// reference's exp(-1e9 - max), or NaN when the row is NaN (a NaN sum made
+// every weight NaN, row[0] among them).
+void FillSkippedWeights(float* row, int64_t kmax, int64_t lk) {
+  std::fill(row + kmax, row + lk, 0.0f * row[0]);
+}
+
 // Decode-like: each key and value row is read once for the job's few rows.
 absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
   const int64_t hq = c.q.dims[1], lq = c.q.dims[2], dk = c.q.dims[3];
@@ -69,7 +76,7 @@ absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
       [&](int64_t j) { return RowRun{v.Row(job.b, job.g, j), v.strides[2], lk - j}; }, s_rows,
       scratch.acc.data(), o_rows, c.weights != nullptr);
   if (c.weights != nullptr) {
-    for (int64_t r = 0; r < nr; ++r) std::fill(s_rows[r] + job.kmax, s_rows[r] + lk, 0.0f);
+    for (int64_t r = 0; r < nr; ++r) FillSkippedWeights(s_rows[r], job.kmax, lk);
   }
   return absl::OkStatus();
 }
@@ -196,7 +203,7 @@ absl::Status RunWeights(const SdpaCall& c, const Job& job) {
     float* s_row = s_base + row / rows * s_head_stride + row % rows * lk;
     MaskedSoftmaxRow(s_row, job.kmax, c.scale, VisibleKeys(*c.mask, job.b, i, lq, lk),
                      c.keep.Row(job.b, h, i), c.keep.strides[3]);
-    std::fill(s_row + job.kmax, s_row + lk, 0.0f);
+    FillSkippedWeights(s_row, job.kmax, lk);
   }
   if (merged) {
     float* o0 = c.out.Row(job.b, job.g * group, job.i0);
@@ -255,19 +262,57 @@ SdpaScratch::SdpaScratch(const SdpaPlan& plan)
       row_sum(static_cast<size_t>(plan.row_floats)),
       q_pack(static_cast<size_t>(plan.pack_floats)) {}
 
-absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratch) {
+bool SkipsKeys(const MaskSpec& mask) {
+  return !mask.has_keep() && (mask.causal || !mask.key_lengths.empty());
+}
+
+void LastSkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* last) {
+  const int64_t hkv = call.k.dims[1], lk = call.k.dims[2], dv = call.v.dims[3];
+  std::fill_n(last, dv, -1);
+  // The first job of (b, g) computes the fewest keys (visible counts grow
+  // with the query index).
+  const Job first = MakeJob(call, bg * call.plan.tiles);
+  for (int64_t j = first.kmax; j < lk; ++j) {
+    const float* row = call.v.Row(bg / hkv, bg % hkv, j);
+    bool bad = false;
+    for (int64_t x = 0; x < dv; ++x) bad |= !std::isfinite(row[x]);
+    if (!bad) continue;  // the finite case: one compare per element
+    for (int64_t x = 0; x < dv; ++x) {
+      if (!std::isfinite(row[x])) last[x] = j;
+    }
+  }
+}
+
+absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratch,
+                        const int64_t* last_skipped_non_finite) {
   const Job job = MakeJob(call, index);
+  absl::Status status;
   switch (call.plan.PathOf(job.rows())) {
     case SdpaPath::kFewRows:
-      return RunFewRows(call, job, scratch);
+      status = RunFewRows(call, job, scratch);
+      break;
     case SdpaPath::kWholeRows:
-      return RunWholeRows(call, job, scratch);
+      status = RunWholeRows(call, job, scratch);
+      break;
     case SdpaPath::kFlash:
-      return RunFlash(call, job, scratch);
+      status = RunFlash(call, job, scratch);
+      break;
     case SdpaPath::kWeights:
-      return RunWeights(call, job);
+      status = RunWeights(call, job);
+      break;
   }
-  return absl::InternalError("Sdpa: unknown path");
+  if (status.ok() && last_skipped_non_finite != nullptr) {
+    // The reference multiplies the skipped value rows by a weight of 0:
+    // NaN in the columns where one of them is not finite.
+    const int64_t group = call.plan.group, dv = call.v.dims[3];
+    for (int64_t x = 0; x < dv; ++x) {
+      if (last_skipped_non_finite[x] < job.kmax) continue;
+      for (int64_t h = job.g * group; h < (job.g + 1) * group; ++h) {
+        for (int64_t i = job.i0; i < job.i1; ++i) call.out.Row(job.b, h, i)[x] = NAN;
+      }
+    }
+  }
+  return status;
 }
 
 }  // namespace attention::internal

@@ -56,9 +56,22 @@ struct SdpaScratch {
   explicit SdpaScratch(const SdpaPlan& plan);
 };
 
+// Jobs compute only the keys some row of theirs sees, so value rows past
+// them are never read; the reference multiplies them by a weight of 0, and
+// 0·NaN = NaN. Whether the mask makes jobs skip keys (causal or key_lengths,
+// no keep mask) ...
+bool SkipsKeys(const MaskSpec& mask);
+// ... and then, for kv slice bg = b·Hkv + g, last[x] (x < Dv) is the last
+// value row some job of the slice skips whose column x is NaN or ±Inf, or -1.
+void LastSkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* last);
+
 // Job `index` (0 .. plan.jobs) of the call, on the path the plan gives it.
-// Writes the job's output rows (and weights rows); INTERNAL if oneDNN fails.
-absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratch);
+// Writes the job's output rows (and weights rows). With
+// `last_skipped_non_finite` (LastSkippedNonFiniteValues of its kv slice; null
+// when the mask skips no keys), column x of the job's rows is NaN where the
+// job skips value row last_skipped_non_finite[x]. INTERNAL if oneDNN fails.
+absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratch,
+                        const int64_t* last_skipped_non_finite);
 
 }  // namespace attention::internal
 
