@@ -68,9 +68,11 @@ struct SdpaOptions {
 absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& value,
                           const MaskSpec& mask);
 
-// The fast kernel: oneDNN matmuls over query tiles, parallel over
-// B × Hkv × tiles. Writes `output` (any strides) and, when `weights` is not
-// null, the dense [B, Hq, Lq, Lk] probabilities.
+// The fast kernel: validates, plans (query tiles and a path per tile:
+// few-rows loops, oneDNN matmuls over whole score rows or flash key tiles)
+// and runs the tiles in parallel over B × Hkv × tiles. Writes `output` (any
+// strides) and, when `weights` is not null, the dense [B, Hq, Lq, Lk]
+// probabilities.
 absl::Status Sdpa(const View4& query, const View4& key, const View4& value, const MaskSpec& mask,
                   float scale, const MutView4& output, float* weights);
 
