@@ -19,6 +19,20 @@
 //   keep:         nonzero = keep; its shape broadcasts (NumPy rules, rank
 //                 <= 4, right-aligned) to [B, Hq, Lq, Lk].
 //
+// Non-finite inputs propagate as in the reference (PyTorch's math: q·kᵀ ·
+// scale, masked_fill(-1e9), softmax, ·v), on every path:
+//   - a NaN or +Inf among a row's unmasked scores (a NaN in its query row;
+//     a NaN or ±Inf in a key it sees, unless q·k comes out -Inf) makes that
+//     row's output and all Lk of its weights NaN; a -Inf score is weight 0;
+//   - a masked score is -1e9 whatever q·k was: a NaN that reaches only masked
+//     scores is hidden, and a fully masked row still averages all values;
+//   - a NaN in any value row of batch row b and kv head g makes the output
+//     of every query row of the heads reading it NaN (±Inf: non-finite),
+//     hidden keys included (causal, key_lengths, keep): the reference
+//     multiplies them by a weight of 0, and 0·NaN = NaN. Weights ignore V.
+// One difference: a row whose unmasked scores are all -Inf is NaN (the
+// reference would average the values of its masked keys).
+//
 // Errors: INVALID_ARGUMENT for any shape or mask inconsistency, with a message
 // naming the field ("query", "key", "value", "mask.key_lengths", "mask.keep"),
 // the expected and the actual value; INTERNAL if oneDNN fails.
@@ -54,9 +68,11 @@ struct SdpaOptions {
 absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& value,
                           const MaskSpec& mask);
 
-// The fast kernel: oneDNN matmuls over query tiles, parallel over
-// B × Hkv × tiles. Writes `output` (any strides) and, when `weights` is not
-// null, the dense [B, Hq, Lq, Lk] probabilities.
+// The fast kernel: validates, plans (query tiles and a path per tile:
+// few-rows loops, oneDNN matmuls over whole score rows or flash key tiles)
+// and runs the tiles in parallel over B × Hkv × tiles. Writes `output` (any
+// strides) and, when `weights` is not null, the dense [B, Hq, Lq, Lk]
+// probabilities.
 absl::Status Sdpa(const View4& query, const View4& key, const View4& value, const MaskSpec& mask,
                   float scale, const MutView4& output, float* weights);
 

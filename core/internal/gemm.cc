@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <memory>
 #include <tuple>
 #include <vector>
@@ -109,6 +110,24 @@ ThreadState& State() {
   return state;
 }
 
+// A dimension of extent 1 has no stride: its stride is whatever the
+// operand's other stride needs for a valid leading dimension. A column
+// vector (cols 1, e.g. V of Dv = 1, or Kᵀ of one key) is row-major with
+// col stride 1; a single row is row-major with ld = cols when it is
+// contiguous, else transposed with row stride 1. Without this a [K, 1]
+// matrix of row stride 1 read as "transposed" and sgemm refused its ld 1 < K.
+Mat Canonical(Mat m) {
+  if (m.cols == 1) m.col_stride = 1;
+  if (m.rows == 1) {
+    if (m.col_stride == 1) {
+      m.row_stride = m.cols;
+    } else {
+      m.row_stride = 1;
+    }
+  }
+  return m;
+}
+
 Key MakeKey(const Mat& a, const Mat& b, int64_t ldc, bool bias, bool accumulate) {
   return Key{a.rows, b.cols, a.cols, a.row_stride, a.col_stride, b.row_stride, b.col_stride, ldc,
              bias, accumulate};
@@ -116,8 +135,10 @@ Key MakeKey(const Mat& a, const Mat& b, int64_t ldc, bool bias, bool accumulate)
 
 }  // namespace
 
-absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias,
+absl::Status Matmul(const Mat& a_in, const Mat& b_in, float* c, int64_t ldc, const float* bias,
                     bool accumulate) {
+  const Mat a = Canonical(a_in), b = Canonical(b_in);
+  if (a.rows == 1) ldc = std::max(ldc, b.cols);
   if (a.cols != b.rows) {
     return absl::InternalError(absl::StrCat("matmul: inner dimensions differ: ", a.cols, " vs ",
                                             b.rows));
@@ -125,9 +146,12 @@ absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const flo
   // Few rows against a transposed B (decode's Q·Kᵀ with the G heads of a
   // group, one job of a parallel team): oneDNN's sgemm beats the matmul
   // primitive's brgemm there. Only inside an active team, where sgemm runs
-  // on the calling thread: outside one it would start its own.
+  // on the calling thread: outside one it would start its own. sgemm takes
+  // only leading dimensions of at least the row length (lda, ldb >= K, ldc
+  // >= N); any other layout goes to the primitive, which takes strides as
+  // they are.
   if (a.rows <= kSgemmMaxRows && bias == nullptr && a.col_stride == 1 && b.row_stride == 1 &&
-      omp_in_parallel()) {
+      a.row_stride >= a.cols && b.col_stride >= b.rows && ldc >= b.cols && omp_in_parallel()) {
     const dnnl_status_t st =
         dnnl_sgemm('N', 'T', a.rows, b.cols, a.cols, 1.0f, a.data, a.row_stride, b.data,
                    b.col_stride, accumulate ? 1.0f : 0.0f, c, ldc);
@@ -173,7 +197,8 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, int64_t ldx, const flo
 
 std::string MatmulImplName(const Mat& a, const Mat& b, int64_t ldc, bool bias, bool accumulate) {
   try {
-    return PrimitiveCache::Describe(MakeKey(a, b, ldc, bias, accumulate)).impl_info_str();
+    return PrimitiveCache::Describe(MakeKey(Canonical(a), Canonical(b), ldc, bias, accumulate))
+        .impl_info_str();
   } catch (const dnnl::error& e) {
     return absl::StrCat("error: ", e.what());
   }

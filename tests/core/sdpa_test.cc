@@ -3,13 +3,17 @@
 #include "core/sdpa.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
+#include <cmath>
 #include <random>
 #include <string>
 #include <tuple>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "core/internal/kernels.h"
+#include "core/internal/sdpa_plan.h"
 #include "core/workload.h"
 #include "tests/core/test_util.h"
 
@@ -208,6 +212,178 @@ INSTANTIATE_TEST_SUITE_P(
       return std::get<0>(p.param).name + "_" + MaskName(std::get<1>(p.param)) +
              (std::get<2>(p.param) ? "_Strided_" : "_Dense_") + std::get<3>(p.param);
     });
+
+// Narrow heads (Dk, Dv of 1..5) over a long Lk that crosses key tiles, from
+// one query row to several query tiles: valid input always computes (a
+// [K, 1] value operand was once refused by sgemm as INTERNAL).
+class SdpaNarrowDims
+    : public testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>> {};
+
+TEST_P(SdpaNarrowDims, MatchesReference) {
+  const auto& [dk, dv, lq, group, causal] = GetParam();
+  Workload w{"narrow", 1, group, 1, lq, 4097, dk, dv, causal};
+  const Tensor q = RandomTensor({w.b, w.hq, w.lq, w.dk}, 1);
+  const Tensor k = RandomTensor({w.b, w.hkv, w.lk, w.dk}, 2);
+  const Tensor v = RandomTensor({w.b, w.hkv, w.lk, w.dv}, 3);
+  MaskSpec mask;
+  mask.causal = causal;
+  auto ref = AttendReference(q, k, v, mask, {0.0f, true});
+  ASSERT_OK(ref);
+  for (bool weights : {false, true}) {
+    SCOPED_TRACE(weights ? "with weights" : "without weights");
+    auto r = Attend(q, k, v, mask, {0.0f, weights});
+    ASSERT_OK(r);
+    EXPECT_LT(RelError(r->output, ref->output), w.Tolerance());
+    if (weights) {
+      EXPECT_LT(RelError(r->weights, ref->weights), w.Tolerance());
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sweep, SdpaNarrowDims,
+    testing::Combine(testing::Values(1, 2, 3, 5), testing::Values(1, 2, 3, 5),
+                     testing::Values(1, 4, 32, 33), testing::Values(1, 2), testing::Bool()),
+    [](const auto& p) {
+      return absl::StrCat("Dk", std::get<0>(p.param), "Dv", std::get<1>(p.param), "Lq",
+                          std::get<2>(p.param), "G", std::get<3>(p.param),
+                          std::get<4>(p.param) ? "Causal" : "");
+    });
+
+// Non-finite inputs propagate as the reference does (core/sdpa.h), on every
+// path the planner picks: the same elements are NaN as in the double
+// reference, the others match it. The kernels once clamped exp(NaN) to
+// exp(88): a NaN query row gave the mean of the values, a +Inf key weight 1.
+enum class Poison { kQueryNan, kKeyInf, kVisibleValueNan, kHiddenValueNan };
+
+std::string PoisonName(Poison p) {
+  switch (p) {
+    case Poison::kQueryNan:
+      return "QueryNan";
+    case Poison::kKeyInf:
+      return "KeyInf";
+    case Poison::kVisibleValueNan:
+      return "VisibleValueNan";
+    case Poison::kHiddenValueNan:
+      return "HiddenValueNan";
+  }
+  return "";
+}
+
+struct PathCase {
+  internal::SdpaPath path;
+  Workload w;
+  bool weights;
+};
+
+void PrintTo(const PathCase& c, std::ostream* os) { *os << internal::SdpaPathName(c.path); }
+
+// Elements NaN in exactly the same places, the others within tolerance.
+void ExpectSameNansAndClose(const Tensor& got, const Tensor& want, double tolerance,
+                            const char* what) {
+  ASSERT_EQ(got.shape(), want.shape()) << what;
+  int64_t nans = 0, mismatched = 0;
+  double diff = 0, ref = 1e-30;
+  for (int64_t i = 0; i < got.size(); ++i) {
+    const float a = got.data()[i], b = want.data()[i];
+    if (std::isnan(b)) ++nans;
+    if (std::isnan(a) != std::isnan(b)) {
+      ++mismatched;
+      continue;
+    }
+    if (std::isnan(b)) continue;
+    diff = std::max(diff, std::abs(static_cast<double>(a) - b));
+    ref = std::max(ref, std::abs(static_cast<double>(b)));
+  }
+  EXPECT_EQ(mismatched, 0) << what << ": elements NaN in one and not the other (" << nans
+                           << " NaN in the reference)";
+  EXPECT_LT(diff / ref, tolerance) << what;
+}
+
+class SdpaNonFinite
+    : public testing::TestWithParam<std::tuple<PathCase, Poison, MaskKind, std::string>> {};
+
+TEST_P(SdpaNonFinite, PropagatesAsTheReference) {
+  const auto& [c, poison, mask_kind, isa] = GetParam();
+  const KernelIsa kernels(isa);
+  if (!kernels.ok()) GTEST_SKIP() << "this CPU lacks " << isa;
+  const Workload& w = c.w;
+  internal::SdpaProblem problem;
+  problem.batch = w.b, problem.hq = w.hq, problem.hkv = w.hkv, problem.lq = w.lq;
+  problem.lk = w.lk, problem.dk = w.dk, problem.dv = w.dv, problem.weights = c.weights;
+  problem.threads = omp_get_max_threads();
+  ASSERT_EQ(internal::PlanSdpa(problem).path, c.path);
+
+  Tensor q = RandomTensor({w.b, w.hq, w.lq, w.dk}, 1);
+  Tensor k = RandomTensor({w.b, w.hkv, w.lk, w.dk}, 2);
+  Tensor v = RandomTensor({w.b, w.hkv, w.lk, w.dv}, 3);
+  const MaskSpec mask = MakeMask(mask_kind, w, 4);
+  switch (poison) {
+    case Poison::kQueryNan:  // the last query row of the last head
+      q.data()[q.size() - w.dk + 1] = NAN;
+      break;
+    case Poison::kKeyInf:  // key 5 of kv head 0: +Inf or -Inf scores by the sign of q
+      k.data()[5 * w.dk] = INFINITY;
+      break;
+    case Poison::kVisibleValueNan:  // key 2, seen by every causal row
+      v.data()[2 * w.dv] = NAN;
+      break;
+    case Poison::kHiddenValueNan:  // the last key, causally hidden from all rows but the last
+      v.data()[(w.lk - 1) * w.dv] = NAN;
+      break;
+  }
+  auto ref = AttendReference(q, k, v, mask, {0.0f, true});
+  ASSERT_OK(ref);
+  int64_t ref_nans = 0;
+  for (float x : ref->output.values()) ref_nans += std::isnan(x);
+  // Every poison reaches some output, but a query or key one in a fully
+  // masked row (the keep mask's first row, all of a decode row) is hidden.
+  const bool hidden = mask_kind == MaskKind::kKeepLqLk && w.lq == 1 &&
+                      (poison == Poison::kQueryNan || poison == Poison::kKeyInf);
+  EXPECT_EQ(ref_nans > 0, !hidden);
+
+  auto r = Attend(q, k, v, mask, {0.0f, c.weights});
+  ASSERT_OK(r);
+  ExpectSameNansAndClose(r->output, ref->output, w.Tolerance(), "output");
+  if (c.weights) ExpectSameNansAndClose(r->weights, ref->weights, w.Tolerance(), "weights");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Paths, SdpaNonFinite,
+    testing::Combine(
+        testing::Values(
+            PathCase{internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, false},
+            PathCase{internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, true},
+            PathCase{internal::SdpaPath::kWholeRows, {"w", 1, 2, 1, 64, 300, 16, 8}, false},
+            PathCase{internal::SdpaPath::kFlash, {"f", 1, 2, 1, 64, 3000, 16, 8}, false},
+            PathCase{internal::SdpaPath::kWeights, {"s", 1, 2, 1, 64, 300, 16, 8}, true}),
+        testing::Values(Poison::kQueryNan, Poison::kKeyInf, Poison::kVisibleValueNan,
+                        Poison::kHiddenValueNan),
+        testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeepLqLk),
+        testing::Values("avx2", "avx512")),
+    [](const auto& p) {
+      const PathCase& c = std::get<0>(p.param);
+      return std::string(internal::SdpaPathName(c.path)) + (c.weights ? "Weights_" : "_") +
+             PoisonName(std::get<1>(p.param)) + "_" + MaskName(std::get<2>(p.param)) + "_" +
+             std::get<3>(p.param);
+    });
+
+TEST(Sdpa, NanQueryInAFullyMaskedRowIsHidden) {
+  // masked_fill replaces the row's NaN scores: it averages all values.
+  Tensor q = RandomTensor({1, 1, 2, 4}, 1);
+  const Tensor k = RandomTensor({1, 1, 3, 4}, 2);
+  const Tensor v = RandomTensor({1, 1, 3, 5}, 3);
+  q.data()[1] = NAN;  // row 0, fully masked below
+  MaskSpec mask;
+  mask.keep_shape = {2, 3};
+  mask.keep = {0, 0, 0, 1, 1, 1};
+  auto r = Attend(q, k, v, mask, {0.0f, true});
+  ASSERT_OK(r);
+  for (int64_t d = 0; d < 5; ++d) {
+    const float mean = (v.data()[d] + v.data()[5 + d] + v.data()[10 + d]) / 3.0f;
+    EXPECT_NEAR(r->output.data()[d], mean, 1e-6);
+  }
+}
 
 TEST(Sdpa, GqaMatchesRepeatInterleavedMha) {
   // Expanding K/V with repeat_interleave and running MHA gives the same result.

@@ -2,8 +2,12 @@
 #include "core/internal/gemm.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
+#include <string>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
 
 #include "tests/core/test_util.h"
 
@@ -34,6 +38,58 @@ TEST(Gemm, TransposedStridedOperandsMatchNaive) {
   ASSERT_OK(Matmul(am, bm, c.data(), 9));
   const auto want = Naive(am, bm, nullptr);
   EXPECT_LT(RelError(c.data(), want.data(), 63), 1e-6);
+}
+
+// Narrow products (N or K of 1..5, as attention's P·V for Dv = 1 or Q·Kᵀ
+// for Dk = 1) with B row-major and transposed, outside a parallel region
+// (the primitive) and inside one (sgemm for few rows): every valid layout
+// computes, none is refused.
+TEST(Gemm, NarrowOperandsAreNeverRefused) {
+  struct Case {
+    std::string name;
+    Mat a, b;
+  };
+  const Tensor a_data = RandomTensor({40 * 4100}, 1), b_data = RandomTensor({4100 * 8}, 2);
+  std::vector<Case> cases;
+  for (int64_t m : {1, 5, 16, 33}) {
+    for (int64_t k : {1, 2, 512, 4097}) {
+      for (int64_t n : {1, 2, 3, 5}) {
+        const float* a = a_data.data();
+        const float* b = b_data.data();
+        const std::string at = absl::StrCat(m, "x", k, "·", k, "x", n);
+        cases.push_back({at + " row-major", Mat::RowMajor(a, m, k, k), Mat::RowMajor(b, k, n, n)});
+        cases.push_back({at + " transposed", Mat::RowMajor(a, m, k, k), Mat::Transposed(b, k, n, k)});
+      }
+    }
+  }
+  for (bool in_team : {false, true}) {
+    std::vector<absl::Status> status(cases.size());
+    std::vector<std::vector<float>> c(cases.size());
+    auto run_all = [&] {
+      for (size_t i = 0; i < cases.size(); ++i) {
+        c[i].assign(cases[i].a.rows * cases[i].b.cols, 0.0f);
+        status[i] = Matmul(cases[i].a, cases[i].b, c[i].data(), cases[i].b.cols);
+      }
+    };
+    if (in_team) {
+#pragma omp parallel num_threads(2)
+      {
+#pragma omp single
+        {
+          EXPECT_TRUE(omp_in_parallel());
+          run_all();
+        }
+      }
+    } else {
+      run_all();
+    }
+    for (size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE(cases[i].name + (in_team ? " in a team" : " alone"));
+      ASSERT_OK(status[i]);
+      const auto want = Naive(cases[i].a, cases[i].b, nullptr);
+      EXPECT_LT(RelError(c[i].data(), want.data(), static_cast<int64_t>(want.size())), 1e-5);
+    }
+  }
 }
 
 TEST(Gemm, LinearAddsBias) {

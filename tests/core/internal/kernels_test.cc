@@ -174,6 +174,28 @@ TEST_P(KernelsTest, ScoresAndAccumulateMatchPlainLoops) {
 INSTANTIATE_TEST_SUITE_P(Isa, KernelsTest, testing::Values("avx2", "avx512"),
                          [](const auto& p) { return p.param; });
 
+TEST_P(KernelsTest, NanScoresMakeTheirRowNan) {
+  // Both softmax paths (no keep mask, scale > 0; and the masked one) and the
+  // online tiles: a NaN score is a NaN sum and NaN weights (exp(NaN) was
+  // once clamped to exp(88), a finite weight).
+  const std::vector<uint8_t> keep(37, 1);
+  for (const uint8_t* k : {static_cast<const uint8_t*>(nullptr), keep.data()}) {
+    for (int64_t at : {0, 9, 36}) {
+      std::vector<float> s = Random(37, 5);
+      s[at] = NAN;
+      const float sum = Kernels().softmax_row(s.data(), 37, 0.5f, 37, k, 1, /*normalize=*/true);
+      EXPECT_TRUE(std::isnan(sum)) << at;
+      for (float x : s) EXPECT_TRUE(std::isnan(x)) << at;
+      s = Random(37, 5);
+      s[at] = NAN;
+      float m = -INFINITY, l = 0.0f;
+      Kernels().online_softmax_tile(s.data(), 20, 0.5f, 20, k, 1, &m, &l);
+      Kernels().online_softmax_tile(s.data() + 20, 17, 0.5f, 17, k, 1, &m, &l);
+      EXPECT_TRUE(std::isnan(l)) << at;
+    }
+  }
+}
+
 TEST(Kernels, UnknownIsaIsRefused) {
   const std::string before = Kernels().isa;
   EXPECT_FALSE(SelectKernels("sse2"));

@@ -1,0 +1,318 @@
+#include "core/internal/sdpa_paths.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/internal/gemm.h"
+#include "core/internal/row_attention.h"
+#include "core/internal/softmax.h"
+#include "core/status_macros.h"
+
+namespace attention::internal {
+namespace {
+
+// Job index → batch row b, kv head g, query rows [i0, i1) of its G heads,
+// and kmax: keys past the last one any row of the job sees are masked for
+// all of them and get exactly zero weight, unless a row is fully masked
+// (then it averages all Lk values), so only keys [0, kmax) are computed.
+struct Job {
+  int64_t b, g, i0, i1, kmax;
+
+  int64_t rows() const { return i1 - i0; }
+};
+
+Job MakeJob(const SdpaCall& c, int64_t index) {
+  const SdpaPlan& plan = c.plan;
+  const int64_t lq = c.q.dims[2], lk = c.k.dims[2], hkv = c.k.dims[1];
+  Job job;
+  job.b = index / (hkv * plan.tiles);
+  job.g = index / plan.tiles % hkv;
+  job.i0 = index % plan.tiles * plan.query_tile;
+  job.i1 = std::min(lq, job.i0 + plan.query_tile);
+  job.kmax = lk;
+  if (!c.mask->has_keep()) {
+    const int64_t last = VisibleKeys(*c.mask, job.b, job.i1 - 1, lq, lk);
+    const int64_t first = VisibleKeys(*c.mask, job.b, job.i0, lq, lk);
+    if (first >= 1) job.kmax = last;  // visible counts grow with i
+  }
+  return job;
+}
+
+// Weights of keys [kmax, Lk) of a normalised weights row: 0, as the
+// reference's exp(-1e9 - max), or NaN when the row is NaN (a NaN sum made
+// every weight NaN, row[0] among them).
+void FillSkippedWeights(float* row, int64_t kmax, int64_t lk) {
+  std::fill(row + kmax, row + lk, 0.0f * row[0]);
+}
+
+// Decode-like: each key and value row is read once for the job's few rows.
+absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
+  const int64_t hq = c.q.dims[1], lq = c.q.dims[2], dk = c.q.dims[3];
+  const int64_t lk = c.k.dims[2], dv = c.v.dims[3], group = c.plan.group;
+  const int64_t block = FewRowsKeyBlock(group * job.rows(), dk, dv);
+  const float* q_rows[kMaxFewRows];
+  float* s_rows[kMaxFewRows];
+  float* o_rows[kMaxFewRows];
+  const uint8_t* keep_rows[kMaxFewRows];
+  int64_t visible[kMaxFewRows];
+  int64_t nr = 0;
+  for (int64_t hl = 0; hl < group; ++hl) {
+    const int64_t h = job.g * group + hl;
+    for (int64_t i = job.i0; i < job.i1; ++i, ++nr) {
+      q_rows[nr] = c.q.Row(job.b, h, i);
+      o_rows[nr] = c.out.Row(job.b, h, i);
+      s_rows[nr] = c.weights != nullptr ? c.weights + ((job.b * hq + h) * lq + i) * lk
+                                        : scratch.scores.data() + nr * block;
+      keep_rows[nr] = c.keep.Row(job.b, h, i);
+      visible[nr] = VisibleKeys(*c.mask, job.b, i, lq, lk);
+    }
+  }
+  const View4& k = c.k;
+  const View4& v = c.v;
+  AttendFewRows(
+      nr, q_rows, dk, dv, job.kmax, visible, c.keep.data != nullptr ? keep_rows : nullptr,
+      c.keep.strides[3], c.scale,
+      [&](int64_t j) { return RowRun{k.Row(job.b, job.g, j), k.strides[2], lk - j}; },
+      [&](int64_t j) { return RowRun{v.Row(job.b, job.g, j), v.strides[2], lk - j}; }, s_rows,
+      scratch.acc.data(), o_rows, c.weights != nullptr);
+  if (c.weights != nullptr) {
+    for (int64_t r = 0; r < nr; ++r) FillSkippedWeights(s_rows[r], job.kmax, lk);
+  }
+  return absl::OkStatus();
+}
+
+// The G heads' rows of a job as one matrix of M = G·rows rows (head-major):
+// in place when uniformly strided, else packed into scratch, so each GEMM
+// sees all rows that share a K/V tile.
+struct GroupRows {
+  const SdpaCall& c;
+  const Job& job;
+  int64_t rows, m;
+  Mat q;
+
+  GroupRows(const SdpaCall& call, const Job& j, SdpaScratch& scratch)
+      : c(call), job(j), rows(j.rows()), m(call.plan.group * j.rows()) {
+    const int64_t group = c.plan.group, dk = c.q.dims[3], lq = c.q.dims[2];
+    q = Mat::RowMajor(c.q.Row(job.b, job.g * group, job.i0), m, dk, c.q.strides[2]);
+    if (group == 1) return;
+    if (c.q_merged != 0 && c.o_merged != 0 && rows == lq) {
+      q.row_stride = c.q_merged;
+      return;
+    }
+    for (int64_t row = 0; row < m; ++row) {
+      std::copy_n(c.q.Row(job.b, Head(row), job.i0 + row % rows), dk,
+                  scratch.q_pack.data() + row * dk);
+    }
+    q = Mat::RowMajor(scratch.q_pack.data(), m, dk, dk);
+  }
+
+  int64_t Head(int64_t row) const { return job.g * c.plan.group + row / rows; }
+  int64_t Visible(int64_t row) const {
+    return VisibleKeys(*c.mask, job.b, job.i0 + row % rows, c.q.dims[2], c.k.dims[2]);
+  }
+  const uint8_t* Keep(int64_t row) const { return c.keep.Row(job.b, Head(row), job.i0 + row % rows); }
+
+  // Divides the unnormalised P·V rows (acc, ld Dv) by their sums into out.
+  void WriteOut(const float* acc, const float* sums) const {
+    const int64_t dv = c.v.dims[3];
+    for (int64_t row = 0; row < m; ++row) {
+      float* o = c.out.Row(job.b, Head(row), job.i0 + row % rows);
+      const float inv = 1.0f / sums[row];
+      const float* a = acc + row * dv;
+      for (int64_t x = 0; x < dv; ++x) o[x] = a[x] * inv;
+    }
+  }
+};
+
+// Whole score rows of all M rows at once, softmax without the division, P·V,
+// then the division on the Dv-wide output rows.
+absl::Status RunWholeRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
+  const int64_t dk = c.q.dims[3], lk = c.k.dims[2], dv = c.v.dims[3];
+  const GroupRows rows(c, job, scratch);
+  float* s = scratch.scores.data();
+  const Mat kt = Mat::Transposed(c.k.Row(job.b, job.g, 0), dk, job.kmax, c.k.strides[2]);
+  const Mat vm = Mat::RowMajor(c.v.Row(job.b, job.g, 0), job.kmax, dv, c.v.strides[2]);
+  ATTN_RETURN_IF_ERROR(Matmul(rows.q, kt, s, lk));
+  for (int64_t row = 0; row < rows.m; ++row) {
+    scratch.row_sum[row] = UnnormalizedSoftmaxRow(s + row * lk, job.kmax, c.scale,
+                                                  rows.Visible(row), rows.Keep(row),
+                                                  c.keep.strides[3]);
+  }
+  ATTN_RETURN_IF_ERROR(
+      Matmul(Mat::RowMajor(s, rows.m, job.kmax, lk), vm, scratch.acc.data(), dv));
+  rows.WriteOut(scratch.acc.data(), scratch.row_sum.data());
+  return absl::OkStatus();
+}
+
+// Flash: key tiles of flash_keys with an online softmax, so only an M ×
+// flash_keys score tile exists; every K/V tile is read once for all G heads
+// sharing it.
+absl::Status RunFlash(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
+  const int64_t dk = c.q.dims[3], dv = c.v.dims[3], tile = c.plan.flash_keys;
+  const GroupRows rows(c, job, scratch);
+  float* s = scratch.scores.data();
+  float* acc = scratch.acc.data();
+  std::fill_n(scratch.row_max.begin(), rows.m, -INFINITY);
+  std::fill_n(scratch.row_sum.begin(), rows.m, 0.0f);
+  std::fill_n(acc, rows.m * dv, 0.0f);
+  for (int64_t k0 = 0; k0 < job.kmax; k0 += tile) {
+    const int64_t n = std::min(tile, job.kmax - k0);
+    const Mat kt = Mat::Transposed(c.k.Row(job.b, job.g, k0), dk, n, c.k.strides[2]);
+    const Mat vt = Mat::RowMajor(c.v.Row(job.b, job.g, k0), n, dv, c.v.strides[2]);
+    ATTN_RETURN_IF_ERROR(Matmul(rows.q, kt, s, tile));
+    for (int64_t row = 0; row < rows.m; ++row) {
+      const uint8_t* keep_row = rows.Keep(row);
+      const float alpha = OnlineSoftmaxTile(
+          s + row * tile, n, c.scale, rows.Visible(row) - k0,
+          keep_row != nullptr ? keep_row + k0 * c.keep.strides[3] : nullptr, c.keep.strides[3],
+          scratch.row_max[row], scratch.row_sum[row]);
+      if (alpha != 1.0f) {
+        for (int64_t x = 0; x < dv; ++x) acc[row * dv + x] *= alpha;
+      }
+    }
+    ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(s, rows.m, n, tile), vt, acc, dv, nullptr,
+                                /*accumulate=*/true));
+  }
+  rows.WriteOut(acc, scratch.row_sum.data());
+  return absl::OkStatus();
+}
+
+// Weights asked for: score rows are the caller's weights rows, head h (local
+// index hl) and query i0 + t at s_base + hl·Lq·Lk + t·Lk.
+absl::Status RunWeights(const SdpaCall& c, const Job& job) {
+  const int64_t hq = c.q.dims[1], lq = c.q.dims[2], dk = c.q.dims[3];
+  const int64_t lk = c.k.dims[2], dv = c.v.dims[3], group = c.plan.group;
+  const int64_t rows = job.rows(), m = group * rows;
+  float* s_base = c.weights + ((job.b * hq + job.g * group) * lq + job.i0) * lk;
+  const int64_t s_head_stride = lq * lk;
+  const Mat kt = Mat::Transposed(c.k.Row(job.b, job.g, 0), dk, job.kmax, c.k.strides[2]);
+  const Mat vm = Mat::RowMajor(c.v.Row(job.b, job.g, 0), job.kmax, dv, c.v.strides[2]);
+  const bool merged = c.q_merged != 0 && c.o_merged != 0 && rows == lq;
+  if (merged) {
+    const float* q0 = c.q.Row(job.b, job.g * group, job.i0);
+    ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(q0, m, dk, c.q_merged), kt, s_base, lk));
+  } else {
+    for (int64_t hl = 0; hl < group; ++hl) {
+      const float* q0 = c.q.Row(job.b, job.g * group + hl, job.i0);
+      ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(q0, rows, dk, c.q.strides[2]), kt,
+                                  s_base + hl * s_head_stride, lk));
+    }
+  }
+  for (int64_t row = 0; row < m; ++row) {
+    const int64_t h = job.g * group + row / rows, i = job.i0 + row % rows;
+    float* s_row = s_base + row / rows * s_head_stride + row % rows * lk;
+    MaskedSoftmaxRow(s_row, job.kmax, c.scale, VisibleKeys(*c.mask, job.b, i, lq, lk),
+                     c.keep.Row(job.b, h, i), c.keep.strides[3]);
+    FillSkippedWeights(s_row, job.kmax, lk);
+  }
+  if (merged) {
+    float* o0 = c.out.Row(job.b, job.g * group, job.i0);
+    return Matmul(Mat::RowMajor(s_base, m, job.kmax, lk), vm, o0, c.o_merged);
+  }
+  for (int64_t hl = 0; hl < group; ++hl) {
+    float* o0 = c.out.Row(job.b, job.g * group + hl, job.i0);
+    ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(s_base + hl * s_head_stride, rows, job.kmax, lk),
+                                vm, o0, c.out.strides[2]));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+KeepIndex MakeKeepIndex(const MaskSpec& mask) {
+  KeepIndex index;
+  if (!mask.has_keep()) return index;
+  index.data = mask.keep.data();
+  const int rank = static_cast<int>(mask.keep_shape.size());
+  int64_t stride = 1;
+  for (int d = rank - 1; d >= 0; --d) {
+    const int target = 4 - rank + d;
+    index.strides[target] = mask.keep_shape[d] == 1 ? 0 : stride;
+    stride *= mask.keep_shape[d];
+  }
+  return index;
+}
+
+int64_t VisibleKeys(const MaskSpec& mask, int64_t b, int64_t i, int64_t lq, int64_t lk) {
+  int64_t visible = lk;
+  if (mask.causal) visible = std::min(visible, std::max<int64_t>(0, i + lk - lq + 1));
+  if (!mask.key_lengths.empty()) visible = std::min(visible, mask.key_lengths[b]);
+  return visible;
+}
+
+SdpaCall::SdpaCall(const View4& q_in, const View4& k_in, const View4& v_in, const MutView4& out_in,
+                   float* weights_in, const MaskSpec& mask_in, float scale_in,
+                   const SdpaPlan& plan_in)
+    : q(q_in), k(k_in), v(v_in), out(out_in), weights(weights_in), mask(&mask_in),
+      keep(MakeKeepIndex(mask_in)), scale(scale_in), plan(plan_in) {
+  const int64_t lq = q.dims[2];
+  auto merged_stride = [&](const int64_t* strides) -> int64_t {
+    if (lq == 1) return strides[1];
+    if (plan.query_tile == lq && strides[1] == lq * strides[2]) return strides[2];
+    return 0;
+  };
+  q_merged = merged_stride(q.strides);
+  o_merged = merged_stride(out.strides);
+}
+
+SdpaScratch::SdpaScratch(const SdpaPlan& plan)
+    : scores(static_cast<size_t>(plan.score_floats)),
+      acc(static_cast<size_t>(plan.acc_floats)),
+      row_max(static_cast<size_t>(plan.row_floats)),
+      row_sum(static_cast<size_t>(plan.row_floats)),
+      q_pack(static_cast<size_t>(plan.pack_floats)) {}
+
+bool SkipsKeys(const MaskSpec& mask) {
+  return !mask.has_keep() && (mask.causal || !mask.key_lengths.empty());
+}
+
+void LastSkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* last) {
+  const int64_t hkv = call.k.dims[1], lk = call.k.dims[2], dv = call.v.dims[3];
+  std::fill_n(last, dv, -1);
+  // The first job of (b, g) computes the fewest keys (visible counts grow
+  // with the query index).
+  const Job first = MakeJob(call, bg * call.plan.tiles);
+  for (int64_t j = first.kmax; j < lk; ++j) {
+    const float* row = call.v.Row(bg / hkv, bg % hkv, j);
+    bool bad = false;
+    for (int64_t x = 0; x < dv; ++x) bad |= !std::isfinite(row[x]);
+    if (!bad) continue;  // the finite case: one compare per element
+    for (int64_t x = 0; x < dv; ++x) {
+      if (!std::isfinite(row[x])) last[x] = j;
+    }
+  }
+}
+
+absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratch,
+                        const int64_t* last_skipped_non_finite) {
+  const Job job = MakeJob(call, index);
+  absl::Status status;
+  switch (call.plan.PathOf(job.rows())) {
+    case SdpaPath::kFewRows:
+      status = RunFewRows(call, job, scratch);
+      break;
+    case SdpaPath::kWholeRows:
+      status = RunWholeRows(call, job, scratch);
+      break;
+    case SdpaPath::kFlash:
+      status = RunFlash(call, job, scratch);
+      break;
+    case SdpaPath::kWeights:
+      status = RunWeights(call, job);
+      break;
+  }
+  if (status.ok() && last_skipped_non_finite != nullptr) {
+    // The reference multiplies the skipped value rows by a weight of 0:
+    // NaN in the columns where one of them is not finite.
+    const int64_t group = call.plan.group, dv = call.v.dims[3];
+    for (int64_t x = 0; x < dv; ++x) {
+      if (last_skipped_non_finite[x] < job.kmax) continue;
+      for (int64_t h = job.g * group; h < (job.g + 1) * group; ++h) {
+        for (int64_t i = job.i0; i < job.i1; ++i) call.out.Row(job.b, h, i)[x] = NAN;
+      }
+    }
+  }
+  return status;
+}
+
+}  // namespace attention::internal

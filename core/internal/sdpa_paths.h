@@ -1,0 +1,78 @@
+// Private: Sdpa's jobs (see sdpa_plan.h), one function per path, and the
+// mask indexing they share with SdpaReference.
+#ifndef ATTENTION_CORE_INTERNAL_SDPA_PATHS_H_
+#define ATTENTION_CORE_INTERNAL_SDPA_PATHS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/internal/sdpa_plan.h"
+#include "core/sdpa.h"
+#include "core/tensor.h"
+
+namespace attention::internal {
+
+// The keep mask broadcast to [B, Hq, Lq, Lk]: element strides, 0 on
+// broadcast dimensions; data null when there is no keep mask.
+struct KeepIndex {
+  const uint8_t* data = nullptr;
+  int64_t strides[4] = {0, 0, 0, 0};
+
+  const uint8_t* Row(int64_t b, int64_t h, int64_t i) const {
+    return data == nullptr ? nullptr : data + b * strides[0] + h * strides[1] + i * strides[2];
+  }
+};
+
+KeepIndex MakeKeepIndex(const MaskSpec& mask);
+
+// Number of leading keys query row i of batch row b may see through the
+// causal and key-length masks.
+int64_t VisibleKeys(const MaskSpec& mask, int64_t b, int64_t i, int64_t lq, int64_t lk);
+
+// One validated Sdpa call: its operands (shapes as core/sdpa.h), the
+// resolved scale, and the plan.
+struct SdpaCall {
+  View4 q, k, v;
+  MutView4 out;
+  float* weights = nullptr;  // dense [B, Hq, Lq, Lk], or null
+  const MaskSpec* mask = nullptr;
+  KeepIndex keep;
+  float scale = 1.0f;
+  SdpaPlan plan;
+  // Row stride of the G heads' rows of a job read as one matrix (a job that
+  // covers all of Lq, heads one after another in memory, or Lq == 1); 0
+  // when they are not uniformly strided.
+  int64_t q_merged = 0, o_merged = 0;
+
+  SdpaCall(const View4& q, const View4& k, const View4& v, const MutView4& out, float* weights,
+           const MaskSpec& mask, float scale, const SdpaPlan& plan);
+};
+
+// A thread's scratch, sized by the plan.
+struct SdpaScratch {
+  std::vector<float> scores, acc, row_max, row_sum, q_pack;
+
+  explicit SdpaScratch(const SdpaPlan& plan);
+};
+
+// Jobs compute only the keys some row of theirs sees, so value rows past
+// them are never read; the reference multiplies them by a weight of 0, and
+// 0·NaN = NaN. Whether the mask makes jobs skip keys (causal or key_lengths,
+// no keep mask) ...
+bool SkipsKeys(const MaskSpec& mask);
+// ... and then, for kv slice bg = b·Hkv + g, last[x] (x < Dv) is the last
+// value row some job of the slice skips whose column x is NaN or ±Inf, or -1.
+void LastSkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* last);
+
+// Job `index` (0 .. plan.jobs) of the call, on the path the plan gives it.
+// Writes the job's output rows (and weights rows). With
+// `last_skipped_non_finite` (LastSkippedNonFiniteValues of its kv slice; null
+// when the mask skips no keys), column x of the job's rows is NaN where the
+// job skips value row last_skipped_non_finite[x]. INTERNAL if oneDNN fails.
+absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratch,
+                        const int64_t* last_skipped_non_finite);
+
+}  // namespace attention::internal
+
+#endif  // ATTENTION_CORE_INTERNAL_SDPA_PATHS_H_
