@@ -86,8 +86,9 @@ absl::Status Admission::Reserve(int64_t bytes) {
 absl::StatusOr<std::shared_ptr<Ticket>> Admission::Admit(const char* method,
                                                          grpc::CallbackServerContext* ctx,
                                                          int64_t memory_bytes,
-                                                         int64_t request_bytes) {
-  absl::Status refused = draining() ? Draining() : Reserve(memory_bytes);
+                                                         int64_t request_bytes, Kind kind) {
+  absl::Status refused =
+      draining() && kind == Kind::kNewCall ? Draining() : Reserve(memory_bytes);
   if (!refused.ok()) {
     CallRecord record;
     record.method = method;

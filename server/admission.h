@@ -1,7 +1,7 @@
 // Admission: the one path every computing call takes, a unary call (Attend,
 // Forward, LoadModule) or one Decode chunk alike.
 //
-//   Admit     refuses while draining (UNAVAILABLE) or when the call's memory
+//   Admit     refuses new calls while draining (UNAVAILABLE), and any call whose memory
 //             estimate does not fit what is left of --request_memory_mb
 //             (RESOURCE_EXHAUSTED); otherwise reserves it, counts the call in
 //             flight and returns its Ticket.
@@ -93,12 +93,17 @@ class Admission {
   Admission(const AdmissionOptions& options, WorkPool* pool, const CallLog* log,
             Metrics* metrics);
 
+  // What a call is to a draining server: new calls are refused; a chunk of
+  // a stream opened before the drain goes on, as calls in flight do.
+  enum class Kind { kNewCall, kChunkOfOpenStream };
+
   // Admits a computing call of `method` on `ctx` that needs about
   // `memory_bytes` (refusals are logged and recorded under `method`, with
   // `request_bytes`).
   absl::StatusOr<std::shared_ptr<Ticket>> Admit(const char* method,
                                                 grpc::CallbackServerContext* ctx,
-                                                int64_t memory_bytes, int64_t request_bytes);
+                                                int64_t memory_bytes, int64_t request_bytes,
+                                                Kind kind = Kind::kNewCall);
 
   // Runs `work` on a compute worker, or right away on this thread when
   // `here` (work smaller than the hand-off). A full queue releases `ticket`
@@ -115,7 +120,7 @@ class Admission {
   absl::Status OpenStream();
   void CloseStream() { --streams_; }
 
-  // From now on Admit and OpenStream refuse with Draining().
+  // From now on OpenStream and Admit of new calls refuse with Draining().
   void StartDraining() { draining_.store(true); }
   bool draining() const { return draining_.load(); }
   static absl::Status Draining();

@@ -96,7 +96,8 @@ void DecodeReactor::RunChunk() {
       tokens.shape_size() == 3 ? std::clamp<int64_t>(tokens.shape(1), 0, kMaxConfigDim) : 0;
   absl::StatusOr<std::shared_ptr<Ticket>> ticket =
       services_.admission->Admit("DecodeChunk", ctx_, session_->StepWorkingBytes(t_new),
-                                 static_cast<int64_t>(request_.ByteSizeLong()));
+                                 static_cast<int64_t>(request_.ByteSizeLong()),
+                                 Admission::Kind::kChunkOfOpenStream);
   if (!ticket.ok()) return End(ticket.status());
   const absl::Status scheduled = services_.admission->Schedule(*ticket, [this, t = *ticket] {
     const absl::Status status = t->Compute([&] { return Step(t->queue_us()); });

@@ -309,14 +309,15 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunRaw(const char* method,
   auto call = std::make_shared<RawCall<Request, Response>>();
   if (!ParseRequest(*request, &call->request)) {
     // An upload the client's deadline (or a cancel) cut is that, not bad
-    // bytes.
-    absl::Status status =
-        !ctx->IsCancelled()
-            ? absl::InvalidArgumentError(
-                  absl::StrCat("request: not a valid serialised ", call->request.GetTypeName()))
-        : ctx->deadline() <= std::chrono::system_clock::now()
-            ? absl::DeadlineExceededError("deadline exceeded while the request was arriving")
-            : absl::CancelledError("call cancelled while the request was arriving");
+    // bytes: gRPC may hand over no message, or what had arrived, before it
+    // marks the call cancelled.
+    const bool expired = ctx->deadline() <= std::chrono::system_clock::now();
+    const absl::Status status =
+        expired ? absl::DeadlineExceededError("deadline exceeded while the request was arriving")
+        : !request->Valid() || ctx->IsCancelled()
+            ? absl::CancelledError("call cancelled while the request was arriving")
+            : absl::InvalidArgumentError(
+                  absl::StrCat("request: not a valid serialised ", call->request.GetTypeName()));
     return Refuse(ctx->DefaultReactor(), method, status, request->Length());
   }
   const Request& req = call->request;

@@ -74,5 +74,25 @@ TEST_F(ServerTest, DrainFinishesCallsInFlightAndRefusesNewOnes) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
 }
 
+TEST_F(ServerTest, DrainLetsAnOpenDecodeStreamFinishAndRefusesNewOnes) {
+  auto stream = client_->StartDecode("demo-gqa", 1);
+  ASSERT_OK(stream);
+  ASSERT_OK((*stream)->Step(RandomTensor({1, 3, 512}, 1)));
+  std::thread drain([&] { server_->Drain(absl::Seconds(30)); });  // waits for the stream
+  while (!server_->service().admission().draining()) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  auto refused = client_->StartDecode("demo-gqa", 1);
+  ASSERT_OK(refused);  // start is answered by the first read
+  EXPECT_EQ((*refused)->Step(RandomTensor({1, 1, 512}, 2)).status().code(),
+            absl::StatusCode::kUnavailable);
+  // The stream opened before the drain decodes on, then ends.
+  auto next = (*stream)->Step(RandomTensor({1, 2, 512}, 3));
+  ASSERT_OK(next);
+  EXPECT_EQ(next->cached_tokens, 5);
+  ASSERT_OK((*stream)->Close());
+  drain.join();
+}
+
 }  // namespace
 }  // namespace attention
