@@ -21,7 +21,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include <mutex>
-#include "core/module.h"
+#include "core/config.h"
 #include "core/tensor.h"
 
 namespace attention {
