@@ -1,12 +1,24 @@
 #include "core/cost_model.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
-#include "core/sdpa.h"
 #include "core/status_macros.h"
 
 namespace attention {
+
+double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int64_t dv,
+                 bool causal) {
+  double pairs = static_cast<double>(lq) * static_cast<double>(lk);
+  if (causal) {
+    pairs = 0;
+    for (int64_t i = 0; i < lq; ++i) {
+      pairs += static_cast<double>(std::clamp<int64_t>(i + lk - lq + 1, 0, lk));
+    }
+  }
+  return 2.0 * static_cast<double>(b * hq) * pairs * static_cast<double>(dk + dv);
+}
 
 double LayerFlops(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk, int64_t kv_projected,
                   bool causal, MlaForm form) {

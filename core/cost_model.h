@@ -12,6 +12,11 @@
 
 namespace attention {
 
+// FLOPs of attention (core/sdpa.h): 2·B·Hq·Lq·Lk·(Dk + Dv), causal counts the
+// visible half (exactly: the number of visible (i, j) pairs).
+double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int64_t dv,
+                 bool causal);
+
 // FLOPs (2 × multiply-adds of the matrix products; norms and RoPE are not
 // counted) of one layer call: B rows of Lq queries against Lk keys, of which
 // `kv_projected` per row are projected in this call (Forward: Lk; a decode
