@@ -27,7 +27,12 @@ absl::StatusOr<int64_t> CheckShapeAndData(const pb::Tensor& t, absl::string_view
   }
   ATTN_RETURN_IF_ERROR(CheckElementLimit(field, t.shape(), max_elements));
   const int64_t n = NumElements(t.shape());
-  const int64_t want = n * DTypeSize(ToCoreDType(t.dtype()));
+  const int64_t want = NumBytes(t.shape(), DTypeSize(ToCoreDType(t.dtype())));
+  if (want < 0) {
+    return Invalid(field, absl::StrCat("shape ", ShapeString(t.shape()), " of ",
+                                       pb::DType_Name(t.dtype()),
+                                       " has more bytes than int64 holds"));
+  }
   if (static_cast<int64_t>(t.data().size()) != want) {
     return Invalid(field, absl::StrCat("data expected ", want, " bytes (", n, " ",
                                        pb::DType_Name(t.dtype()), " elements of shape ",

@@ -47,5 +47,44 @@ TEST(WireTensor, WrongDataLengthIsNamedWithTheExpectedBytes) {
   EXPECT_TRUE(absl::StartsWith(x.status().message(), "key: data expected 24 bytes")) << x.status();
 }
 
+// With no element limit, a byte count that overflows int64 used to wrap:
+// [1, 1, 2^62 + 1, 1] float32 "needed" 4 bytes, so 4 bytes of data passed
+// and decoding read 2^62 floats (the server's SIGSEGV); a Decode chunk of
+// [1, 2^55 + 1, 128] "needed" 512 and was then allocated (std::length_error).
+struct HugeShape {
+  std::string name;
+  std::vector<int64_t> shape;
+  size_t data_bytes;
+};
+
+void PrintTo(const HugeShape& h, std::ostream* os) { *os << h.name; }
+
+class WireHugeShape : public testing::TestWithParam<HugeShape> {};
+
+TEST_P(WireHugeShape, IsInvalidArgumentNamingTheFieldWithoutLimits) {
+  const pb::Tensor t = Float32(GetParam().shape, GetParam().data_bytes);
+  auto decoded = TensorFromProto(t, "tokens", {}, /*max_elements=*/0);
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(decoded.status().message(), "tokens: ")) << decoded.status();
+
+  Tensor storage;
+  auto ref = RefFromProto(t, "key", {}, /*max_elements=*/0, &storage);
+  EXPECT_EQ(ref.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(ref.status().message(), "key: ")) << ref.status();
+
+  pb::Mask m;
+  *m.mutable_keep() = t;
+  auto mask = MaskFromProto(m, "mask", /*max_elements=*/0);
+  EXPECT_EQ(mask.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(mask.status().message(), "mask.keep: ")) << mask.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, WireHugeShape,
+    testing::Values(HugeShape{"AttendKey", {1, 1, (int64_t{1} << 62) + 1, 1}, 4},
+                    HugeShape{"DecodeChunk", {1, (int64_t{1} << 55) + 1, 128}, 4},
+                    HugeShape{"DecodeChunkWrappedBytes", {1, (int64_t{1} << 55) + 1, 128}, 512}),
+    [](const auto& p) { return p.param.name; });
+
 }  // namespace
 }  // namespace attention::wire
