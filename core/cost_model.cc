@@ -1,6 +1,5 @@
 #include "core/cost_model.h"
 
-#include <algorithm>
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
@@ -10,14 +9,14 @@ namespace attention {
 
 double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int64_t dv,
                  bool causal) {
-  double pairs = static_cast<double>(lq) * static_cast<double>(lk);
-  if (causal) {
-    pairs = 0;
-    for (int64_t i = 0; i < lq; ++i) {
-      pairs += static_cast<double>(std::clamp<int64_t>(i + lk - lq + 1, 0, lk));
-    }
-  }
-  return 2.0 * static_cast<double>(b * hq) * pairs * static_cast<double>(dk + dv);
+  const double q = static_cast<double>(lq), k = static_cast<double>(lk);
+  // Causal, bottom-right: query i sees min(i + Lk - Lq + 1, Lk) keys, at
+  // least 0; in closed form (no loop over Lq, no int64 products).
+  const double pairs = !causal ? q * k
+                       : lq <= lk ? q * (k - q + 1) + q * (q - 1) / 2
+                                  : k * (k + 1) / 2;
+  return 2.0 * static_cast<double>(b) * static_cast<double>(hq) * pairs *
+         (static_cast<double>(dk) + static_cast<double>(dv));
 }
 
 double LayerFlops(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk, int64_t kv_projected,
@@ -27,10 +26,12 @@ double LayerFlops(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk, int6
   if (c.variant != Variant::kMla) {
     const int64_t hq = NumQueryHeads(c), hkv = NumKvHeads(c);
     const int64_t dqk = HeadDimK(c), dv = HeadDimV(c);
-    double f = 2.0 * rows_q * d * static_cast<double>(hq * dqk) +
-               2.0 * rows_kv * d * static_cast<double>(hkv * (dqk + dv)) +
+    double f = 2.0 * rows_q * d * static_cast<double>(hq) * static_cast<double>(dqk) +
+               2.0 * rows_kv * d * static_cast<double>(hkv) * static_cast<double>(dqk + dv) +
                SdpaFlops(b, hq, lq, lk, dqk, dv, causal);
-    if (c.variant != Variant::kSelfAttention) f += 2.0 * rows_q * static_cast<double>(hq * dv) * d;
+    if (c.variant != Variant::kSelfAttention) {
+      f += 2.0 * rows_q * static_cast<double>(hq) * static_cast<double>(dv) * d;
+    }
     return f;
   }
   const double h = static_cast<double>(c.num_heads), dn = static_cast<double>(c.qk_nope_head_dim),

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "tests/core/test_configs.h"
 #include "tests/core/test_util.h"
 
 namespace attention {
@@ -81,6 +82,34 @@ TEST(CostModel, RejectsNegativeAndOverflowingSizes) {
   EXPECT_EQ(EstimateCosts(c, -1, 10).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StartsWith(EstimateCosts(c, 1, -5).status().message(), "seq_len"));
   EXPECT_OK(EstimateCosts(c, 0, 0));
+}
+
+TEST(CostModel, CausalPairsMatchCountingThem) {
+  for (int64_t lq = 0; lq <= 6; ++lq) {
+    for (int64_t lk = 0; lk <= 6; ++lk) {
+      double pairs = 0;  // bottom-right causal: key j visible to query i iff j <= i + Lk - Lq
+      for (int64_t i = 0; i < lq; ++i) {
+        for (int64_t j = 0; j < lk; ++j) pairs += j <= i + lk - lq ? 1 : 0;
+      }
+      EXPECT_DOUBLE_EQ(SdpaFlops(2, 3, lq, lk, 4, 5, true), 2 * 2 * 3 * pairs * 9)
+          << "Lq " << lq << " Lk " << lk;
+      EXPECT_DOUBLE_EQ(SdpaFlops(2, 3, lq, lk, 4, 5, false), 2 * 2 * 3 * lq * lk * 9.0);
+    }
+  }
+}
+
+// Sizes from the wire reach the cost model before validation: they must not
+// wrap (B·Hq was an int64 product) nor take time (causal pairs were a loop
+// over Lq).
+TEST(CostModel, HugeSizesSaturateInsteadOfWrapping) {
+  EXPECT_DOUBLE_EQ(SdpaFlops(int64_t{1} << 62, 4, 1, 1, 1, 1, false), 0x1p66);
+  const double l = 0x1p40;
+  EXPECT_DOUBLE_EQ(SdpaFlops(1, 1, int64_t{1} << 40, int64_t{1} << 40, 1, 1, true),
+                   2 * (l * (l + 1) / 2) * 2);
+  const ModuleConfig mha = Mha(64, 4);
+  EXPECT_GE(LayerFlops(mha, int64_t{1} << 62, 4, 4, 4, false, MlaForm::kNaive),
+            SdpaFlops(int64_t{1} << 62, 4, 4, 4, 16, 16, false));
+  EXPECT_EQ(ForwardWorkingBytes(mha, INT64_MAX, INT64_MAX, INT64_MAX, true), INT64_MAX);
 }
 
 }  // namespace
