@@ -10,7 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
-#include "server/convert.h"
+#include "wire/convert.h"
 
 namespace attention::client {
 
@@ -20,19 +20,6 @@ absl::Status FromGrpc(const grpc::Status& s) {
 }
 
 namespace {
-
-pb::DType ToProtoDType(DType d) {
-  switch (d) {
-    case DType::kFloat16:
-      return pb::DTYPE_FLOAT16;
-    case DType::kBfloat16:
-      return pb::DTYPE_BFLOAT16;
-    case DType::kBool:
-      return pb::DTYPE_BOOL;
-    default:
-      return pb::DTYPE_FLOAT32;
-  }
-}
 
 Timing TimingOf(const pb::Timing& t) { return {t.queue_us(), t.compute_us(), t.flops()}; }
 
@@ -47,11 +34,11 @@ std::string ChannelTarget(const std::string& target) {
 }  // namespace
 
 void TensorToProto(const Tensor& t, DType dtype, pb::Tensor* out) {
-  server::TensorToProto(t, ToProtoDType(dtype), out);
+  wire::TensorToProto(t, wire::ToProtoDType(dtype), out);
 }
 
 absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t) {
-  return server::TensorFromProto(t, "response tensor", {}, 0);
+  return wire::TensorFromProto(t, "response tensor", {}, 0);
 }
 
 void MaskToProto(const MaskSpec& mask, pb::Mask* out) {
@@ -67,7 +54,7 @@ void MaskToProto(const MaskSpec& mask, pb::Mask* out) {
 
 pb::ModuleConfig ConfigToProto(const ModuleConfig& c) {
   pb::ModuleConfig out;
-  server::ConfigToProto(c, &out);
+  wire::ConfigToProto(c, &out);
   return out;
 }
 

@@ -40,6 +40,7 @@
 #include "client/compare.h"
 #include "core/npy.h"
 #include "core/status_macros.h"
+#include "wire/convert.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "server address (host:port, dns:///name:port, or a comma list)");
 ABSL_FLAG(double, timeout_s, 0, "per-call deadline in seconds (0: none)");
@@ -105,19 +106,11 @@ ABSL_FLAG(std::string, svg, "", "compare: write the chart here");
 namespace attention::client {
 namespace {
 
-absl::StatusOr<DType> ParseDType(const std::string& s, const char* flag) {
-  if (s == "f32" || s == "float32") return DType::kFloat32;
-  if (s == "f16" || s == "float16") return DType::kFloat16;
-  if (s == "bf16" || s == "bfloat16") return DType::kBfloat16;
-  return absl::InvalidArgumentError(absl::StrCat("--", flag, ": expected f32, f16 or bf16, got '", s, "'"));
-}
-
 absl::StatusOr<pb::DType> OutputDType() {
   const std::string s = absl::GetFlag(FLAGS_output_dtype);
   if (s.empty()) return pb::DTYPE_UNSPECIFIED;
-  ATTN_ASSIGN_OR_RETURN(DType d, ParseDType(s, "output_dtype"));
-  return d == DType::kFloat16 ? pb::DTYPE_FLOAT16
-                              : d == DType::kBfloat16 ? pb::DTYPE_BFLOAT16 : pb::DTYPE_FLOAT32;
+  ATTN_ASSIGN_OR_RETURN(DType d, wire::ParseDType(s, "--output_dtype"));
+  return wire::ToProtoDType(d);
 }
 
 Tensor Random(std::vector<int64_t> shape, uint64_t seed) {
@@ -367,7 +360,8 @@ absl::Status Run(const std::string& command) {
     }
     return stream->Close();
   }
-  ATTN_ASSIGN_OR_RETURN(DType wire, ParseDType(absl::GetFlag(FLAGS_dtype), "dtype"));
+  ATTN_ASSIGN_OR_RETURN(DType wire_dtype,
+                        wire::ParseDType(absl::GetFlag(FLAGS_dtype), "--dtype"));
   ATTN_ASSIGN_OR_RETURN(pb::DType out_dtype, OutputDType());
   ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromFlags());
   const bool want_weights = !absl::GetFlag(FLAGS_weights_out).empty();
@@ -381,7 +375,7 @@ absl::Status Run(const std::string& command) {
     o.mask = std::move(mask);
     o.scale = static_cast<float>(absl::GetFlag(FLAGS_scale));
     o.return_weights = want_weights;
-    o.wire_dtype = wire;
+    o.wire_dtype = wire_dtype;
     o.output_dtype = out_dtype;
     ATTN_ASSIGN_OR_RETURN(AttendResult r, client->Attend(q, k, v, o));
     std::printf("variant: %s\n", r.variant.c_str());
@@ -413,7 +407,7 @@ absl::Status Run(const std::string& command) {
     }
     o.mask = std::move(mask);
     o.return_weights = want_weights;
-    o.wire_dtype = wire;
+    o.wire_dtype = wire_dtype;
     o.output_dtype = out_dtype;
     ATTN_ASSIGN_OR_RETURN(ForwardOutput r, client->Forward(absl::GetFlag(FLAGS_module), query, o));
     PrintTensor("output", r.output, r.output_dtype);

@@ -33,7 +33,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "core/module.h"
+#include "core/config.h"
 #include "core/tensor.h"
 
 namespace attention {

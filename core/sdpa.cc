@@ -230,16 +230,4 @@ const char* VariantName(int64_t hq, int64_t hkv) {
   return "gqa";
 }
 
-double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int64_t dv,
-                 bool causal) {
-  double pairs = static_cast<double>(lq) * static_cast<double>(lk);
-  if (causal) {
-    pairs = 0;
-    for (int64_t i = 0; i < lq; ++i) {
-      pairs += static_cast<double>(std::clamp<int64_t>(i + lk - lq + 1, 0, lk));
-    }
-  }
-  return 2.0 * static_cast<double>(b * hq) * pairs * static_cast<double>(dk + dv);
-}
-
 }  // namespace attention

@@ -45,6 +45,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/cost_model.h"  // SdpaFlops, the cost of these functions
 #include "core/tensor.h"
 
 namespace attention {
@@ -95,11 +96,6 @@ absl::StatusOr<AttentionResult> AttendReference(const Tensor& query, const Tenso
 
 // "mha" (Hkv == Hq), "mqa" (Hkv == 1 < Hq) or "gqa".
 const char* VariantName(int64_t hq, int64_t hkv);
-
-// FLOPs of attention: 2·B·Hq·Lq·Lk·(Dk + Dv), causal counts the visible half
-// (exactly: the number of visible (i, j) pairs).
-double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int64_t dv,
-                 bool causal);
 
 }  // namespace attention
 

@@ -16,6 +16,13 @@ int64_t NumElements(absl::Span<const int64_t> shape) {
   return n;
 }
 
+int64_t NumBytes(absl::Span<const int64_t> shape, int64_t element_bytes) {
+  const int64_t n = NumElements(shape);
+  int64_t bytes;
+  if (n < 0 || element_bytes < 0 || __builtin_mul_overflow(n, element_bytes, &bytes)) return -1;
+  return bytes;
+}
+
 std::string ShapeString(absl::Span<const int64_t> shape) {
   return "[" + absl::StrJoin(shape, ", ") + "]";
 }

@@ -22,6 +22,11 @@ namespace attention {
 // is negative.
 int64_t NumElements(absl::Span<const int64_t> shape);
 
+// Bytes of `shape` at `element_bytes` per element, or -1 if the element
+// count or the bytes overflow int64 or a dimension is negative. Every byte
+// count computed from wire dimensions goes through this.
+int64_t NumBytes(absl::Span<const int64_t> shape, int64_t element_bytes);
+
 // "[2, 3, 4]".
 std::string ShapeString(absl::Span<const int64_t> shape);
 

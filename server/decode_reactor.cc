@@ -4,13 +4,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
-#include "server/convert.h"
 #include "server/grpc_status.h"
 #include "server/service.h"
+#include "wire/convert.h"
 
 namespace attention::server {
 
 namespace pb = ::attention::v1;
+
+using wire::CheckElementLimit;
+using wire::TensorFromProto;
+using wire::TensorToProto;
+using wire::ToCoreDType;
 
 namespace {
 

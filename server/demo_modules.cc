@@ -1,9 +1,11 @@
 #include "server/demo_modules.h"
 
 #include "core/status_macros.h"
-#include "server/convert.h"
+#include "wire/convert.h"
 
 namespace attention::server {
+
+using wire::ConfigToProto;
 
 absl::Status LoadDemoModules(ModuleRegistry& registry) {
   struct Demo {

@@ -12,11 +12,23 @@
 #include "core/cancellation.h"
 #include "core/status_macros.h"
 #include "core/threading.h"
-#include "server/convert.h"
 #include "server/decode_reactor.h"
 #include "server/grpc_status.h"
+#include "wire/convert.h"
 
 namespace attention::server {
+
+using wire::CheckElementLimit;
+using wire::ConfigFromProto;
+using wire::ConfigToProto;
+using wire::MaskFromProto;
+using wire::RefFromProto;
+using wire::ResolveOutputDType;
+using wire::TensorFromProto;
+using wire::TensorSpec;
+using wire::ToCoreDType;
+using wire::ViewFromProto;
+
 namespace {
 
 using Clock = std::chrono::steady_clock;

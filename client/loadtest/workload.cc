@@ -7,10 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "core/module.h"
-#include "core/sdpa.h"
+#include "core/cost_model.h"
 #include "core/status_macros.h"
-#include "server/convert.h"
+#include "wire/convert.h"
 
 namespace attention::loadtest {
 namespace {
@@ -23,13 +22,6 @@ Tensor Random(std::vector<int64_t> shape, uint64_t seed) {
   std::normal_distribution<float> normal;
   for (float& x : t.values()) x = normal(gen);
   return t;
-}
-
-absl::StatusOr<DType> WireDType(const std::string& s) {
-  if (s == "f32") return DType::kFloat32;
-  if (s == "f16") return DType::kFloat16;
-  if (s == "bf16") return DType::kBfloat16;
-  return absl::InvalidArgumentError(absl::StrCat("dtype: expected f32, f16 or bf16, got '", s, "'"));
 }
 
 absl::Status SetInt(const std::string& key, absl::string_view value, int64_t& out) {
@@ -122,7 +114,7 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadSpec& spec, client::Attenti
   Workload w;
   w.rpc = spec.rpc;
   w.weight = spec.weight;
-  ATTN_ASSIGN_OR_RETURN(DType wire, WireDType(spec.dtype));
+  ATTN_ASSIGN_OR_RETURN(DType wire_dtype, wire::ParseDType(spec.dtype, "dtype"));
   const int64_t lk = spec.lk > 0 ? spec.lk : spec.lq;
   switch (spec.rpc) {
     case RpcKind::kHealth:
@@ -131,10 +123,11 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadSpec& spec, client::Attenti
       return w;  // empty HealthCheckRequest
     case RpcKind::kAttend: {
       pb::AttendRequest req;
-      client::TensorToProto(Random({spec.b, spec.hq, spec.lq, spec.dk}, 1), wire,
+      client::TensorToProto(Random({spec.b, spec.hq, spec.lq, spec.dk}, 1), wire_dtype,
                             req.mutable_query());
-      client::TensorToProto(Random({spec.b, spec.hkv, lk, spec.dk}, 2), wire, req.mutable_key());
-      client::TensorToProto(Random({spec.b, spec.hkv, lk, spec.dv}, 3), wire,
+      client::TensorToProto(Random({spec.b, spec.hkv, lk, spec.dk}, 2), wire_dtype,
+                            req.mutable_key());
+      client::TensorToProto(Random({spec.b, spec.hkv, lk, spec.dv}, 3), wire_dtype,
                             req.mutable_value());
       req.mutable_mask()->set_causal(spec.causal);
       w.name = absl::StrCat("attend b", spec.b, " hq", spec.hq, " hkv", spec.hkv, " lq", spec.lq,
@@ -160,11 +153,11 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadSpec& spec, client::Attenti
       }
       const int64_t d = info->config().d_model();
       // The module's config, for the FLOP count.
-      ATTN_ASSIGN_OR_RETURN(const ModuleConfig config, server::ConfigFromProto(info->config()));
+      ATTN_ASSIGN_OR_RETURN(const ModuleConfig config, wire::ConfigFromProto(info->config()));
       if (spec.rpc == RpcKind::kForward) {
         pb::ForwardRequest req;
         req.set_module(spec.module);
-        client::TensorToProto(Random({spec.b, spec.lq, d}, 1), wire, req.mutable_query());
+        client::TensorToProto(Random({spec.b, spec.lq, d}, 1), wire_dtype, req.mutable_query());
         req.mutable_mask()->set_causal(spec.causal);
         w.name = absl::StrCat("forward ", spec.module, " b", spec.b, " l", spec.lq,
                               spec.causal ? " causal" : "", " ", spec.dtype);
@@ -179,8 +172,8 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadSpec& spec, client::Attenti
       pb::DecodeRequest start, prefill, token;
       start.mutable_start()->set_module(spec.module);
       start.mutable_start()->set_batch(spec.b);
-      client::TensorToProto(Random({spec.b, spec.lq, d}, 1), wire, prefill.mutable_tokens());
-      client::TensorToProto(Random({spec.b, 1, d}, 2), wire, token.mutable_tokens());
+      client::TensorToProto(Random({spec.b, spec.lq, d}, 1), wire_dtype, prefill.mutable_tokens());
+      client::TensorToProto(Random({spec.b, 1, d}, 2), wire_dtype, token.mutable_tokens());
       w.name = absl::StrCat("decode ", spec.module, " b", spec.b, " prefill ", spec.lq, " then ",
                             spec.decode_steps, " tokens/stream ", spec.dtype);
       w.method = "/attention.v1.AttentionService/Decode";

@@ -1,125 +1,15 @@
-// Layers: config validation, state_dict loading, deterministic init, sizes,
+// Layers: state_dict loading, deterministic init, Forward's input checks,
 // and MLA's absorbed form against its naive form.
 #include "core/module.h"
 
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "tests/core/test_configs.h"
 #include "tests/core/test_util.h"
 
 namespace attention {
 namespace {
-
-ModuleConfig Mha(int64_t d, int64_t h, bool bias = true) {
-  ModuleConfig c;
-  c.variant = Variant::kMha;
-  c.d_model = d;
-  c.num_heads = h;
-  c.bias = bias;
-  return c;
-}
-ModuleConfig Gqa(int64_t d, int64_t hq, int64_t hkv) {
-  ModuleConfig c = Mha(d, hq);
-  c.variant = Variant::kGqa;
-  c.num_kv_heads = hkv;
-  return c;
-}
-ModuleConfig Mqa(int64_t d, int64_t h) {
-  ModuleConfig c = Mha(d, h);
-  c.variant = Variant::kMqa;
-  return c;
-}
-ModuleConfig SelfAttn(int64_t d, int64_t dk, int64_t dv) {
-  ModuleConfig c;
-  c.variant = Variant::kSelfAttention;
-  c.d_model = d;
-  c.d_k = dk;
-  c.d_v = dv;
-  return c;
-}
-ModuleConfig Mla(int64_t d, int64_t h, int64_t qr, int64_t r, int64_t dn, int64_t dr, int64_t dv) {
-  ModuleConfig c;
-  c.variant = Variant::kMla;
-  c.d_model = d;
-  c.num_heads = h;
-  c.q_lora_rank = qr;
-  c.kv_lora_rank = r;
-  c.qk_nope_head_dim = dn;
-  c.qk_rope_head_dim = dr;
-  c.v_head_dim = dv;
-  return c;
-}
-
-TEST(ModuleSizes, KvCacheBytesPerTokenFollowTheVariant) {
-  // MHA 2·H·d, GQA 2·G·d, MQA 2·d, MLA (kv_lora_rank + rope_dim), × 4 bytes.
-  EXPECT_EQ(KvCacheBytesPerToken(Mha(4096, 32)), 2 * 32 * 128 * 4);
-  EXPECT_EQ(KvCacheBytesPerToken(Gqa(4096, 32, 8)), 2 * 8 * 128 * 4);
-  EXPECT_EQ(KvCacheBytesPerToken(Mqa(4096, 32)), 2 * 128 * 4);
-  EXPECT_EQ(KvCacheBytesPerToken(Mla(5120, 128, 1536, 512, 128, 64, 128)), (512 + 64) * 4);
-  EXPECT_EQ(KvCacheBytesPerToken(SelfAttn(64, 16, 24)), (16 + 24) * 4);
-}
-
-TEST(ModuleSizes, ParameterCountsMatchHandCounts) {
-  const int64_t d = 4096, dh = 128;
-  EXPECT_EQ(ParameterCount(Mha(d, 32)), 4 * (d * d + d));
-  EXPECT_EQ(ParameterCount(Mha(d, 32, false)), 4 * d * d);
-  EXPECT_EQ(ParameterCount(Gqa(d, 32, 8)), 2 * (d * d + d) + 2 * (d * 8 * dh + 8 * dh));
-  EXPECT_EQ(ParameterCount(Mqa(d, 32)), 2 * (d * d + d) + 2 * (d * dh + dh));
-  EXPECT_EQ(ParameterCount(SelfAttn(64, 16, 24)), 2 * (64 * 16 + 16) + 64 * 24 + 24);
-  // DeepSeek-V2 attention: q_a 5120·1536, q_norm 1536, q_b 1536·128·192,
-  // kv_a 5120·576, kv_norm 512, kv_b 512·128·256, o 128·128·5120.
-  EXPECT_EQ(ParameterCount(Mla(5120, 128, 1536, 512, 128, 64, 128)),
-            5120 * 1536 + 1536 + 1536 * 128 * 192 + 5120 * 576 + 512 + 512 * 128 * 256 +
-                int64_t{128} * 128 * 5120);
-  EXPECT_EQ(ParameterCount(Mla(64, 4, 0, 16, 8, 4, 6)),
-            64 * 4 * 12 + 64 * 20 + 16 + 16 * 4 * 14 + 4 * 6 * 64);
-}
-
-struct BadConfig {
-  std::string name;
-  ModuleConfig config;
-  std::string field;
-  std::string detail;
-};
-
-void PrintTo(const BadConfig& c, std::ostream* os) { *os << c.name; }
-
-class ModuleBadConfig : public testing::TestWithParam<BadConfig> {};
-
-TEST_P(ModuleBadConfig, IsInvalidArgumentNamingTheField) {
-  const BadConfig& c = GetParam();
-  auto m = AttentionModule::CreateRandom(c.config, 1);
-  ASSERT_FALSE(m.ok());
-  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StartsWith(m.status().message(), c.field)) << m.status();
-  EXPECT_TRUE(absl::StrContains(m.status().message(), c.detail)) << m.status();
-}
-
-ModuleConfig With(ModuleConfig c, void (*edit)(ModuleConfig&)) {
-  edit(c);
-  return c;
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Table, ModuleBadConfig,
-    testing::Values(
-        BadConfig{"ZeroDModel", Mha(0, 1), "config.d_model", "got 0"},
-        BadConfig{"HeadsNotDividing", Mha(30, 4), "config.mha.num_heads", "d_model = 30"},
-        BadConfig{"NoHeads", Mqa(32, 0), "config.mqa.num_heads", "got 0"},
-        BadConfig{"KvHeadsNotDividing", Gqa(32, 8, 3), "config.gqa.num_kv_heads",
-                  "num_q_heads = 8"},
-        BadConfig{"QHeadsNotDividing", Gqa(30, 8, 2), "config.gqa.num_q_heads", "d_model = 30"},
-        BadConfig{"ZeroDk", SelfAttn(16, 0, 4), "config.self_attention.d_k", "got 0"},
-        BadConfig{"HugeDv", SelfAttn(16, 4, int64_t{1} << 40), "config.self_attention.d_v",
-                  "expected 1.."},
-        BadConfig{"OddRope", Mla(32, 4, 0, 16, 8, 3, 6), "config.mla.qk_rope_head_dim", "even"},
-        BadConfig{"NoLatent", Mla(32, 4, 0, 0, 8, 4, 6), "config.mla.kv_lora_rank", "got 0"},
-        BadConfig{"NegativeQLora", Mla(32, 4, -1, 16, 8, 4, 6), "config.mla.q_lora_rank",
-                  "got -1"},
-        BadConfig{"NegativeTheta",
-                  With(Mla(32, 4, 0, 16, 8, 4, 6), [](ModuleConfig& c) { c.rope_theta = -1; }),
-                  "config.mla.rope_theta", "got -1"}),
-    [](const auto& p) { return p.param.name; });
 
 WeightMap RandomWeights(const ModuleConfig& c, uint32_t seed) {
   WeightMap w;
@@ -309,86 +199,6 @@ INSTANTIATE_TEST_SUITE_P(
                     MlaCase{"DeepSeekHeadDims", Mla(256, 2, 96, 512, 128, 64, 128), 1, 5, 33,
                             true, true}),
     [](const auto& p) { return p.param.name; });
-
-}  // namespace
-}  // namespace attention
-
-namespace attention {
-namespace {
-
-// Estimate against sums written out by hand from the layer definitions.
-TEST(Estimate, LlamaLikeMhaGqaMqaMatchHandCounts) {
-  const double d = 4096, dh = 128, L = 4096;
-  // Causal prefill: visible pairs L(L+1)/2 per head.
-  const double pairs = L * (L + 1) / 2;
-  struct Case {
-    ModuleConfig config;
-    double kv_heads;
-  };
-  ModuleConfig mha;
-  mha.variant = Variant::kMha;
-  mha.d_model = 4096;
-  mha.num_heads = 32;
-  mha.bias = false;
-  ModuleConfig gqa = mha;
-  gqa.variant = Variant::kGqa;
-  gqa.num_kv_heads = 8;
-  ModuleConfig mqa = mha;
-  mqa.variant = Variant::kMqa;
-  for (const Case& c : {Case{mha, 32}, Case{gqa, 8}, Case{mqa, 1}}) {
-    SCOPED_TRACE(VariantFieldName(c.config.variant));
-    auto e = EstimateCosts(c.config, 2, 4096);
-    ASSERT_OK(e);
-    const double kv = c.kv_heads * dh;
-    EXPECT_EQ(e->parameters, static_cast<int64_t>(2 * d * d + 2 * d * kv));
-    EXPECT_EQ(e->kv_cache_bytes_per_token, static_cast<int64_t>(2 * kv * 4));
-    EXPECT_EQ(e->kv_cache_bytes, static_cast<int64_t>(2 * kv * 4 * 2 * L));
-    const double prefill = 2 * (2 * L * d * d)        // W_q
-                           + 2 * (2 * L * d * 2 * kv)  // W_k, W_v
-                           + 2 * 2 * 32 * pairs * 2 * dh  // QKᵀ and PV, causal
-                           + 2 * (2 * L * d * d);      // W_o
-    EXPECT_DOUBLE_EQ(e->prefill_flops, prefill);
-    const double decode = 2 * d * d + 2 * d * 2 * kv + 2 * 32 * (L + 1) * 2 * dh + 2 * d * d;
-    EXPECT_DOUBLE_EQ(e->decode_flops_per_token, decode);
-  }
-}
-
-TEST(Estimate, DeepSeekV2MlaMatchesHandCounts) {
-  ModuleConfig c;
-  c.variant = Variant::kMla;
-  c.d_model = 5120;
-  c.num_heads = 128;
-  c.q_lora_rank = 1536;
-  c.kv_lora_rank = 512;
-  c.qk_nope_head_dim = 128;
-  c.qk_rope_head_dim = 64;
-  c.v_head_dim = 128;
-  const double d = 5120, h = 128, qr = 1536, r = 512, dn = 128, dr = 64, dv = 128, L = 1024;
-  auto e = EstimateCosts(c, 1, 1024);
-  ASSERT_OK(e);
-  EXPECT_EQ(e->kv_cache_bytes_per_token, (512 + 64) * 4);
-  EXPECT_EQ(e->kv_cache_bytes, (512 + 64) * 4 * 1024);
-  const double q_path = 2 * (d * qr + qr * h * (dn + dr));
-  const double o_proj = 2 * h * dv * d;
-  // Prefill in the naive form: up-project every cached latent.
-  const double prefill = L * q_path + 2 * L * d * (r + dr) + 2 * L * r * h * (dn + dv) +
-                         2 * h * (L * (L + 1) / 2) * ((dn + dr) + dv) + L * o_proj;
-  EXPECT_DOUBLE_EQ(e->prefill_flops, prefill);
-  // Decode in the absorbed form: attend over L + 1 latents of width r + dr.
-  const double decode = q_path + 2 * d * (r + dr) + 2 * h * dn * r + 2 * h * (L + 1) * ((r + dr) + r) +
-                        2 * h * r * dv + o_proj;
-  EXPECT_DOUBLE_EQ(e->decode_flops_per_token, decode);
-}
-
-TEST(Estimate, RejectsNegativeAndOverflowingSizes) {
-  ModuleConfig c;
-  c.variant = Variant::kMha;
-  c.d_model = 64;
-  c.num_heads = 4;
-  EXPECT_EQ(EstimateCosts(c, -1, 10).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StartsWith(EstimateCosts(c, 1, -5).status().message(), "seq_len"));
-  EXPECT_OK(EstimateCosts(c, 0, 0));
-}
 
 }  // namespace
 }  // namespace attention

@@ -14,22 +14,22 @@
 #include "attention/v1/attention.pb.h"
 #include "core/module.h"
 #include "core/sdpa.h"
-#include "server/convert.h"
+#include "wire/convert.h"
 
 namespace attention {
 namespace {
 
 namespace pb = ::attention::v1;
-using server::TensorSpec;
+using wire::TensorSpec;
 
 constexpr int64_t kLimit = int64_t{1} << 16;  // elements: keeps each run fast
 
 void FuzzAttend(const pb::AttendRequest& r) {
-  auto q = server::TensorFromProto(r.query(), "query", {4, "[B, Hq, Lq, Dk]"}, kLimit);
-  auto k = server::TensorFromProto(r.key(), "key", {4, "[B, Hkv, Lk, Dk]"}, kLimit);
-  auto v = server::TensorFromProto(r.value(), "value", {4, "[B, Hkv, Lk, Dv]"}, kLimit);
-  auto mask = server::MaskFromProto(r.mask(), "mask", kLimit);
-  (void)server::ResolveOutputDType(r.output_dtype(), r.query().dtype(), "output_dtype");
+  auto q = wire::TensorFromProto(r.query(), "query", {4, "[B, Hq, Lq, Dk]"}, kLimit);
+  auto k = wire::TensorFromProto(r.key(), "key", {4, "[B, Hkv, Lk, Dk]"}, kLimit);
+  auto v = wire::TensorFromProto(r.value(), "value", {4, "[B, Hkv, Lk, Dv]"}, kLimit);
+  auto mask = wire::MaskFromProto(r.mask(), "mask", kLimit);
+  (void)wire::ResolveOutputDType(r.output_dtype(), r.query().dtype(), "output_dtype");
   if (!q.ok() || !k.ok() || !v.ok() || !mask.ok()) return;
   if (!ValidateSdpa(View4::Of(*q), View4::Of(*k), View4::Of(*v), *mask).ok()) return;
   const double work = static_cast<double>(q->size()) * static_cast<double>(k->dim(2));
@@ -39,14 +39,14 @@ void FuzzAttend(const pb::AttendRequest& r) {
 }
 
 void FuzzModule(const pb::ModuleConfig& c, const pb::Tensor& x, const pb::Mask& m) {
-  auto config = server::ConfigFromProto(c);
+  auto config = wire::ConfigFromProto(c);
   if (!config.ok()) return;
   (void)EstimateCosts(*config, 1, 16);
   if (ParameterCount(*config) > kLimit) return;
   auto module = AttentionModule::CreateRandom(*config, 1);
   if (!module.ok()) std::abort();
-  auto input = server::TensorFromProto(x, "query", {3, "[B, L, d_model]"}, kLimit);
-  auto mask = server::MaskFromProto(m, "mask", kLimit);
+  auto input = wire::TensorFromProto(x, "query", {3, "[B, L, d_model]"}, kLimit);
+  auto mask = wire::MaskFromProto(m, "mask", kLimit);
   if (!input.ok() || !mask.ok()) return;
   ForwardInput in;
   in.query = &*input;
@@ -55,10 +55,10 @@ void FuzzModule(const pb::ModuleConfig& c, const pb::Tensor& x, const pb::Mask& 
 }
 
 void FuzzLoad(const pb::LoadModuleRequest& r) {
-  auto config = server::ConfigFromProto(r.config());
+  auto config = wire::ConfigFromProto(r.config());
   WeightMap weights;
   for (const auto& [name, t] : r.weights()) {
-    auto w = server::TensorFromProto(t, "weights['" + name + "']", {}, kLimit);
+    auto w = wire::TensorFromProto(t, "weights['" + name + "']", {}, kLimit);
     if (!w.ok()) return;
     weights.emplace(name, *std::move(w));
   }
@@ -75,7 +75,7 @@ void WriteSeeds(const std::string& dir) {
       t.add_shape(d);
       n *= d;
     }
-    const int size = dtype == pb::DTYPE_FLOAT32 ? 4 : dtype == pb::DTYPE_BOOL ? 1 : 2;
+    const int size = DTypeSize(wire::ToCoreDType(dtype));
     std::string data(static_cast<size_t>(n * size), '\0');
     for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 37 + 11) & 0x3f);
     t.set_data(data);
@@ -186,7 +186,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 'e': {
       pb::EstimateRequest r;
       if (!r.ParseFromString(bytes)) break;
-      auto c = attention::server::ConfigFromProto(r.config());
+      auto c = attention::wire::ConfigFromProto(r.config());
       if (c.ok()) (void)attention::EstimateCosts(*c, r.batch(), r.seq_len());
       break;
     }

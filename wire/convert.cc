@@ -1,11 +1,11 @@
-#include "server/convert.h"
+#include "wire/convert.h"
 
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 
-namespace attention::server {
+namespace attention::wire {
 namespace {
 
 absl::Status Invalid(absl::string_view field, const std::string& what) {
@@ -27,7 +27,12 @@ absl::StatusOr<int64_t> CheckShapeAndData(const pb::Tensor& t, absl::string_view
   }
   ATTN_RETURN_IF_ERROR(CheckElementLimit(field, t.shape(), max_elements));
   const int64_t n = NumElements(t.shape());
-  const int64_t want = n * DTypeSize(ToCoreDType(t.dtype()));
+  const int64_t want = NumBytes(t.shape(), DTypeSize(ToCoreDType(t.dtype())));
+  if (want < 0) {
+    return Invalid(field, absl::StrCat("shape ", ShapeString(t.shape()), " of ",
+                                       pb::DType_Name(t.dtype()),
+                                       " has more bytes than int64 holds"));
+  }
   if (static_cast<int64_t>(t.data().size()) != want) {
     return Invalid(field, absl::StrCat("data expected ", want, " bytes (", n, " ",
                                        pb::DType_Name(t.dtype()), " elements of shape ",
@@ -37,6 +42,27 @@ absl::StatusOr<int64_t> CheckShapeAndData(const pb::Tensor& t, absl::string_view
 }
 
 }  // namespace
+
+pb::DType ToProtoDType(DType d) {
+  switch (d) {
+    case DType::kFloat16:
+      return pb::DTYPE_FLOAT16;
+    case DType::kBfloat16:
+      return pb::DTYPE_BFLOAT16;
+    case DType::kBool:
+      return pb::DTYPE_BOOL;
+    case DType::kFloat32:
+      return pb::DTYPE_FLOAT32;
+  }
+  return pb::DTYPE_FLOAT32;
+}
+
+absl::StatusOr<DType> ParseDType(absl::string_view name, absl::string_view field) {
+  if (name == "f32" || name == "float32") return DType::kFloat32;
+  if (name == "f16" || name == "float16") return DType::kFloat16;
+  if (name == "bf16" || name == "bfloat16") return DType::kBfloat16;
+  return Invalid(field, absl::StrCat("expected f32, f16 or bf16, got '", name, "'"));
+}
 
 DType ToCoreDType(pb::DType d) {
   switch (d) {
@@ -245,4 +271,4 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
   }
 }
 
-}  // namespace attention::server
+}  // namespace attention::wire

@@ -1,23 +1,25 @@
-// Conversions between attention.v1 messages and core types, with the
-// validation the contract promises: every error is INVALID_ARGUMENT (or
-// RESOURCE_EXHAUSTED for a limit) with a message that names the field, what
-// was expected and what came. Sizes are computed overflow-proof and checked
-// against the limits before anything is allocated.
-#ifndef ATTENTION_SERVER_CONVERT_H_
-#define ATTENTION_SERVER_CONVERT_H_
+// Conversions between attention.v1 messages and core types, shared by the
+// server and the C++ client, with the validation the contract promises:
+// every error is INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for a limit) with a
+// message that names the field, what was expected and what came. Sizes are
+// computed overflow-proof and checked against the limits before anything is
+// allocated. This is the one mapping between the wire's DType and the
+// core's; nothing here computes attention (no oneDNN). Thread-safe.
+#ifndef ATTENTION_WIRE_CONVERT_H_
+#define ATTENTION_WIRE_CONVERT_H_
 
 #include <cstdint>
-#include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "attention/v1/attention.pb.h"
+#include "core/config.h"
 #include "core/dtype.h"
-#include "core/module.h"
-#include "core/sdpa.h"
+#include "core/sdpa.h"  // MaskSpec
 #include "core/tensor.h"
 
-namespace attention::server {
+namespace attention::wire {
 
 namespace pb = ::attention::v1;
 
@@ -28,7 +30,9 @@ struct TensorSpec {
   const char* dims = "";
 };
 
-// Checks that `numel` elements fit the limit; RESOURCE_EXHAUSTED otherwise.
+// Checks that `shape` has at most max_elements elements (0: no limit):
+// RESOURCE_EXHAUSTED naming `field` otherwise, INVALID_ARGUMENT if the count
+// overflows int64.
 absl::Status CheckElementLimit(absl::string_view field, absl::Span<const int64_t> shape,
                                int64_t max_elements);
 
@@ -62,8 +66,15 @@ absl::StatusOr<MaskSpec> MaskFromProto(const pb::Mask& m, absl::string_view fiel
 absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c);
 void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out);
 
+// The core's DType of a wire dtype (DTYPE_UNSPECIFIED and unknown values:
+// kFloat32), and back.
 DType ToCoreDType(pb::DType d);
+pb::DType ToProtoDType(DType d);
 
-}  // namespace attention::server
+// The dtype a user names: "f32"/"float32", "f16"/"float16",
+// "bf16"/"bfloat16". INVALID_ARGUMENT naming `field` otherwise.
+absl::StatusOr<DType> ParseDType(absl::string_view name, absl::string_view field);
 
-#endif  // ATTENTION_SERVER_CONVERT_H_
+}  // namespace attention::wire
+
+#endif  // ATTENTION_WIRE_CONVERT_H_

@@ -1,0 +1,192 @@
+#include "core/config.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "core/tensor.h"
+
+namespace attention {
+namespace {
+
+std::string Field(const ModuleConfig& c, const char* name) {
+  return absl::StrCat("config.", VariantFieldName(c.variant), ".", name);
+}
+
+absl::Status CheckRange(const std::string& field, int64_t value, int64_t lo) {
+  if (value < lo || value > kMaxConfigDim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": expected ", lo, "..", kMaxConfigDim, ", got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDivides(const std::string& field, int64_t divisor, const std::string& what,
+                          int64_t value) {
+  if (value % divisor != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must divide ", what, " = ", value,
+                                                   ", got ", divisor));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* VariantFieldName(Variant variant) {
+  switch (variant) {
+    case Variant::kSelfAttention:
+      return "self_attention";
+    case Variant::kMha:
+      return "mha";
+    case Variant::kGqa:
+      return "gqa";
+    case Variant::kMqa:
+      return "mqa";
+    case Variant::kMla:
+      return "mla";
+  }
+  return "?";
+}
+
+absl::Status ValidateConfig(const ModuleConfig& c) {
+  ATTN_RETURN_IF_ERROR(CheckRange("config.d_model", c.d_model, 1));
+  switch (c.variant) {
+    case Variant::kSelfAttention:
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "d_k"), c.d_k, 1));
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "d_v"), c.d_v, 1));
+      return absl::OkStatus();
+    case Variant::kMha:
+    case Variant::kMqa:
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_heads"), c.num_heads, 1));
+      return CheckDivides(Field(c, "num_heads"), c.num_heads, "d_model", c.d_model);
+    case Variant::kGqa:
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_q_heads"), c.num_heads, 1));
+      ATTN_RETURN_IF_ERROR(CheckDivides(Field(c, "num_q_heads"), c.num_heads, "d_model",
+                                        c.d_model));
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_kv_heads"), c.num_kv_heads, 1));
+      return CheckDivides(Field(c, "num_kv_heads"), c.num_kv_heads, "num_q_heads", c.num_heads);
+    case Variant::kMla:
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_heads"), c.num_heads, 1));
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "q_lora_rank"), c.q_lora_rank, 0));
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "kv_lora_rank"), c.kv_lora_rank, 1));
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "qk_nope_head_dim"), c.qk_nope_head_dim, 1));
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "qk_rope_head_dim"), c.qk_rope_head_dim, 2));
+      if (c.qk_rope_head_dim % 2 != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            Field(c, "qk_rope_head_dim"), ": expected an even number (rotate-half RoPE), got ",
+            c.qk_rope_head_dim));
+      }
+      ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "v_head_dim"), c.v_head_dim, 1));
+      if (!(c.rope_theta >= 0.0) || !std::isfinite(c.rope_theta)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            Field(c, "rope_theta"), ": expected a finite value >= 0 (0: 10000), got ",
+            c.rope_theta));
+      }
+      // Per-head products must stay far from int64 overflow.
+      if (c.num_heads * (c.qk_nope_head_dim + c.v_head_dim) > kMaxConfigDim * 64) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            Field(c, "num_heads"), ": num_heads·(qk_nope_head_dim + v_head_dim) must be <= ",
+            kMaxConfigDim * 64));
+      }
+      return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("config: no variant set");
+}
+
+int64_t NumQueryHeads(const ModuleConfig& c) {
+  return c.variant == Variant::kSelfAttention ? 1 : c.num_heads;
+}
+
+int64_t NumKvHeads(const ModuleConfig& c) {
+  switch (c.variant) {
+    case Variant::kSelfAttention:
+    case Variant::kMqa:
+      return 1;
+    case Variant::kGqa:
+      return c.num_kv_heads;
+    default:
+      return c.num_heads;
+  }
+}
+
+int64_t HeadDimK(const ModuleConfig& c) {
+  switch (c.variant) {
+    case Variant::kSelfAttention:
+      return c.d_k;
+    case Variant::kMla:
+      return c.qk_nope_head_dim + c.qk_rope_head_dim;
+    default:
+      return c.d_model / c.num_heads;
+  }
+}
+
+int64_t HeadDimV(const ModuleConfig& c) {
+  switch (c.variant) {
+    case Variant::kSelfAttention:
+      return c.d_v;
+    case Variant::kMla:
+      return c.v_head_dim;
+    default:
+      return c.d_model / c.num_heads;
+  }
+}
+
+int64_t OutputDim(const ModuleConfig& c) {
+  return c.variant == Variant::kSelfAttention ? c.d_v : c.d_model;
+}
+
+std::vector<WeightSpec> ExpectedWeights(const ModuleConfig& c) {
+  std::vector<WeightSpec> specs;
+  auto linear = [&](const std::string& name, int64_t out, int64_t in, bool bias) {
+    specs.push_back({name + ".weight", {out, in}});
+    if (bias) specs.push_back({name + ".bias", {out}});
+  };
+  const int64_t d = c.d_model;
+  switch (c.variant) {
+    case Variant::kSelfAttention:
+      linear("w_q", c.d_k, d, c.bias);
+      linear("w_k", c.d_k, d, c.bias);
+      linear("w_v", c.d_v, d, c.bias);
+      break;
+    case Variant::kMha:
+    case Variant::kGqa:
+    case Variant::kMqa: {
+      const int64_t kv = NumKvHeads(c) * HeadDimK(c);
+      linear("W_q", d, d, c.bias);
+      linear("W_k", kv, d, c.bias);
+      linear("W_v", kv, d, c.bias);
+      linear("W_o", d, d, c.bias);
+      break;
+    }
+    case Variant::kMla: {
+      const int64_t h = c.num_heads, dq = c.qk_nope_head_dim + c.qk_rope_head_dim;
+      if (c.q_lora_rank == 0) {
+        linear("q_proj", h * dq, d, false);
+      } else {
+        linear("q_a_proj", c.q_lora_rank, d, false);
+        specs.push_back({"q_a_layernorm.weight", {c.q_lora_rank}});
+        linear("q_b_proj", h * dq, c.q_lora_rank, false);
+      }
+      linear("kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim, d, false);
+      specs.push_back({"kv_a_layernorm.weight", {c.kv_lora_rank}});
+      linear("kv_b_proj", h * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, false);
+      linear("o_proj", d, h * c.v_head_dim, false);
+      break;
+    }
+  }
+  return specs;
+}
+
+int64_t ParameterCount(const ModuleConfig& c) {
+  int64_t n = 0;
+  for (const WeightSpec& s : ExpectedWeights(c)) n += NumElements(s.shape);
+  return n;
+}
+
+int64_t KvCacheBytesPerToken(const ModuleConfig& c) {
+  constexpr int64_t kFloatBytes = 4;
+  if (c.variant == Variant::kMla) return (c.kv_lora_rank + c.qk_rope_head_dim) * kFloatBytes;
+  return NumKvHeads(c) * (HeadDimK(c) + HeadDimV(c)) * kFloatBytes;
+}
+
+}  // namespace attention

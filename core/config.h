@@ -1,0 +1,99 @@
+// The configuration of an attention layer and what follows from it without
+// computing anything: validation, head counts and widths, the state_dict
+// schema (PyTorch names, nn.Linear layout: weight [out, in], y = x Wᵀ + b)
+// and the sizes of weights and KV cache.
+//
+//   self_attention  one head, d_k != d_v allowed, no output projection:
+//                   w_q [d_k, d_model], w_k [d_k, d_model], w_v [d_v, d_model]
+//   mha             W_q, W_k, W_v, W_o [d_model, d_model]; H heads of
+//                   d_head = d_model / H (lower-case w_q... accepted on load)
+//   gqa             W_q, W_o [d_model, d_model]; W_k, W_v [Hkv·d_head, d_model];
+//                   d_head = d_model / Hq; query head h uses kv head h/(Hq/Hkv)
+//   mqa             gqa with Hkv = 1
+//   mla             DeepSeek-V2 multi-head latent attention, no biases:
+//                   q_proj [H·(dn+dr), d_model], or q_a_proj [qr, d_model],
+//                   q_a_layernorm [qr], q_b_proj [H·(dn+dr), qr];
+//                   kv_a_proj_with_mqa [r+dr, d_model], kv_a_layernorm [r],
+//                   kv_b_proj [H·(dn+dv), r], o_proj [d_model, H·dv]
+//                   (r kv_lora_rank, qr q_lora_rank, dn qk_nope_head_dim,
+//                   dr qk_rope_head_dim, dv v_head_dim)
+// Biases (`*.bias`, [out]) exist for all but mla when config.bias is true.
+//
+// Every function here is pure arithmetic (no oneDNN) and thread-safe. The
+// functions below ValidateConfig expect a valid config, whose dimensions are
+// small enough (kMaxConfigDim) that no size computed from them overflows.
+#ifndef ATTENTION_CORE_CONFIG_H_
+#define ATTENTION_CORE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace attention {
+
+enum class Variant { kSelfAttention, kMha, kGqa, kMqa, kMla };
+
+// "self_attention", "mha", "gqa", "mqa", "mla" (the contract's field names).
+const char* VariantFieldName(Variant variant);
+
+struct ModuleConfig {
+  Variant variant = Variant::kMha;
+  int64_t d_model = 0;
+  bool bias = true;  // ignored by mla (no biases)
+  // self_attention
+  int64_t d_k = 0, d_v = 0;
+  // mha, mqa: num_heads; gqa: num_heads is num_q_heads, plus num_kv_heads.
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  // mla
+  int64_t q_lora_rank = 0;  // 0: q_proj, no query compression
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+  int64_t v_head_dim = 0;
+  double rope_theta = 0.0;  // 0: 10000
+};
+
+// How mla attends (the other variants have one form).
+enum class MlaForm {
+  kNaive,     // up-project c_KV into per-head K and V, attend per head
+  kAbsorbed,  // W_UK folded into the query, W_UV into the output, attend over the latent
+};
+
+// Largest value any config dimension may take.
+inline constexpr int64_t kMaxConfigDim = int64_t{1} << 20;
+
+// INVALID_ARGUMENT naming the field ("config.gqa.num_kv_heads: ...") if the
+// config is inconsistent.
+absl::Status ValidateConfig(const ModuleConfig& config);
+
+// Query heads H and key/value heads Hkv of the attention inside the layer
+// (self_attention: 1, 1; mla: H, H in the naive form).
+int64_t NumQueryHeads(const ModuleConfig& config);
+int64_t NumKvHeads(const ModuleConfig& config);
+// Per-head widths Dk and Dv of that attention: self_attention d_k, d_v;
+// mha/gqa/mqa d_model / H both; mla (naive) qk_nope + qk_rope, v_head_dim.
+int64_t HeadDimK(const ModuleConfig& config);
+int64_t HeadDimV(const ModuleConfig& config);
+// Width of the layer's output: d_v for self_attention, else d_model.
+int64_t OutputDim(const ModuleConfig& config);
+
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// The state_dict of a valid config, in a fixed order.
+std::vector<WeightSpec> ExpectedWeights(const ModuleConfig& config);
+// Values in ExpectedWeights(config).
+int64_t ParameterCount(const ModuleConfig& config);
+// Float32 bytes the KV cache holds per token (one batch row): Hkv·(Dk + Dv)
+// (MHA 2·H·d_head, GQA 2·Hkv·d_head, MQA 2·d_head, self_attention d_k + d_v),
+// MLA kv_lora_rank + qk_rope_head_dim; times 4.
+int64_t KvCacheBytesPerToken(const ModuleConfig& config);
+
+}  // namespace attention
+
+#endif  // ATTENTION_CORE_CONFIG_H_

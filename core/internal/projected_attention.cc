@@ -1,0 +1,148 @@
+#include "core/internal/projected_attention.h"
+
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "core/cancellation.h"
+#include "core/cost_model.h"
+#include "core/internal/gemm.h"
+#include "core/internal/layer_inputs.h"
+#include "core/kv_cache.h"
+#include "core/paged_attention.h"
+#include "core/sdpa.h"
+#include "core/status_macros.h"
+
+namespace attention::internal {
+namespace {
+
+// self_attention, mha, gqa, mqa: project, attend over heads, project out.
+class ProjectedAttention final : public AttentionModule {
+ public:
+  ProjectedAttention(const ModuleConfig& c, WeightMap w) : AttentionModule(c, std::move(w)) {
+    hq_ = NumQueryHeads(c);
+    hkv_ = NumKvHeads(c);
+    dqk_ = HeadDimK(c);
+    dv_ = HeadDimV(c);
+    if (c.variant == Variant::kSelfAttention) {
+      q_ = "w_q";
+      k_ = "w_k";
+      v_ = "w_v";
+    } else {
+      q_ = "W_q";
+      k_ = "W_k";
+      v_ = "W_v";
+      o_ = "W_o";
+    }
+  }
+
+  absl::StatusOr<ForwardResult> Forward(const ForwardInput& input) const override {
+    const ModuleConfig& c = config();
+    ATTN_ASSIGN_OR_RETURN(LayerInputs in, ResolveInputs(input, c.d_model, false));
+    const View4 shape_q = View4::Dense(nullptr, in.batch, hq_, in.lq, dqk_);
+    const View4 shape_k = View4::Dense(nullptr, in.batch, hkv_, in.lk, dqk_);
+    const View4 shape_v = View4::Dense(nullptr, in.batch, hkv_, in.lk, dv_);
+    ATTN_RETURN_IF_ERROR(ValidateSdpa(shape_q, shape_k, shape_v, input.mask));
+
+    const int64_t mq = in.batch * in.lq, mk = in.batch * in.lk, d = c.d_model;
+    Tensor q({mq, hq_ * dqk_}), k({mk, hkv_ * dqk_}), v({mk, hkv_ * dv_});
+    const CancellationCheck* cancel = CurrentCancellation();
+    ATTN_RETURN_IF_ERROR(Project(*in.query, q_, hq_ * dqk_, q));
+    ATTN_RETURN_IF_ERROR(Project(*in.key, k_, hkv_ * dqk_, k));
+    ATTN_RETURN_IF_ERROR(Project(*in.value, v_, hkv_ * dv_, v));
+    ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
+
+    // [B, L, H, D] buffers read as [B, H, L, D] through strides.
+    ForwardResult result;
+    // Without an output projection (self_attention) attention writes the
+    // layer's output itself.
+    Tensor attn_owned;
+    float* attn = Destination(o_.empty() ? input.output : nullptr,
+                              o_.empty() ? result.output : attn_owned,
+                              {in.batch, in.lq, hq_ * dv_});
+    float* weights = input.return_weights
+                         ? Destination(input.weights, result.weights, {in.batch, hq_, in.lq, in.lk})
+                         : nullptr;
+    ATTN_RETURN_IF_ERROR(Sdpa(HeadsView(q.data(), in.batch, hq_, in.lq, dqk_),
+                              HeadsView(k.data(), in.batch, hkv_, in.lk, dqk_),
+                              HeadsView(v.data(), in.batch, hkv_, in.lk, dv_), input.mask, 0.0f,
+                              MutHeadsView(attn, in.batch, hq_, in.lq, dv_), weights));
+    result.flops =
+        LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, MlaForm::kNaive);
+    if (o_.empty()) return result;
+    ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
+    float* y = Destination(input.output, result.output, {in.batch, in.lq, d});
+    ATTN_RETURN_IF_ERROR(
+        Linear(attn, mq, hq_ * dv_, hq_ * dv_, W(o_ + ".weight").data(), d, Bias(o_), y, d));
+    return result;
+  }
+
+ private:
+  const float* Bias(const std::string& prefix) const {
+    return config().bias ? W(prefix + ".bias").data() : nullptr;
+  }
+
+  absl::Status Project(const ConstTensorRef& x, const std::string& prefix, int64_t n,
+                       Tensor& y) const {
+    const int64_t m = x.dim(0) * x.dim(1), k = x.dim(2);
+    return Linear(x.data, m, k, k, W(prefix + ".weight").data(), n, Bias(prefix), y.data(), n);
+  }
+
+  absl::StatusOr<Tensor> DecodeStep(PagedKvCache& cache, const Tensor& x) const override {
+    const int64_t batch = x.dim(0), t_new = x.dim(1), m = batch * t_new;
+    const int64_t l0 = cache.length();
+    ATTN_RETURN_IF_ERROR(cache.Reserve(t_new));
+    Tensor q({m, hq_ * dqk_}), k({m, hkv_ * dqk_}), v({m, hkv_ * dv_});
+    ATTN_RETURN_IF_ERROR(Project(&x, q_, hq_ * dqk_, q));
+    ATTN_RETURN_IF_ERROR(Project(&x, k_, hkv_ * dqk_, k));
+    ATTN_RETURN_IF_ERROR(Project(&x, v_, hkv_ * dv_, v));
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t t = 0; t < t_new; ++t) {
+        for (int64_t h = 0; h < hkv_; ++h) {
+          std::memcpy(cache.K(b, h, l0 + t), k.data() + ((b * t_new + t) * hkv_ + h) * dqk_,
+                      dqk_ * sizeof(float));
+          std::memcpy(cache.V(b, h, l0 + t), v.data() + ((b * t_new + t) * hkv_ + h) * dv_,
+                      dv_ * sizeof(float));
+        }
+      }
+    }
+    cache.Advance(t_new);
+    Tensor attn({batch, t_new, hq_ * dv_});
+    ATTN_RETURN_IF_ERROR(PagedSdpa(HeadsView(q.data(), batch, hq_, t_new, dqk_), cache,
+                                   1.0f / std::sqrt(static_cast<float>(dqk_)),
+                                   MutHeadsView(attn.data(), batch, hq_, t_new, dv_)));
+    if (o_.empty()) return attn;
+    const int64_t d = config().d_model;
+    Tensor y({batch, t_new, d});
+    ATTN_RETURN_IF_ERROR(Linear(attn.data(), m, hq_ * dv_, hq_ * dv_, W(o_ + ".weight").data(), d,
+                                Bias(o_), y.data(), d));
+    return y;
+  }
+
+  static View4 HeadsView(const float* data, int64_t b, int64_t h, int64_t l, int64_t d) {
+    View4 v;
+    v.data = data;
+    v.dims[0] = b, v.dims[1] = h, v.dims[2] = l, v.dims[3] = d;
+    v.strides[0] = l * h * d, v.strides[1] = d, v.strides[2] = h * d;
+    return v;
+  }
+  static MutView4 MutHeadsView(float* data, int64_t b, int64_t h, int64_t l, int64_t d) {
+    const View4 v = HeadsView(data, b, h, l, d);
+    MutView4 m;
+    m.data = data;
+    std::memcpy(m.dims, v.dims, sizeof(m.dims));
+    std::memcpy(m.strides, v.strides, sizeof(m.strides));
+    return m;
+  }
+
+  int64_t hq_, hkv_, dqk_, dv_;
+  std::string q_, k_, v_, o_;
+};
+
+}  // namespace
+
+std::unique_ptr<AttentionModule> MakeProjectedAttention(const ModuleConfig& config, WeightMap weights) {
+  return std::make_unique<ProjectedAttention>(config, std::move(weights));
+}
+
+}  // namespace attention::internal
