@@ -143,7 +143,6 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
                                                           bool tiny) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const size_t request_bytes = request->ByteSizeLong();
-  if (admission_.draining()) return Refuse(reactor, method, Admission::Draining(), request_bytes);
   if (absl::Status s = auth_.Check(*ctx); !s.ok()) {
     return Refuse(reactor, method, s, request_bytes);
   }
