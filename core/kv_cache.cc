@@ -37,13 +37,17 @@ int64_t KvBlockPlan::BlocksFor(int64_t tokens) const {
 
 absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
                                          int64_t max_tokens, int64_t block_bytes) {
+  if (batch < 1 || batch > kMaxConfigDim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch: expected 1..", kMaxConfigDim, ", got ", batch));
+  }
   const int64_t head_bytes = layout.FloatsPerHeadToken() * 4;
   if (head_bytes > block_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "kv cache: one token of one kv head needs ", head_bytes, " bytes, more than a block of ",
         block_bytes, " (raise --kv_block_kb)"));
   }
-  // batch <= 2^20 and heads <= 2^20 (kMaxConfigDim): no overflow.
+  // batch and heads <= kMaxConfigDim (2^20): no overflow.
   const int64_t lanes = batch * layout.heads;
   KvBlockPlan plan;
   const int64_t run = max_tokens > 0 ? std::min(max_tokens, kRunTokens) : kRunTokens;
@@ -115,9 +119,6 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvLayou
                                                                    int64_t batch,
                                                                    int64_t max_tokens,
                                                                    KvBlockPool* pool) {
-  if (batch < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("batch: expected >= 1, got ", batch));
-  }
   if (max_tokens < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens: expected >= 0 (0: no limit), got ", max_tokens));

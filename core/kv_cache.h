@@ -53,7 +53,7 @@ struct KvLayout {
 KvLayout CacheLayout(const ModuleConfig& config);
 
 // Tokens of one lane a block keeps contiguous for long streams (the file
-// comment). Shorter runs cost PagedSdpa time: 16-token runs took 1.1-1.8x as
+// comment). Shorter runs cost PagedSdpa time: 16-token runs took 1.06-1.7x as
 // long on the 4096-token decode shapes of attention_bench.
 inline constexpr int64_t kRunTokens = 64;
 
@@ -68,10 +68,11 @@ struct KvBlockPlan {
   int64_t BlocksFor(int64_t tokens) const;
 };
 
-// The plan of a stream of `batch` (>= 1) rows and `max_tokens` (>= 0; 0: no
-// limit) in blocks of `block_bytes`. RESOURCE_EXHAUSTED naming --kv_block_kb
-// if one token of one head is larger than a block (servers can check a
-// module at LoadModule with batch 1, max_tokens 0).
+// The plan of a stream of `batch` rows and `max_tokens` (>= 0; 0: no limit)
+// in blocks of `block_bytes`. INVALID_ARGUMENT unless 1 <= batch <=
+// kMaxConfigDim; RESOURCE_EXHAUSTED naming --kv_block_kb if one token of one
+// head is larger than a block (servers can check a module at LoadModule with
+// batch 1, max_tokens 0).
 absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
                                          int64_t max_tokens, int64_t block_bytes);
 
@@ -124,7 +125,7 @@ class PagedKvCache {
   // memory) the blocks of max(max_tokens, 1) tokens of every row; growth
   // draws on that reservation before the shared budget. Bookkeeping is
   // O(groups), allocated after the reservation succeeded.
-  //   INVALID_ARGUMENT    batch < 1 or max_tokens < 0
+  //   INVALID_ARGUMENT    batch outside 1 .. kMaxConfigDim, or max_tokens < 0
   //   RESOURCE_EXHAUSTED  a head's token is larger than a block (naming
   //                       --kv_block_kb), or the reservation does not fit the
   //                       budget (naming --kv_cache_mb, with need and free)

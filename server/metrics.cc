@@ -84,6 +84,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer);
   httplib::Server& http = *s->http_;
   http.new_task_queue = [] { return new httplib::ThreadPool(kMetricsConnections); };
+  http.set_keep_alive_timeout(2);  // an idle connection's wait for a request
   http.set_read_timeout(2, 0);
   http.Get("/metrics", [render = std::move(render)](const httplib::Request&,
                                                    httplib::Response& response) {
