@@ -4,19 +4,11 @@
 #include <gtest/gtest.h>
 
 #include "core/internal/gemm.h"
+#include "tests/core/test_configs.h"
 #include "tests/core/test_util.h"
 
 namespace attention {
 namespace {
-
-ModuleConfig Mha(int64_t d, int64_t h, bool bias) {
-  ModuleConfig c;
-  c.variant = Variant::kMha;
-  c.d_model = d;
-  c.num_heads = h;
-  c.bias = bias;
-  return c;
-}
 
 Tensor CausalOutput(const AttentionModule& m, const Tensor& x) {
   ForwardInput in;
