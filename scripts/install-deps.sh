@@ -15,7 +15,7 @@ packages=(
   nlohmann-json3-dev   # the JSON call log and reports
   libgtest-dev libgmock-dev
   openssl              # certificates for the TLS tests
-  clang libclang-rt-14-dev  # the libFuzzer target (tests/fuzz)
+  clang libclang-rt-14-dev libomp-14-dev  # the libFuzzer target (tests/fuzz)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the service
   python3-grpcio python3-protobuf python3-numpy  # the Python client and its tests
   python3-yaml         # tests/deploy/yaml_test.py
