@@ -26,6 +26,11 @@ inline constexpr int64_t kPagedRowTile = 32;
 //   output [B, Hq, T, Dv]   Dv = layout.v_width
 // Query head h reads kv head h / (Hq / Hkv); Hq % Hkv == 0. Query and output
 // are strided views (any strides); output rows are written, never read.
+// Non-finite values propagate as in Sdpa (sdpa.h) over the keys a row
+// sees; a value row of a token later than a query row is read only when
+// the two share a tile (multiplied by weight 0, so a NaN there also makes
+// that earlier row NaN), and never across chunks, whose later tokens do not
+// exist yet.
 // Errors: INTERNAL if the shapes do not match the cache (callers check the
 // user's shapes first); CANCELLED when the current cancellation check
 // (cancellation.h), polled between tiles, says so, leaving the output
