@@ -11,16 +11,10 @@ seconds="${1:-300}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${2:-$repo/build/bin}"
 work=$(mktemp -d)
-trap 'kill -9 $server $decode 2>/dev/null || true' EXIT
+trap 'kill -9 ${pid:-} ${decode:-} 2>/dev/null || true' EXIT
 
-"$bin/attention_server" --listen 127.0.0.1:0 --log_calls=false 2>"$work/server.log" &
-server=$!
-port=""
-for _ in $(seq 200); do
-  port=$(grep -o '(port [0-9]*)' "$work/server.log" | tr -dc 0-9 || true)
-  [[ -n "$port" ]] && break
-  sleep 0.05
-done
+source "$repo/tests/lib/start_server.sh"
+start_server "$bin" "$work/server.log" --log_calls=false
 cat >"$work/mix.txt" <<'MIX'
 # weight rpc key=value ...
 4 attend b=1 hq=8 hkv=2 lq=64 lk=256 dk=64 dv=64 causal=1
@@ -38,11 +32,11 @@ mix=$!
 decode=$!
 echo "t_s rss_mib" >"$work/rss.txt"
 for ((t = 0; t <= seconds; t += 10)); do
-  echo "$t $(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' /proc/$server/status)" >>"$work/rss.txt"
+  echo "$t $(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' /proc/$pid/status)" >>"$work/rss.txt"
   sleep 10
 done
 wait $mix; wait $decode
-kill -TERM $server; wait $server
+kill -TERM $pid; wait $pid
 cat "$work/mix.out" "$work/decode.out"
 cat "$work/rss.txt"
 python3 - "$work/mix.json" "$work/decode.json" "$work/rss.txt" <<'PY'

@@ -6,15 +6,8 @@ bin="$1"
 work=$(mktemp -d)
 trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$bin/attention_server" --listen 127.0.0.1:0 --log_calls=false 2>"$work/server.log" &
-pid=$!
-port=""
-for _ in $(seq 200); do
-  port=$(grep -o '(port [0-9]*)' "$work/server.log" | tr -dc 0-9 || true)
-  [[ -n "$port" ]] && break
-  sleep 0.05
-done
-[[ -n "$port" ]] || { echo "server did not start"; exit 1; }
+source "$(dirname "$0")/../lib/start_server.sh"
+start_server "$bin" "$work/server.log" --log_calls=false
 
 "$bin/attention_loadtest" --target "127.0.0.1:$port" --rpc forward --module demo-gqa --lq 32 \
   --sweep concurrency=1,2 --requests 150 --duration 8 --connections 2 \

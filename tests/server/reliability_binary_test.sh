@@ -6,23 +6,13 @@ bin="$1"
 work=$(mktemp -d)
 trap 'kill -9 $pid ${cli_pid:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 
-start_server() {
-  "$bin/attention_server" --listen 127.0.0.1:0 "$@" 2>"$work/server.log" &
-  pid=$!
-  port=""
-  for _ in $(seq 200); do
-    port=$(grep -o '(port [0-9]*)' "$work/server.log" | tr -dc 0-9 || true)
-    [[ -n "$port" ]] && break
-    sleep 0.05
-  done
-  [[ -n "$port" ]] || { echo "server did not start"; exit 1; }
-}
+source "$(dirname "$0")/../lib/start_server.sh"
 blocks_used() {  # 0 when the field is absent from the text format
   "$bin/attention_cli" --target "127.0.0.1:$port" info | awk '/blocks_used:/ {print $2; f=1} END {if (!f) print 0}'
 }
 
 # 1. kill -9 a client in the middle of a Decode stream.
-start_server --log_calls=false
+start_server "$bin" "$work/server.log" --log_calls=false
 "$bin/attention_cli" --target "127.0.0.1:$port" decode --module demo-mha --lq 1000000 --chunk 64 \
   >"$work/decode.out" 2>&1 &
 cli_pid=$!
@@ -42,7 +32,7 @@ kill -TERM "$pid"; wait "$pid"
 # 2. SIGTERM while a load test runs: calls in flight finish OK, later ones are
 #    refused; every call the server finished OK reached its client (the
 #    server's OK count equals the client's).
-start_server --log_calls=true
+start_server "$bin" "$work/server.log" --log_calls=true
 "$bin/attention_loadtest" --target "127.0.0.1:$port" --rpc forward --module demo-gqa --lq 64 \
   --concurrency 4 --duration 4 --progress=false --json "$work/load.json" >"$work/load.out" 2>&1 &
 load_pid=$!

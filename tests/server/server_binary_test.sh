@@ -8,15 +8,8 @@ work=$(mktemp -d)
 pid="" unix_pid=""
 trap 'kill -9 $pid $unix_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$bin/attention_server" --listen 127.0.0.1:0 2>"$work/server.log" &
-pid=$!
-port=""
-for _ in $(seq 200); do
-  port=$(grep -o '(port [0-9]*)' "$work/server.log" | tr -dc 0-9 || true)
-  [[ -n "$port" ]] && break
-  sleep 0.05
-done
-[[ -n "$port" ]] || { echo "server did not start"; cat "$work/server.log"; exit 1; }
+source "$(dirname "$0")/../lib/start_server.sh"
+start_server "$bin" "$work/server.log"
 cli=("$bin/attention_cli" --target "127.0.0.1:$port")
 
 "${cli[@]}" health | grep -qx SERVING

@@ -8,17 +8,7 @@ work=$(mktemp -d)
 pid="" idle_pid="" call_pid=""
 trap 'kill -9 $pid $idle_pid $call_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
-start_server() {  # flags...; sets pid and port
-  "$bin/attention_server" --listen 127.0.0.1:0 "$@" 2>"$work/server.log" &
-  pid=$!
-  port=""
-  for _ in $(seq 200); do
-    port=$(grep -o '(port [0-9]*)' "$work/server.log" | tr -dc 0-9 || true)
-    [[ -n "$port" ]] && break
-    sleep 0.05
-  done
-  [[ -n "$port" ]] || { echo "server did not start"; cat "$work/server.log"; exit 1; }
-}
+source "$(dirname "$0")/../lib/start_server.sh"
 
 # Seconds (tenths) until process $1 is gone, at most $2 seconds.
 wait_gone() {
@@ -39,7 +29,7 @@ timeout 10 "$bin/attention_server" --listen 127.0.0.1:0 --auth_token_file "$work
 grep -q 'at least one token' "$work/refused.log"
 
 # 2. An idle connected client does not hold the drain.
-start_server --log_calls=false
+start_server "$bin" "$work/server.log" --log_calls=false
 /usr/bin/python3 - "$port" >"$work/idle.log" 2>&1 <<'PY' &
 import sys, time, grpc
 channel = grpc.insecure_channel(f"127.0.0.1:{sys.argv[1]}")
@@ -59,7 +49,7 @@ kill "$idle_pid"
 
 # 3. A second signal during a drain exits at once (status 1), without
 #    waiting for the call in flight (10 s).
-start_server --log_calls=false --test_delay_ms=10000
+start_server "$bin" "$work/server.log" --log_calls=false --test_delay_ms=10000
 "$bin/attention_cli" --target "127.0.0.1:$port" attend >/dev/null 2>&1 &
 call_pid=$!
 for _ in $(seq 100); do
