@@ -24,18 +24,19 @@ if [[ "${1:-}" == "--golden" ]]; then
   packages+=(python3-torch python3-numpy)
 fi
 
-missing=()
-for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
-done
 if [[ "${1:-}" == "--build-only" ]]; then
   # What the CMake build of the binaries needs (the container image's build stage).
   packages=(g++ make cmake pkg-config libdnnl-dev ocl-icd-opencl-dev libabsl-dev
             libcpp-httplib-dev nlohmann-json3-dev
             libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)
 fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
 
 # The Node client needs node >= 18 with npm (a preinstalled Node.js counts).
 if [[ "${1:-}" != "--build-only" ]] && ! command -v npm >/dev/null 2>&1; then
