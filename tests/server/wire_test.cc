@@ -140,7 +140,8 @@ TEST_F(ServerTest, AnUploadCutByTheDeadlineIsCountedAsTheDeadlineNotAsBadBytes) 
     EXPECT_FALSE(s.ok());
   }
   // The server sees each cut call when its transport does: wait until it
-  // has counted them all (or none reached it) and computes nothing.
+  // has counted them and computes nothing. (An upload that arrived whole
+  // may still compute and end as DEADLINE_EXCEEDED, or OK on a fast CPU.)
   std::map<std::string, int64_t> codes;
   for (int i = 0; i < 400; ++i) {
     auto info = client_->GetServerInfo();
@@ -153,7 +154,6 @@ TEST_F(ServerTest, AnUploadCutByTheDeadlineIsCountedAsTheDeadlineNotAsBadBytes) 
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   EXPECT_EQ(codes["INVALID_ARGUMENT"], 0);
-  EXPECT_EQ(codes["OK"], 0);
 }
 
 }  // namespace
