@@ -90,11 +90,7 @@ absl::StatusOr<std::shared_ptr<Ticket>> Admission::Admit(const char* method,
   absl::Status refused =
       draining() && kind == Kind::kNewCall ? Draining() : Reserve(memory_bytes);
   if (!refused.ok()) {
-    CallRecord record;
-    record.method = method;
-    record.status = refused;
-    record.request_bytes = request_bytes;
-    Record(record);
+    RecordRefusal(method, refused, request_bytes);
     return refused;
   }
   ++inflight_;
@@ -113,6 +109,15 @@ absl::Status Admission::Schedule(const std::shared_ptr<Ticket>& ticket,
       " workers, the server's limit (--max_queued); retry later"));
   ticket->Release(full, 0);
   return full;
+}
+
+void Admission::RecordRefusal(const char* method, const absl::Status& status,
+                              int64_t request_bytes) {
+  CallRecord record;
+  record.method = method;
+  record.status = status;
+  record.request_bytes = request_bytes;
+  Record(record);
 }
 
 void Admission::Record(const CallRecord& record) {

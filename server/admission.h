@@ -114,6 +114,9 @@ class Admission {
 
   // Logs and records a call that computes nothing (no ticket).
   void Record(const CallRecord& record);
+  // Logs and records `method`'s call of `request_bytes` refused with
+  // `status` before computing.
+  void RecordRefusal(const char* method, const absl::Status& status, int64_t request_bytes);
 
   // A Decode stream's slot: UNAVAILABLE while draining, RESOURCE_EXHAUSTED
   // past --max_streams. CloseStream gives it back.

@@ -73,7 +73,8 @@ void DecodeReactor::OnReadDone(bool ok) {
     End(ctx_->IsCancelled() ? absl::CancelledError("stream cancelled") : absl::OkStatus());
     return;
   }
-  request_bytes_ += static_cast<int64_t>(request_.ByteSizeLong());
+  const int64_t bytes = static_cast<int64_t>(request_.ByteSizeLong());
+  request_bytes_ += bytes;
   switch (request_.step_case()) {
     case pb::DecodeRequest::kStart: {
       const absl::Status s = HandleStart(request_.start());
@@ -86,14 +87,14 @@ void DecodeReactor::OnReadDone(bool ok) {
         return End(absl::FailedPreconditionError(
             "tokens: sent before start (the first message must be start)"));
       }
-      RunChunk();
+      RunChunk(bytes);
       return;
     default:
       return End(absl::InvalidArgumentError("step: expected start or tokens, got neither"));
   }
 }
 
-void DecodeReactor::RunChunk() {
+void DecodeReactor::RunChunk(int64_t request_bytes) {
   const pb::Tensor& tokens = request_.tokens();
   // T as sent; a shape that validation refuses reserves little (its error
   // comes from Step).
@@ -101,7 +102,7 @@ void DecodeReactor::RunChunk() {
       tokens.shape_size() == 3 ? std::clamp<int64_t>(tokens.shape(1), 0, kMaxConfigDim) : 0;
   absl::StatusOr<std::shared_ptr<Ticket>> ticket =
       services_.admission->Admit("DecodeChunk", ctx_, session_->StepWorkingBytes(t_new),
-                                 static_cast<int64_t>(request_.ByteSizeLong()),
+                                 request_bytes,
                                  Admission::Kind::kChunkOfOpenStream);
   if (!ticket.ok()) return End(ticket.status());
   const absl::Status scheduled = services_.admission->Schedule(*ticket, [this, t = *ticket] {

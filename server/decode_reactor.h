@@ -48,8 +48,9 @@ class DecodeReactor final
 
  private:
   absl::Status HandleStart(const ::attention::v1::DecodeStart& start);
-  // Admits the chunk in request_ and schedules it on the compute pool.
-  void RunChunk();
+  // Admits the chunk in request_ (`request_bytes` on the wire) and
+  // schedules it on the compute pool.
+  void RunChunk(int64_t request_bytes);
   // The chunk's computation, filling response_.
   absl::Status Step(int64_t queue_us);
   // Ends the stream with `status` (once).

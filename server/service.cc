@@ -125,11 +125,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Refuse(grpc::ServerUnaryReactor*
                                                        const char* method,
                                                        const absl::Status& status,
                                                        size_t request_bytes) {
-  CallRecord record;
-  record.method = method;
-  record.status = status;
-  record.request_bytes = static_cast<int64_t>(request_bytes);
-  admission_.Record(record);
+  admission_.RecordRefusal(method, status, static_cast<int64_t>(request_bytes));
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }

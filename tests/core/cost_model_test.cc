@@ -48,15 +48,8 @@ TEST(CostModel, LlamaLikeMhaGqaMqaMatchHandCounts) {
 }
 
 TEST(CostModel, DeepSeekV2MlaMatchesHandCounts) {
-  ModuleConfig c;
-  c.variant = Variant::kMla;
-  c.d_model = 5120;
-  c.num_heads = 128;
-  c.q_lora_rank = 1536;
-  c.kv_lora_rank = 512;
-  c.qk_nope_head_dim = 128;
-  c.qk_rope_head_dim = 64;
-  c.v_head_dim = 128;
+  // DeepSeek-V2's attention layer.
+  const ModuleConfig c = Mla(5120, 128, 1536, 512, 128, 64, 128);
   const double d = 5120, h = 128, qr = 1536, r = 512, dn = 128, dr = 64, dv = 128, L = 1024;
   auto e = EstimateCosts(c, 1, 1024);
   ASSERT_OK(e);

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "core/module.h"
 #include "core/sdpa.h"
+#include "tests/core/test_configs.h"
 #include "tests/core/test_util.h"
 #include "tests/server/test_server.h"
 
@@ -70,15 +71,7 @@ TEST_F(ServerTest, LoadListUnloadRoundTrip) {
 }
 
 TEST_F(ServerTest, EstimateEqualsCoreCostModel) {
-  ModuleConfig c;
-  c.variant = Variant::kMla;
-  c.d_model = 5120;
-  c.num_heads = 128;
-  c.q_lora_rank = 1536;
-  c.kv_lora_rank = 512;
-  c.qk_nope_head_dim = 128;
-  c.qk_rope_head_dim = 64;
-  c.v_head_dim = 128;
+  const ModuleConfig c = Mla(5120, 128, 1536, 512, 128, 64, 128);
   auto e = client_->Estimate(client::ConfigToProto(c), 4, 4096);
   ASSERT_OK(e);
   auto want = EstimateCosts(c, 4, 4096);
