@@ -22,8 +22,8 @@ struct DecodeStepResult {
 class DecodeSession {
  public:
   // Reserves the KV blocks of max(max_tokens, 1) tokens of every row in
-  // `pool` (counted, not allocated: memory comes as tokens are written),
-  // laid out for max_tokens (kv_cache.h). max_tokens 0: no limit; past its
+  // `pool` (counted, not allocated: memory comes as tokens are written;
+  // kv_cache.h). max_tokens 0: no limit; past its
   // first token the stream grows from the shared budget.
   //   INVALID_ARGUMENT    naming "start.batch" (1 .. kMaxConfigDim) or
   //                       "start.max_tokens" (>= 0)

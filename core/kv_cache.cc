@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
@@ -31,37 +33,38 @@ KvLayout CacheLayout(const ModuleConfig& c) {
 }
 
 int64_t KvBlockPlan::BlocksFor(int64_t tokens) const {
-  const int64_t per_group = tokens / tokens_per_block + (tokens % tokens_per_block != 0 ? 1 : 0);
-  return per_group > INT64_MAX / groups ? INT64_MAX : per_group * groups;
+  if (tokens > INT64_MAX / lanes) return INT64_MAX;
+  const int64_t rows = tokens * lanes;
+  return rows / rows_per_block + (rows % rows_per_block != 0 ? 1 : 0);
 }
 
 absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
-                                         int64_t max_tokens, int64_t block_bytes) {
+                                         int64_t block_bytes) {
   if (batch < 1 || batch > kMaxConfigDim) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch: expected 1..", kMaxConfigDim, ", got ", batch));
   }
   const int64_t head_bytes = layout.FloatsPerHeadToken() * 4;
   if (head_bytes > block_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "kv cache: one token of one kv head needs ", head_bytes, " bytes, more than a block of ",
-        block_bytes, " (raise --kv_block_kb)"));
+    return absl::ResourceExhaustedError(absl::StrCat("kv cache: one token of one kv head needs ",
+                                                     head_bytes, " bytes, more than a block of ",
+                                                     block_bytes, " (raise --kv_block_kb)"));
   }
-  // batch and heads <= kMaxConfigDim (2^20): no overflow.
-  const int64_t lanes = batch * layout.heads;
   KvBlockPlan plan;
-  const int64_t run = max_tokens > 0 ? std::min(max_tokens, kRunTokens) : kRunTokens;
-  plan.lanes_per_block = std::clamp<int64_t>(block_bytes / (run * head_bytes), 1, lanes);
-  plan.tokens_per_block = block_bytes / (plan.lanes_per_block * head_bytes);
-  plan.groups = (lanes + plan.lanes_per_block - 1) / plan.lanes_per_block;
+  plan.lanes = batch * layout.heads;  // both <= kMaxConfigDim (2^20): no overflow
+  plan.rows_per_block = block_bytes / head_bytes;
+  // Runs of about kRunTokens that tile a block (runs cross blocks only when
+  // they cannot), or one block's rows when that is fewer.
+  const int64_t runs_per_block = std::max<int64_t>(1, plan.rows_per_block / kRunTokens);
+  plan.chunk_tokens = plan.rows_per_block / runs_per_block;
   return plan;
 }
 
 absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(int64_t budget_bytes,
                                                                  int64_t block_bytes) {
   if (block_bytes < 1024 || block_bytes % 64 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "kv block size: expected a multiple of 64 bytes >= 1024, got ", block_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv block size: expected a multiple of 64 bytes >= 1024, got ", block_bytes));
   }
   if (budget_bytes < 0) {
     return absl::InvalidArgumentError(
@@ -77,10 +80,10 @@ KvBlockPool::~KvBlockPool() {
 absl::Status KvBlockPool::Reserve(int64_t blocks, absl::string_view what) {
   std::lock_guard<std::mutex> lock(mu_);
   if (blocks > total_blocks_ - reserved_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "kv cache: ", what, " need ", blocks, " blocks of ", block_bytes_, " bytes; ",
-        total_blocks_ - reserved_, " of the server's ", total_blocks_,
-        " blocks are free (--kv_cache_mb)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv cache: ", what, " need ", blocks, " blocks of ", block_bytes_, " bytes; ",
+                     total_blocks_ - reserved_, " of the server's ", total_blocks_,
+                     " blocks are free (--kv_cache_mb)"));
   }
   reserved_ += blocks;
   return absl::OkStatus();
@@ -123,8 +126,7 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvLayou
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens: expected >= 0 (0: no limit), got ", max_tokens));
   }
-  ATTN_ASSIGN_OR_RETURN(const KvBlockPlan plan,
-                        PlanKvBlocks(layout, batch, max_tokens, pool->block_bytes()));
+  ATTN_ASSIGN_OR_RETURN(const KvBlockPlan plan, PlanKvBlocks(layout, batch, pool->block_bytes()));
   // Counted before any bookkeeping exists: an absurd batch costs nothing.
   const int64_t tokens = std::max<int64_t>(max_tokens, 1);
   const int64_t blocks = plan.BlocksFor(tokens);
@@ -141,8 +143,8 @@ absl::Status PagedKvCache::Reserve(int64_t tokens) {
   const int64_t need = plan_.BlocksFor(length_ + tokens);
   const int64_t have = blocks_held(), reserved = reserved_;
   if (need > reserved_) {
-    ATTN_RETURN_IF_ERROR(pool_->Reserve(
-        need - reserved_, absl::StrCat(batch_, " rows x ", tokens, " more tokens")));
+    ATTN_RETURN_IF_ERROR(
+        pool_->Reserve(need - reserved_, absl::StrCat(batch_, " rows x ", tokens, " more tokens")));
     reserved_ = need;
   }
   while (blocks_held() < need) {
@@ -158,7 +160,52 @@ absl::Status PagedKvCache::Reserve(int64_t tokens) {
     }
     blocks_.push_back(*block);
   }
+  // Every chunk the new tokens complete is sealed. Only the one at sealed_
+  // can hold rows (token-major); later ones are empty, so their order is
+  // just declared.
+  const int64_t r = plan_.chunk_tokens, sealed = (length_ + tokens) / r * r;
+  if (sealed > sealed_) {
+    if (length_ > sealed_) SealChunk(sealed_ / r);
+    sealed_ = sealed;
+  }
   return absl::OkStatus();
+}
+
+KvRun PagedKvCache::Run(int64_t lane, int64_t t, int64_t width, bool values) const {
+  const int64_t slot = Slot(lane, t), p = plan_.rows_per_block, r = plan_.chunk_tokens;
+  float* data = values ? VAt(slot) : KAt(slot);
+  const int64_t left_in_chunk = r - t % r, left_in_block = p - slot % p;
+  if (t < sealed_) return KvRun{data, width, std::min(left_in_chunk, left_in_block)};
+  // Token-major: the lane's next rows are `lanes` rows apart.
+  return KvRun{data, width * plan_.lanes,
+               std::min(left_in_chunk, (left_in_block - 1) / plan_.lanes + 1)};
+}
+
+void PagedKvCache::SealChunk(int64_t chunk) {
+  // In-place transpose of the chunk's R × lanes head rows (token-major
+  // position i = t·lanes + lane) into lanes × R (lane·R + t), by following
+  // the permutation's cycles; each row moves once.
+  const int64_t lanes = plan_.lanes, r = plan_.chunk_tokens, n = lanes * r;
+  const int64_t base = chunk * n;
+  auto dest = [&](int64_t i) { return i % lanes * r + i / lanes; };
+  std::vector<uint64_t> moved(static_cast<size_t>((n + 63) / 64), 0);
+  auto seen = [&](int64_t i) { return (moved[i / 64] >> (i % 64) & 1) != 0; };
+  auto mark = [&](int64_t i) { moved[i / 64] |= uint64_t{1} << (i % 64); };
+  const int64_t kw = layout_.k_width, vw = layout_.v_in_k ? 0 : layout_.v_width;
+  std::vector<float> carry_k(kw), carry_v(vw);
+  for (int64_t start = 0; start < n; ++start) {
+    if (seen(start)) continue;
+    mark(start);
+    if (dest(start) == start) continue;
+    std::copy_n(KAt(base + start), kw, carry_k.data());
+    if (vw > 0) std::copy_n(VAt(base + start), vw, carry_v.data());
+    for (int64_t i = dest(start);; i = dest(i)) {
+      std::swap_ranges(carry_k.begin(), carry_k.end(), KAt(base + i));
+      if (vw > 0) std::swap_ranges(carry_v.begin(), carry_v.end(), VAt(base + i));
+      if (i == start) break;
+      mark(i);
+    }
+  }
 }
 
 }  // namespace attention

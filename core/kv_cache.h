@@ -9,19 +9,24 @@
 //                                       are its first kv_lora_rank columns
 //
 // Block layout. A lane is one (batch row b, kv head h), numbered b·Hkv + h;
-// a stream has B·Hkv lanes. A block holds tokens_per_block (tpb) consecutive
-// tokens of lanes_per_block (λ) consecutive lanes, lane-major, so each lane
-// still reads its keys (and values) in contiguous runs of tpb rows:
-//   K [λ][tpb][k_width], then (unless v_in_k) V [λ][tpb][v_width].
-// The lanes form groups = ⌈B·Hkv / λ⌉ groups, every group with the same
-// number of blocks. λ is as large as a block allows while a run stays
-// min(max_tokens, kRunTokens) tokens long (kRunTokens when max_tokens is 0,
-// no limit). So a short stream (max_tokens <= kRunTokens) packs its lanes
-// into as few blocks as its bytes need: with B·Hkv·max_tokens tokens of one
-// head within a block, 1 token takes 1 block, not one per (row, head). A long
-// or unbounded stream keeps the runs the kernel streams at memory speed. In
-// general a stream holds at most `groups` blocks more than its bytes need
-// (one partly filled block per group).
+// a stream has B·Hkv lanes. A head row is one token of one lane (its K row,
+// then its V row unless v_in_k). A block holds P = ⌊block_bytes / head-row
+// bytes⌋ head rows, K [P][k_width] then V [P][v_width], and a stream's head
+// rows fill its blocks densely in this order:
+//   tokens are cut into chunks of R tokens (R about kRunTokens, or P when a
+//   block holds fewer head rows);
+//   a sealed chunk (every chunk but the last) is lane-major: lane 0's R
+//   tokens, then lane 1's ..., so each lane reads its keys in contiguous
+//   runs of R rows (split where a run crosses a block), the runs the decode
+//   kernel streams at memory speed;
+//   the last chunk is token-major: token 0 of every lane, then token 1 ...,
+//   so it grows a lane row at a time.
+// When a chunk fills, it is transposed in place into the lane-major order;
+// its blocks do not change. So n tokens of every row take exactly
+// ⌈n·B·Hkv / P⌉ blocks: a stream is within one block of its bytes at any
+// length, whatever its max_tokens (demo-mha, 1 token: one block), and long
+// streams keep their long runs. Each head row is moved once, when its chunk
+// seals.
 #ifndef ATTENTION_CORE_KV_CACHE_H_
 #define ATTENTION_CORE_KV_CACHE_H_
 
@@ -52,29 +57,35 @@ struct KvLayout {
 // KvCacheBytesPerToken(config).
 KvLayout CacheLayout(const ModuleConfig& config);
 
-// Tokens of one lane a block keeps contiguous for long streams (the file
-// comment). Shorter runs cost PagedSdpa time: 16-token runs took 1.06-1.7x as
-// long on the 4096-token decode shapes of attention_bench.
+// Tokens of a sealed chunk's run (the file comment) when a block holds at
+// least that many head rows. Shorter runs cost PagedSdpa time: 16-token runs
+// took 1.06-1.7x as long on the 4096-token decode shapes of attention_bench.
 inline constexpr int64_t kRunTokens = 64;
 
-// How a stream of `batch` rows is cut into blocks (the file comment).
+// How a stream of `batch` rows fills its blocks (the file comment).
 struct KvBlockPlan {
-  int64_t lanes_per_block = 1;   // λ, 1 .. B·Hkv
-  int64_t tokens_per_block = 1;  // tpb >= 1
-  int64_t groups = 1;            // ⌈B·Hkv / λ⌉
+  int64_t lanes = 1;           // B·Hkv
+  int64_t rows_per_block = 1;  // P >= 1 head rows
+  int64_t chunk_tokens = 1;    // R >= 1
 
-  // Blocks holding `tokens` (>= 0) tokens of every row: groups · ⌈tokens /
-  // tpb⌉, saturating at INT64_MAX.
+  // Blocks holding `tokens` (>= 0) tokens of every row: ⌈tokens·lanes / P⌉,
+  // saturating at INT64_MAX.
   int64_t BlocksFor(int64_t tokens) const;
 };
 
-// The plan of a stream of `batch` rows and `max_tokens` (>= 0; 0: no limit)
-// in blocks of `block_bytes`. INVALID_ARGUMENT unless 1 <= batch <=
-// kMaxConfigDim; RESOURCE_EXHAUSTED naming --kv_block_kb if one token of one
-// head is larger than a block (servers can check a module at LoadModule with
-// batch 1, max_tokens 0).
+// The plan of a stream of `batch` rows in blocks of `block_bytes`.
+// INVALID_ARGUMENT unless 1 <= batch <= kMaxConfigDim; RESOURCE_EXHAUSTED
+// naming --kv_block_kb if one token of one head is larger than a block
+// (servers can check a module at LoadModule with batch 1).
 absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
-                                         int64_t max_tokens, int64_t block_bytes);
+                                         int64_t block_bytes);
+
+// Rows j .. j + count - 1 of one lane's K (or V) at data + (j - j0)·stride.
+struct KvRun {
+  float* data;
+  int64_t stride;  // floats
+  int64_t count;
+};
 
 // A fixed budget of equal blocks shared by all streams. A block is counted
 // against the budget when reserved, and gets memory only when a stream is
@@ -121,16 +132,15 @@ class KvBlockPool {
 // destroyed.
 class PagedKvCache {
  public:
-  // A cache planned for `max_tokens` (0: no limit) that reserves (without
-  // memory) the blocks of max(max_tokens, 1) tokens of every row; growth
-  // draws on that reservation before the shared budget. Bookkeeping is
-  // O(groups), allocated after the reservation succeeded.
+  // A cache that reserves (without memory) the blocks of max(max_tokens, 1)
+  // tokens of every row (max_tokens 0: no limit); growth draws on that
+  // reservation before the shared budget. Bookkeeping is allocated only
+  // after the reservation succeeded.
   //   INVALID_ARGUMENT    batch outside 1 .. kMaxConfigDim, or max_tokens < 0
   //   RESOURCE_EXHAUSTED  a head's token is larger than a block (naming
   //                       --kv_block_kb), or the reservation does not fit the
   //                       budget (naming --kv_cache_mb, with need and free)
-  static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvLayout& layout,
-                                                              int64_t batch,
+  static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvLayout& layout, int64_t batch,
                                                               int64_t max_tokens,
                                                               KvBlockPool* pool);
   ~PagedKvCache();
@@ -138,8 +148,10 @@ class PagedKvCache {
   PagedKvCache& operator=(const PagedKvCache&) = delete;
 
   // Makes room for `tokens` more tokens per row: memory for their blocks,
-  // reserved from the budget past this cache's own reservation.
-  // RESOURCE_EXHAUSTED (naming the budget) leaves the cache as it was.
+  // reserved from the budget past this cache's own reservation, and seals
+  // the chunk the new tokens complete (so K() and V() of tokens to be
+  // written are where they stay). RESOURCE_EXHAUSTED (naming the budget)
+  // leaves the cache as it was.
   absl::Status Reserve(int64_t tokens);
   // Declares `tokens` more tokens written (after Reserve).
   void Advance(int64_t tokens) { length_ += tokens; }
@@ -148,40 +160,57 @@ class PagedKvCache {
   const KvBlockPlan& plan() const { return plan_; }
   int64_t batch() const { return batch_; }
   int64_t length() const { return length_; }
-  int64_t tokens_per_block() const { return plan_.tokens_per_block; }
   // Blocks with memory; blocks counted against the budget (>= blocks_held).
   int64_t blocks_held() const { return static_cast<int64_t>(blocks_.size()); }
   int64_t blocks_reserved() const { return reserved_; }
 
   // Row of token t (any t < room made by Reserve) for batch row b, head h.
-  float* K(int64_t b, int64_t h, int64_t t) const {
-    const int64_t lane = b * layout_.heads + h, tpb = plan_.tokens_per_block;
-    return Block(lane, t) + (lane % plan_.lanes_per_block * tpb + t % tpb) * layout_.k_width;
+  float* K(int64_t b, int64_t h, int64_t t) const { return KAt(Slot(b * layout_.heads + h, t)); }
+  float* V(int64_t b, int64_t h, int64_t t) const { return VAt(Slot(b * layout_.heads + h, t)); }
+  // The run of rows of batch row b, head h from token t on (count >= 1; it
+  // may reach past length()): contiguous in a sealed chunk, lanes rows apart
+  // in the last one.
+  KvRun KRun(int64_t b, int64_t h, int64_t t) const {
+    return Run(b * layout_.heads + h, t, layout_.k_width, false);
   }
-  float* V(int64_t b, int64_t h, int64_t t) const {
-    if (layout_.v_in_k) return K(b, h, t);
-    const int64_t lane = b * layout_.heads + h, tpb = plan_.tokens_per_block;
-    return Block(lane, t) + plan_.lanes_per_block * tpb * layout_.k_width +
-           (lane % plan_.lanes_per_block * tpb + t % tpb) * layout_.v_width;
+  KvRun VRun(int64_t b, int64_t h, int64_t t) const {
+    return Run(b * layout_.heads + h, t, v_stride(), true);
   }
   // Leading dimension of K / V rows inside a block.
   int64_t v_stride() const { return layout_.v_in_k ? layout_.k_width : layout_.v_width; }
+  // Tokens in lane-major chunks (a multiple of chunk_tokens).
+  int64_t sealed_tokens() const { return sealed_; }
 
  private:
   PagedKvCache(const KvLayout& layout, int64_t batch, const KvBlockPlan& plan, int64_t reserved,
                KvBlockPool* pool)
       : layout_(layout), plan_(plan), batch_(batch), pool_(pool), reserved_(reserved) {}
-  float* Block(int64_t lane, int64_t t) const {
-    return blocks_[t / plan_.tokens_per_block * plan_.groups + lane / plan_.lanes_per_block];
+  // Position of (lane, t) among the stream's head rows.
+  int64_t Slot(int64_t lane, int64_t t) const {
+    const int64_t r = plan_.chunk_tokens, chunk = t / r, base = chunk * plan_.lanes * r;
+    return t < sealed_ ? base + lane * r + t % r : base + t % r * plan_.lanes + lane;
   }
+  float* KAt(int64_t slot) const {
+    return blocks_[slot / plan_.rows_per_block] + slot % plan_.rows_per_block * layout_.k_width;
+  }
+  float* VAt(int64_t slot) const {
+    if (layout_.v_in_k) return KAt(slot);
+    return blocks_[slot / plan_.rows_per_block] + plan_.rows_per_block * layout_.k_width +
+           slot % plan_.rows_per_block * layout_.v_width;
+  }
+  KvRun Run(int64_t lane, int64_t t, int64_t width, bool values) const;
+  // Transposes chunk `chunk` (all its blocks held) from token-major into
+  // lane-major order.
+  void SealChunk(int64_t chunk);
 
   KvLayout layout_;
   KvBlockPlan plan_;
   int64_t batch_;
   KvBlockPool* pool_;
   int64_t reserved_;            // blocks counted against the pool, >= blocks_.size()
-  std::vector<float*> blocks_;  // block i of group g at [i · groups + g]
+  std::vector<float*> blocks_;  // the stream's head rows, P per block, in order
   int64_t length_ = 0;
+  int64_t sealed_ = 0;
 };
 
 }  // namespace attention

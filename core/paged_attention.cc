@@ -23,11 +23,10 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
   const KvLayout& layout = cache.layout();
   const int64_t batch = q.dims[0], hq = q.dims[1], t_new = q.dims[2], dk = q.dims[3];
   const int64_t hkv = layout.heads, dv = layout.v_width, lk = cache.length();
-  const int64_t tpb = cache.tokens_per_block();
   if (batch != cache.batch() || dk != layout.k_width || hq % hkv != 0 || t_new > lk ||
       out.dims[3] != dv) {
-    return absl::InternalError(absl::StrCat("PagedSdpa: query ", ShapeString(q.dims),
-                                            " does not match the cache"));
+    return absl::InternalError(
+        absl::StrCat("PagedSdpa: query ", ShapeString(q.dims), " does not match the cache"));
   }
   // Rows of kv head g are its G query heads × T new tokens, head-major. A
   // tile is up to kPagedRowTile rows with one stride (so it can be a
@@ -84,26 +83,29 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
         visible[i] = t + lk - t_new + 1;  // causal, bottom-right
         kmax = std::max(kmax, visible[i]);
       }
-      const int64_t nblocks = (kmax + tpb - 1) / tpb;
       absl::Status status;
       if (!internal::TakesFewRows(t_new, nr)) {
-        // Many new tokens: a GEMM per block for scores and for values.
-        for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
-          const int64_t n = std::min(tpb, kmax - blk * tpb);
-          status = internal::Matmul(Mat::RowMajor(q0, nr, dk, qs),
-                                    Mat::Transposed(cache.K(b, g, blk * tpb), dk, n, layout.k_width),
-                                    scores.data() + blk * tpb, lk);
+        // Many new tokens: a GEMM per run of cached rows for scores and for
+        // values.
+        for (int64_t j = 0; j < kmax && status.ok();) {
+          const KvRun run = cache.KRun(b, g, j);
+          const int64_t n = std::min(run.count, kmax - j);
+          status =
+              internal::Matmul(Mat::RowMajor(q0, nr, dk, qs),
+                               Mat::Transposed(run.data, dk, n, run.stride), scores.data() + j, lk);
+          j += n;
         }
         for (int64_t i = 0; i < nr && status.ok(); ++i) {
           internal::MaskedSoftmaxRow(scores.data() + i * lk, kmax, scale, visible[i], nullptr, 0);
         }
         std::fill(acc.begin(), acc.begin() + nr * dv, 0.0f);
-        for (int64_t blk = 0; blk < nblocks && status.ok(); ++blk) {
-          const int64_t n = std::min(tpb, kmax - blk * tpb);
-          status = internal::Matmul(
-              Mat::RowMajor(scores.data() + blk * tpb, nr, n, lk),
-              Mat::RowMajor(cache.V(b, g, blk * tpb), n, dv, cache.v_stride()), part.data(), dv);
+        for (int64_t j = 0; j < kmax && status.ok();) {
+          const KvRun run = cache.VRun(b, g, j);
+          const int64_t n = std::min(run.count, kmax - j);
+          status = internal::Matmul(Mat::RowMajor(scores.data() + j, nr, n, lk),
+                                    Mat::RowMajor(run.data, n, dv, run.stride), part.data(), dv);
           for (int64_t x = 0; x < nr * dv; ++x) acc[x] += part[x];
+          j += n;
         }
         for (int64_t i = 0; i < nr && status.ok(); ++i) {
           std::memcpy(o0 + i * os, acc.data() + i * dv, dv * sizeof(float));
@@ -125,10 +127,12 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
         internal::AttendFewRows(
             nr, q_rows, dk, dv, kmax, visible, nullptr, 0, scale,
             [&](int64_t j) {
-              return internal::RowRun{cache.K(b, g, j), layout.k_width, tpb - j % tpb};
+              const KvRun run = cache.KRun(b, g, j);
+              return internal::RowRun{run.data, run.stride, run.count};
             },
             [&](int64_t j) {
-              return internal::RowRun{cache.V(b, g, j), cache.v_stride(), tpb - j % tpb};
+              const KvRun run = cache.VRun(b, g, j);
+              return internal::RowRun{run.data, run.stride, run.count};
             },
             s_rows, acc.data(), o_rows, /*weights_out=*/false);
       }

@@ -1,6 +1,6 @@
 // Attention of a decode chunk over a stream's paged KV cache (kv_cache.h):
-// the new tokens' queries against every cached key, causal, read block by
-// block in place (no gather into a dense K/V).
+// the new tokens' queries against every cached key, causal, read run by
+// run in place (no gather into a dense K/V).
 #ifndef ATTENTION_CORE_PAGED_ATTENTION_H_
 #define ATTENTION_CORE_PAGED_ATTENTION_H_
 

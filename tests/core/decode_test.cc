@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "tests/core/test_util.h"
 
@@ -63,8 +66,8 @@ TEST_P(DecodeVariants, ChunksEqualOneCausalForward) {
   auto full = m->Forward(in);
   ASSERT_OK(full);
 
-  // 1 KiB blocks: chunks cross block boundaries. 9 KiB: several lanes share
-  // a block (mha: 3 of its 8, the last group partly filled).
+  // 1 KiB blocks: chunks cross block boundaries and the first chunk of
+  // tokens seals within the 11. 9 KiB: rows that do not tile a block.
   for (int64_t block : {1024, 9 << 10}) {
     SCOPED_TRACE(block);
     auto pool = KvBlockPool::Create(1 << 20, block);
@@ -72,7 +75,7 @@ TEST_P(DecodeVariants, ChunksEqualOneCausalForward) {
     auto session = DecodeSession::Create(m, 2, /*max_tokens=*/11, pool->get());
     ASSERT_OK(session);
     if (block == 1024) {
-      EXPECT_LE((*session)->cache().tokens_per_block(), 8);
+      EXPECT_LT((*session)->cache().plan().chunk_tokens, 11);
     }
     int64_t t0 = 0;
     const int64_t out_dim = OutputDim(c);
@@ -119,17 +122,49 @@ TEST(Decode, LongChunksMatchForwardToo) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Variants, DecodeVariants,
-    testing::Values(DecodeCase{"SelfAttention", Make(Variant::kSelfAttention)},
-                    DecodeCase{"Mha", Make(Variant::kMha)}, DecodeCase{"Gqa", Make(Variant::kGqa)},
-                    DecodeCase{"Mqa", Make(Variant::kMqa)}, DecodeCase{"Mla", Make(Variant::kMla)}),
-    [](const auto& p) { return p.param.name; });
+TEST(Decode, StreamsPastSeveralSealedChunksMatchForward) {
+  // 64 KiB blocks: chunks of 64 tokens (mla: of a block's latent rows),
+  // sealed as the stream passes them, one token or several at a time.
+  for (Variant v : {Variant::kMha, Variant::kGqa, Variant::kMla}) {
+    SCOPED_TRACE(VariantFieldName(v));
+    std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(Make(v), 4);
+    auto pool = KvBlockPool::Create(1 << 24, 64 << 10);
+    ASSERT_OK(pool);
+    auto session = DecodeSession::Create(m, 2, 0, pool->get());
+    ASSERT_OK(session);
+    const Tensor x = RandomTensor({2, 200, 128}, 6);
+    ForwardInput in;
+    in.query = &x;
+    in.mask.causal = true;
+    auto full = m->Forward(in);
+    ASSERT_OK(full);
+    std::vector<int64_t> chunks = {70, 50};
+    for (int i = 0; i < 15; ++i) chunks.push_back(1);
+    chunks.push_back(65);
+    int64_t t0 = 0;
+    for (int64_t n : chunks) {
+      auto step = (*session)->Step(Slice(x, t0, n));
+      ASSERT_OK(step);
+      EXPECT_LT(RelError(step->output, Slice(full->output, t0, n)), 1e-4) << t0;
+      t0 += n;
+    }
+    EXPECT_EQ(t0, 200);
+    EXPECT_GT((*session)->cache().sealed_tokens(), 0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, DecodeVariants,
+                         testing::Values(DecodeCase{"SelfAttention", Make(Variant::kSelfAttention)},
+                                         DecodeCase{"Mha", Make(Variant::kMha)},
+                                         DecodeCase{"Gqa", Make(Variant::kGqa)},
+                                         DecodeCase{"Mqa", Make(Variant::kMqa)},
+                                         DecodeCase{"Mla", Make(Variant::kMla)}),
+                         [](const auto& p) { return p.param.name; });
 
 TEST(Decode, OverBudgetFailsAndLeavesTheCacheUnchanged) {
   std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(Make(Variant::kMha), 1);
   // MHA d_model 128, 4 heads: 256 bytes per token and head, so a 1 KiB
-  // block holds 4 tokens of one head; 8 blocks hold 8 tokens of one row.
+  // block holds one token of the row's 4 heads; 8 blocks hold 8 tokens.
   auto pool = KvBlockPool::Create(8192, 1024);
   ASSERT_OK(pool);
   auto a = DecodeSession::Create(m, 1, 0, pool->get());
@@ -139,9 +174,9 @@ TEST(Decode, OverBudgetFailsAndLeavesTheCacheUnchanged) {
   EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted) << over.status();
   EXPECT_TRUE(absl::StrContains(over.status().message(), "--kv_cache_mb")) << over.status();
   EXPECT_EQ((*a)->cached_tokens(), 6);
-  EXPECT_EQ((*pool)->used_blocks(), 8);  // the failed growth reserved nothing
+  EXPECT_EQ((*pool)->used_blocks(), 6);                 // the failed growth reserved nothing
   ASSERT_OK((*a)->Step(RandomTensor({1, 2, 128}, 3)));  // still fits exactly
-  // A start reserves its first token (one block per head here): none left.
+  // A start reserves its first token (one block here): none left.
   auto b = DecodeSession::Create(m, 1, 0, pool->get());
   EXPECT_EQ(b.status().code(), absl::StatusCode::kResourceExhausted) << b.status();
   a->reset();
@@ -172,27 +207,25 @@ TEST(Decode, OneTokenOfAShortStreamTakesOneBlock) {
 
 TEST(Decode, StartReservesMaxTokensSoAnAcceptedStreamIsNeverRefused) {
   std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(DemoMha(), 1);
-  // 4 MiB (--kv_cache_mb=4): 64 blocks of 64 KiB, each 64 tokens of 2 heads.
+  // 4 MiB (--kv_cache_mb=4): 64 blocks of 64 KiB, each 16 tokens of 8 heads.
   auto pool = KvBlockPool::Create(4 << 20, 64 << 10);
   ASSERT_OK(pool);
   auto too_long = DecodeSession::Create(m, 1, 2000, pool->get());  // 8 MB
-  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kResourceExhausted)
-      << too_long.status();
-  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "need 128 blocks"))
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kResourceExhausted) << too_long.status();
+  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "need 125 blocks"))
       << too_long.status();
   EXPECT_TRUE(absl::StrContains(too_long.status().message(), "64 of the server's 64"))
       << too_long.status();
-  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "--kv_cache_mb"))
-      << too_long.status();
+  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "--kv_cache_mb")) << too_long.status();
   EXPECT_EQ((*pool)->used_blocks(), 0);
 
   auto capped = DecodeSession::Create(m, 1, 960, pool->get());  // 60 blocks
   ASSERT_OK(capped);
   EXPECT_EQ((*pool)->used_blocks(), 60);
-  auto open = DecodeSession::Create(m, 1, 0, pool->get());  // its first token: 4 blocks
+  auto open = DecodeSession::Create(m, 1, 0, pool->get());  // its first token: 1 block
   ASSERT_OK(open);
-  EXPECT_EQ((*pool)->used_blocks(), 64);
-  // The unlimited stream fills its blocks, and is refused past them.
+  EXPECT_EQ((*pool)->used_blocks(), 61);
+  // The unlimited stream grows into the rest, and is refused past it.
   ASSERT_OK((*open)->Step(RandomTensor({1, 64, 512}, 2)));
   EXPECT_EQ((*open)->Step(RandomTensor({1, 1, 512}, 3)).status().code(),
             absl::StatusCode::kResourceExhausted);
@@ -252,7 +285,8 @@ TEST(Decode, MaxTokensAndShapesAreChecked) {
   EXPECT_EQ(past.status().code(), absl::StatusCode::kFailedPrecondition) << past.status();
   auto shape = (*s)->Step(RandomTensor({1, 1, 128}, 2));
   EXPECT_EQ(shape.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StartsWith(shape.status().message(), "tokens: expected [B = 2")) << shape.status();
+  EXPECT_TRUE(absl::StartsWith(shape.status().message(), "tokens: expected [B = 2"))
+      << shape.status();
   EXPECT_EQ(DecodeSession::Create(m, 0, 0, pool->get()).status().code(),
             absl::StatusCode::kInvalidArgument);
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <set>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "tests/core/test_util.h"
@@ -19,51 +20,53 @@ KvLayout Heads(int64_t heads, int64_t width) {
   return l;
 }
 
-TEST(PlanKvBlocks, ShortStreamPacksAllHeadsIntoOneBlock) {
-  // demo-mha: 8 heads of 64, 512 bytes per head and token, 4 KiB per token.
-  auto plan = PlanKvBlocks(Heads(8, 64), 1, /*max_tokens=*/16, 64 << 10);
+TEST(PlanKvBlocks, AStreamTakesTheBlocksOfItsBytesWhateverItsLength) {
+  // demo-mha: 8 heads of 64 + 64 floats (512 bytes), 64 KiB blocks: 128
+  // head rows per block, chunks of 64 tokens.
+  auto plan = PlanKvBlocks(Heads(8, 64), 1, 64 << 10);
   ASSERT_OK(plan);
-  EXPECT_EQ(plan->lanes_per_block, 8);
-  EXPECT_EQ(plan->tokens_per_block, 16);
-  EXPECT_EQ(plan->groups, 1);
+  EXPECT_EQ(plan->lanes, 8);
+  EXPECT_EQ(plan->rows_per_block, 128);
+  EXPECT_EQ(plan->chunk_tokens, kRunTokens);
+  EXPECT_EQ(plan->BlocksFor(0), 0);
   EXPECT_EQ(plan->BlocksFor(1), 1);  // 4 KiB of cache: one block, not one per head
   EXPECT_EQ(plan->BlocksFor(16), 1);
   EXPECT_EQ(plan->BlocksFor(17), 2);
-  EXPECT_EQ(plan->BlocksFor(0), 0);
-}
+  EXPECT_EQ(plan->BlocksFor(4097), 257);
 
-TEST(PlanKvBlocks, UnboundedStreamKeepsRunsOfRunTokens) {
-  auto plan = PlanKvBlocks(Heads(8, 64), 1, /*max_tokens=*/0, 64 << 10);
-  ASSERT_OK(plan);
-  EXPECT_EQ(plan->lanes_per_block, 2);
-  EXPECT_EQ(plan->tokens_per_block, kRunTokens);
-  EXPECT_EQ(plan->groups, 4);
-  // 1 KiB heads (attention_bench's decode shapes): one lane per block.
-  auto large = PlanKvBlocks(Heads(32, 128), 8, /*max_tokens=*/4096, 64 << 10);
+  // 8 rows of 32 heads of 128 + 128 floats: 64 head rows per block.
+  auto large = PlanKvBlocks(Heads(32, 128), 8, 64 << 10);
   ASSERT_OK(large);
-  EXPECT_EQ(large->lanes_per_block, 1);
-  EXPECT_EQ(large->tokens_per_block, 64);
-  EXPECT_EQ(large->groups, 256);
-  EXPECT_EQ(large->BlocksFor(4097), 256 * 65);
+  EXPECT_EQ(large->chunk_tokens, 64);
+  EXPECT_EQ(large->BlocksFor(4097), 4 * 4097);  // 256 lanes: 4 blocks a token
 }
 
-TEST(PlanKvBlocks, AHeadLongerThanARunStillGetsABlock) {
-  // 3 KiB per head and token in 4 KiB blocks: one lane, one token per block.
-  auto plan = PlanKvBlocks(Heads(2, 384), 3, 0, 4096);
-  ASSERT_OK(plan);
-  EXPECT_EQ(plan->lanes_per_block, 1);
-  EXPECT_EQ(plan->tokens_per_block, 1);
-  EXPECT_EQ(plan->groups, 6);
+TEST(PlanKvBlocks, ChunksTileABlockOrTakeAllOfIt) {
+  // 768-byte head rows in 64 KiB: 85 rows, one run of 85 per block.
+  auto odd = PlanKvBlocks(Heads(2, 96), 3, 64 << 10);
+  ASSERT_OK(odd);
+  EXPECT_EQ(odd->rows_per_block, 85);
+  EXPECT_EQ(odd->chunk_tokens, 85);
+  // 3 KiB head rows in 4 KiB blocks: one row per block, chunks of 1 token.
+  auto wide = PlanKvBlocks(Heads(2, 384), 3, 4096);
+  ASSERT_OK(wide);
+  EXPECT_EQ(wide->rows_per_block, 1);
+  EXPECT_EQ(wide->chunk_tokens, 1);
+  EXPECT_EQ(wide->BlocksFor(5), 6 * 5);
+  // 64-byte rows in 1 MiB: 16384 rows, chunks of 64.
+  auto small = PlanKvBlocks(Heads(1, 8), 1, 1 << 20);
+  ASSERT_OK(small);
+  EXPECT_EQ(small->chunk_tokens, 64);
 }
 
 TEST(PlanKvBlocks, HeadTokenLargerThanABlockIsRefusedNamingTheFlag) {
-  auto plan = PlanKvBlocks(Heads(1, 256), 1, 0, 1024);  // 2 KiB per token
+  auto plan = PlanKvBlocks(Heads(1, 256), 1, 1024);  // 2 KiB per token
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted) << plan.status();
   EXPECT_TRUE(absl::StrContains(plan.status().message(), "--kv_block_kb")) << plan.status();
 }
 
 TEST(PlanKvBlocks, BlocksForSaturates) {
-  auto plan = PlanKvBlocks(Heads(8, 64), int64_t{1} << 20, 0, 1024);
+  auto plan = PlanKvBlocks(Heads(8, 64), int64_t{1} << 20, 1024);
   ASSERT_OK(plan);
   EXPECT_EQ(plan->BlocksFor(INT64_MAX), INT64_MAX);
 }
@@ -87,10 +90,10 @@ TEST(PagedKvCache, CreateReservesAndDestructionGivesEverythingBack) {
   auto pool = KvBlockPool::Create(64 * 4096, 4096);
   ASSERT_OK(pool);
   // 2 rows × 2 heads of 8 + 8 floats (64 bytes), max_tokens 16: the 4 lanes
-  // share blocks of 16 tokens.
+  // share blocks of 64 head rows, 16 tokens.
   auto cache = PagedKvCache::Create(Heads(2, 8), 2, 16, pool->get());
   ASSERT_OK(cache);
-  EXPECT_EQ((*cache)->plan().groups, 1);
+  EXPECT_EQ((*cache)->plan().rows_per_block, 64);
   EXPECT_EQ((*cache)->blocks_reserved(), 1);
   EXPECT_EQ((*cache)->blocks_held(), 0);  // no memory until written
   EXPECT_EQ((*pool)->used_blocks(), 1);
@@ -115,51 +118,104 @@ TEST(PagedKvCache, ReservationPastTheBudgetIsRefusedBeforeAnyBookkeeping) {
   EXPECT_EQ((*pool)->used_blocks(), 0);
 }
 
-TEST(PagedKvCache, EveryRowHeadAndTokenHasItsOwnKeyAndValueRows) {
-  // 3 rows × 2 heads (6 lanes), 64 bytes per head and token, max_tokens 16,
-  // 4 KiB blocks: 4 lanes per block in 2 groups (the second half used),
-  // runs of 16 tokens; written past max_tokens (the session's limit).
-  auto pool = KvBlockPool::Create(1 << 20, 4096);
+// Writes tokens in chunks of the given sizes, as a decode session does
+// (Reserve, write, Advance), and checks after each that every row written
+// so far still reads back, that runs cover the rows they claim, and that
+// the cache holds exactly the blocks of its bytes.
+void WriteAndCheck(const KvLayout& layout, int64_t batch, int64_t block_bytes,
+                   const std::vector<int64_t>& chunks) {
+  auto pool = KvBlockPool::Create(64 << 20, block_bytes);
   ASSERT_OK(pool);
-  const KvLayout layout = Heads(2, 8);
-  auto cache = PagedKvCache::Create(layout, 3, 16, pool->get());
+  auto cache = PagedKvCache::Create(layout, batch, 0, pool->get());
   ASSERT_OK(cache);
   PagedKvCache& c = **cache;
-  EXPECT_EQ(c.plan().lanes_per_block, 4);
-  EXPECT_EQ(c.plan().groups, 2);
-  EXPECT_EQ(c.tokens_per_block(), 16);
-  const int64_t tokens = 40, tpb = c.tokens_per_block();
-  ASSERT_OK(c.Reserve(tokens));
-  auto tag = [](int64_t b, int64_t h, int64_t t, int64_t kv) {
-    return static_cast<float>(((b * 2 + h) * 1000 + t) * 2 + kv);
+  const int64_t heads = layout.heads, kw = layout.k_width, vw = layout.v_width;
+  auto tag = [&](int64_t b, int64_t h, int64_t t, int64_t kv, int64_t x) {
+    return static_cast<float>((((b * heads + h) * 1000 + t) * 2 + kv) * 64 + x);
   };
-  std::set<const float*> rows;
-  for (int64_t b = 0; b < 3; ++b) {
-    for (int64_t h = 0; h < 2; ++h) {
-      for (int64_t t = 0; t < tokens; ++t) {
-        for (int64_t x = 0; x < 8; ++x) c.K(b, h, t)[x] = tag(b, h, t, 0);
-        for (int64_t x = 0; x < 8; ++x) c.V(b, h, t)[x] = tag(b, h, t, 1);
-        rows.insert(c.K(b, h, t));
-        rows.insert(c.V(b, h, t));
-        if (t % tpb != 0) {  // a lane's rows are contiguous within a block
-          EXPECT_EQ(c.K(b, h, t), c.K(b, h, t - 1) + layout.k_width);
-          EXPECT_EQ(c.V(b, h, t), c.V(b, h, t - 1) + c.v_stride());
+  for (int64_t n : chunks) {
+    const int64_t l0 = c.length();
+    ASSERT_OK(c.Reserve(n));
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t t = l0; t < l0 + n; ++t) {
+          for (int64_t x = 0; x < kw; ++x) c.K(b, h, t)[x] = tag(b, h, t, 0, x);
+          if (!layout.v_in_k) {
+            for (int64_t x = 0; x < vw; ++x) c.V(b, h, t)[x] = tag(b, h, t, 1, x);
+          }
         }
       }
     }
-  }
-  EXPECT_EQ(rows.size(), static_cast<size_t>(3 * 2 * tokens * 2));
-  for (int64_t b = 0; b < 3; ++b) {
-    for (int64_t h = 0; h < 2; ++h) {
-      for (int64_t t = 0; t < tokens; ++t) {
-        for (int64_t x = 0; x < 8; ++x) {
-          ASSERT_EQ(c.K(b, h, t)[x], tag(b, h, t, 0)) << b << " " << h << " " << t;
-          ASSERT_EQ(c.V(b, h, t)[x], tag(b, h, t, 1)) << b << " " << h << " " << t;
+    c.Advance(n);
+    const int64_t len = c.length();
+    EXPECT_EQ(c.sealed_tokens() % c.plan().chunk_tokens, 0);
+    EXPECT_LE(c.sealed_tokens(), len);
+    EXPECT_EQ(c.blocks_held(), c.plan().BlocksFor(len)) << len;
+    std::set<const float*> rows;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t t = 0; t < len; ++t) {
+          for (int64_t x = 0; x < kw; ++x) {
+            ASSERT_EQ(c.K(b, h, t)[x], tag(b, h, t, 0, x)) << b << " " << h << " " << t;
+          }
+          if (!layout.v_in_k) {
+            for (int64_t x = 0; x < vw; ++x) {
+              ASSERT_EQ(c.V(b, h, t)[x], tag(b, h, t, 1, x)) << b << " " << h << " " << t;
+            }
+          }
+          rows.insert(c.K(b, h, t));
+          rows.insert(c.V(b, h, t));
+        }
+        // Runs from every token cover the lane's rows in order.
+        for (int64_t t = 0; t < len;) {
+          const KvRun k = c.KRun(b, h, t), v = c.VRun(b, h, t);
+          ASSERT_GE(k.count, 1);
+          ASSERT_EQ(k.count, v.count);
+          if (t < c.sealed_tokens()) {  // sealed: contiguous runs
+            EXPECT_EQ(k.stride, kw);
+          }
+          for (int64_t i = 0; i < k.count && t + i < len; ++i) {
+            ASSERT_EQ(k.data + i * k.stride, c.K(b, h, t + i)) << t << "+" << i;
+            ASSERT_EQ(v.data + i * v.stride, c.V(b, h, t + i)) << t << "+" << i;
+          }
+          t += k.count;
         }
       }
     }
+    EXPECT_EQ(rows.size(), static_cast<size_t>(batch * heads * len * (layout.v_in_k ? 1 : 2)));
   }
-  EXPECT_EQ(c.blocks_held(), 2 * 3);  // 2 groups × ⌈40 / 16⌉
+}
+
+TEST(PagedKvCache, RowsSurviveSealingAtEveryChunkSize) {
+  // 3 rows × 2 heads of 8 + 8 floats (64 bytes) in 4 KiB blocks: 64 rows
+  // per block, chunks of 64 tokens = 6 blocks. Token by token across
+  // three chunks, and chunks that cross one or several chunk boundaries.
+  WriteAndCheck(Heads(2, 8), 3, 4096, std::vector<int64_t>(150, 1));
+  WriteAndCheck(Heads(2, 8), 3, 4096, {5, 59, 1, 70, 200, 3});
+  // Rows that do not tile a block (85 per 4 KiB), so sealed runs cross
+  // blocks.
+  WriteAndCheck(Heads(1, 6), 2, 4096, {40, 47, 1, 90, 7});
+  // One head row per block.
+  WriteAndCheck(Heads(2, 384), 3, 4096, {1, 2, 3});
+}
+
+TEST(PagedKvCache, LatentRowsAreTheirOwnValues) {
+  KvLayout latent;
+  latent.k_width = 12;
+  latent.v_width = 8;
+  latent.v_in_k = true;
+  WriteAndCheck(latent, 2, 2048, {1, 30, 42, 1, 1, 64});
+}
+
+TEST(PagedKvCache, AOneTokenStreamOfManyLanesTakesOneBlock) {
+  // demo-mha, unbounded: 1 token of 8 heads is 4 KiB of a 64 KiB block.
+  auto pool = KvBlockPool::Create(1 << 20, 64 << 10);
+  ASSERT_OK(pool);
+  auto cache = PagedKvCache::Create(Heads(8, 64), 1, /*max_tokens=*/0, pool->get());
+  ASSERT_OK(cache);
+  ASSERT_OK((*cache)->Reserve(1));
+  EXPECT_EQ((*cache)->blocks_held(), 1);
+  EXPECT_EQ((*pool)->used_blocks(), 1);
 }
 
 }  // namespace

@@ -73,8 +73,7 @@ TEST_P(DecodeEveryDemo, ChunksEqualOneCausalForward) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Demos, DecodeEveryDemo,
-                         testing::Values("demo-sa", "demo-mha", "demo-gqa", "demo-mqa",
-                                         "demo-mla"),
+                         testing::Values("demo-sa", "demo-mha", "demo-gqa", "demo-mqa", "demo-mla"),
                          [](const auto& p) {
                            std::string n = p.param;
                            return n.substr(5);
@@ -105,7 +104,8 @@ TEST_F(DecodeTest, CancelledAndAbandonedStreamsReturnTheirBlocks) {
     ASSERT_OK((*failing)->Step(x));
     auto bad = (*failing)->Step(RandomTensor({1, 2, 64}, 2));
     EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
-    EXPECT_TRUE(absl::StartsWith(bad.status().message(), "tokens: expected [B = 1")) << bad.status();
+    EXPECT_TRUE(absl::StartsWith(bad.status().message(), "tokens: expected [B = 1"))
+        << bad.status();
   }
   EXPECT_TRUE(WaitForBlocks(0));
   auto info = client_->GetServerInfo();
@@ -250,6 +250,38 @@ TEST_F(DecodeTest, MaxTokensAreReservedAtStart) {
   }
   ASSERT_OK((*reserved)->Close());
   EXPECT_TRUE(WaitForBlocks(0));
+}
+
+TEST_F(DecodeTest, AnUnboundedStreamHoldsTheBlocksOfItsBytes) {
+  // demo-mha: 8 heads, 4 KiB per token; 16 KiB blocks hold 4 tokens.
+  auto stream = client_->StartDecode("demo-mha", 1);  // max_tokens 0: no limit
+  ASSERT_OK(stream);
+  ASSERT_OK((*stream)->Step(RandomTensor({1, 1, 512}, 1)));
+  EXPECT_EQ(BlocksUsed(), 1);  // not one per head
+  ASSERT_OK((*stream)->Step(RandomTensor({1, 99, 512}, 2)));
+  EXPECT_EQ(BlocksUsed(), 25);  // 100 tokens, 400 KiB
+  for (int i = 0; i < 3; ++i) ASSERT_OK((*stream)->Step(RandomTensor({1, 1, 512}, 3 + i)));
+  EXPECT_EQ(BlocksUsed(), 26);
+  ASSERT_OK((*stream)->Close());
+  EXPECT_TRUE(WaitForBlocks(0));
+}
+
+TEST_F(DecodeTest, AHeadTokenLargerThanABlockIsRefusedAtStartNamingTheFlag) {
+  // Self-attention with d_k = d_v = 2080: 16.25 KiB per token, blocks of 16.
+  ModuleConfig c;
+  c.variant = Variant::kSelfAttention;
+  c.d_model = 32;
+  c.d_k = c.d_v = 2080;
+  ASSERT_OK(client_->LoadModule("wide-head", client::ConfigToProto(c), {}, 1));
+  auto stream = client_->StartDecode("wide-head", 1);
+  absl::Status s =
+      stream.ok() ? (*stream)->Step(RandomTensor({1, 1, 32}, 1)).status() : stream.status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "--kv_block_kb")) << s;
+  auto other = client_->StartDecode("demo-mha", 1);  // the server goes on
+  ASSERT_OK(other);
+  ASSERT_OK((*other)->Step(RandomTensor({1, 1, 512}, 2)));
+  ASSERT_OK((*other)->Close());
 }
 
 }  // namespace
