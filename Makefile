@@ -20,11 +20,16 @@ build: deps
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
 
-# Starts the server in the foreground with the demo modules; Ctrl-C drains
-# and stops it. SERVE_FLAGS adds flags, e.g. SERVE_FLAGS=--workers=4.
+# Starts the server in the foreground with the demo modules on
+# 127.0.0.1:$(PORT), metrics on http://127.0.0.1:$(METRICS_PORT)/metrics;
+# Ctrl-C drains and stops it. E.g. make serve PORT=50052 METRICS_PORT=-1
+# (no metrics) SERVE_FLAGS=--workers=4.
+PORT ?= 50051
+METRICS_PORT ?= 9090
 SERVE_FLAGS ?=
 serve: build
-	@exec $(BUILD_DIR)/bin/attention_server --listen=127.0.0.1:50051 --demo_modules $(SERVE_FLAGS)
+	@exec $(BUILD_DIR)/bin/attention_server --listen=127.0.0.1:$(PORT) --metrics_port=$(METRICS_PORT) \
+	  --demo_modules $(SERVE_FLAGS)
 
 bench: build
 	@$(BUILD_DIR)/bin/attention_bench

@@ -1,5 +1,5 @@
 // Scaled-dot-product attention over projected heads, with MHA/GQA/MQA head
-// sharing and the masks of the service contract (shared/API.md).
+// sharing and the masks of the service contract (docs/API.md).
 //
 // Shapes (one line per tensor; B batch, Hq query heads, Hkv key/value heads,
 // Lq queries, Lk keys, Dk query/key width, Dv value width):

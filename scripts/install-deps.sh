@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs exactly the Debian bookworm packages the build and the tests need.
 # Idempotent: does nothing (and needs no network) when all are present.
+# Then scripts/install-go-tools.sh (grpcurl, ghz) where Go is present.
 #   scripts/install-deps.sh            build + test dependencies
 #   scripts/install-deps.sh --golden   also python3-torch/numpy to regenerate golden files
 #   scripts/install-deps.sh --build-only   only what building the binaries needs (image)
@@ -42,13 +43,16 @@ done
 if [[ "${1:-}" != "--build-only" ]] && ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
 fi
-if [[ ${#missing[@]} -eq 0 ]]; then
-  exit 0
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# grpcurl and ghz for their tests, where Go is present.
+if [[ "${1:-}" != "--build-only" ]]; then
+  "$(dirname "${BASH_SOURCE[0]}")/install-go-tools.sh"
+fi

@@ -7,11 +7,14 @@ namespace attention::server {
 
 using wire::ConfigToProto;
 
-absl::Status LoadDemoModules(ModuleRegistry& registry) {
-  struct Demo {
-    const char* name;
-    ModuleConfig config;
-  };
+namespace {
+
+struct Demo {
+  const char* name;
+  ModuleConfig config;
+};
+
+std::vector<Demo> Demos() {
   auto make = [](Variant v, int64_t d_model) {
     ModuleConfig c;
     c.variant = v;
@@ -35,9 +38,15 @@ absl::Status LoadDemoModules(ModuleRegistry& registry) {
   mla.qk_nope_head_dim = 32;
   mla.qk_rope_head_dim = 16;
   mla.v_head_dim = 32;
+  return {Demo{"demo-sa", sa}, Demo{"demo-mha", mha}, Demo{"demo-gqa", gqa}, Demo{"demo-mqa", mqa},
+          Demo{"demo-mla", mla}};
+}
+
+}  // namespace
+
+absl::Status LoadDemoModules(ModuleRegistry& registry) {
   uint64_t seed = 1;
-  for (const Demo& d : {Demo{"demo-sa", sa}, Demo{"demo-mha", mha}, Demo{"demo-gqa", gqa},
-                        Demo{"demo-mqa", mqa}, Demo{"demo-mla", mla}}) {
+  for (const Demo& d : Demos()) {
     ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AttentionModule> m,
                           AttentionModule::CreateRandom(d.config, seed++));
     ::attention::v1::ModuleConfig config;
@@ -46,6 +55,12 @@ absl::Status LoadDemoModules(ModuleRegistry& registry) {
         registry.Add(d.name, MakeLoadedModule(d.name, config, std::move(m)), /*replace=*/true));
   }
   return absl::OkStatus();
+}
+
+std::vector<std::string> DemoModuleNames() {
+  std::vector<std::string> names;
+  for (const Demo& d : Demos()) names.push_back(d.name);
+  return names;
 }
 
 }  // namespace attention::server

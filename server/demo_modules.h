@@ -10,6 +10,9 @@
 #ifndef ATTENTION_SERVER_DEMO_MODULES_H_
 #define ATTENTION_SERVER_DEMO_MODULES_H_
 
+#include <string>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "server/registry.h"
 
@@ -18,6 +21,9 @@ namespace attention::server {
 // Registers the demo modules (replacing modules of the same names), with
 // random weights from fixed seeds.
 absl::Status LoadDemoModules(ModuleRegistry& registry);
+
+// Their names, in the order above.
+std::vector<std::string> DemoModuleNames();
 
 }  // namespace attention::server
 

@@ -17,15 +17,18 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <string>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/process.h"
 #include "core/threading.h"
 #include "server/auth.h"
+#include "server/demo_modules.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address:port to listen on");
@@ -125,14 +128,20 @@ int main(int argc, char** argv) {
   const auto& so = (*server)->service().options();
   std::fprintf(stderr,
                "attention_server %s listening on %s (port %d); oneDNN %s, isa %s; workers %d x "
-               "%d compute threads%s\n",
+               "%d compute threads\n",
                attention::server::ServerVersion(), options.listen.c_str(), (*server)->port(),
-               attention::OneDnnVersion(), attention::CpuIsa(), so.workers, so.compute_threads,
-               options.demo_modules ? "; demo modules: demo-sa demo-mha demo-gqa demo-mqa demo-mla"
-                                    : "");
+               attention::OneDnnVersion(), attention::CpuIsa(), so.workers, so.compute_threads);
+  const std::string modules =
+      options.demo_modules
+          ? absl::StrCat(absl::StrJoin(attention::server::DemoModuleNames(), " "),
+                         " (demo; LoadModule adds more)")
+          : "none yet (LoadModule adds them; --demo_modules loads five demos)";
+  std::fprintf(stderr, "attention_server: modules: %s\n", modules.c_str());
   if ((*server)->metrics_port() >= 0) {
     std::fprintf(stderr, "attention_server: metrics on http://%s:%d/metrics\n",
                  options.metrics_address.c_str(), (*server)->metrics_port());
+  } else {
+    std::fprintf(stderr, "attention_server: metrics off (--metrics_port=N serves them)\n");
   }
   std::fprintf(stderr, "attention_server: %s, %s\n",
                options.tls_cert_pem.empty() ? "plaintext"
