@@ -62,7 +62,7 @@ def message_to_dict(msg):
     or oneof fields out (enums as their names)."""
     out = {}
     for field in msg.DESCRIPTOR.fields:
-        repeated = field.label == field.LABEL_REPEATED
+        repeated = _is_repeated(field)
         if not repeated and field.has_presence and not msg.HasField(field.name):
             continue
         value = getattr(msg, field.name)
@@ -94,6 +94,14 @@ def _load_safetensors(path):
                           "package (pip install \"./client/python[safetensors]\")"
                           % os.fspath(path)) from None
     return load_file(os.fspath(path))
+
+
+def _is_repeated(field):
+    # FieldDescriptor.label is gone from protobuf 7; is_repeated is missing
+    # from protobuf 3.21.
+    if hasattr(field, "is_repeated"):
+        return field.is_repeated
+    return field.label == field.LABEL_REPEATED
 
 
 def _module_info(m):
