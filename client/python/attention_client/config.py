@@ -11,6 +11,8 @@ divisible by the heads...) are checked by the server.
 import difflib
 import numbers
 
+import numpy as np
+
 from ._gen.attention.v1 import attention_pb2 as pb2
 
 
@@ -79,12 +81,12 @@ def _set(msg, field, value, path):
         sub.SetInParent()  # an empty dict still selects the variant
         _fill(sub, value, path + ".")
     elif field.type == field.TYPE_BOOL:
-        if not isinstance(value, bool):
+        if not isinstance(value, (bool, np.bool_)):
             raise ConfigError(path, "expected true or false, got %r" % (value,))
-        setattr(msg, field.name, value)
+        setattr(msg, field.name, bool(value))
     elif field.cpp_type in (field.CPPTYPE_INT32, field.CPPTYPE_INT64,
                             field.CPPTYPE_UINT32, field.CPPTYPE_UINT64):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
             raise ConfigError(path, "expected an integer, got %r" % (value,))
         try:
             setattr(msg, field.name, int(value))

@@ -31,7 +31,7 @@ def test_bad_config_names_the_field(config, field, says):
 
 
 def test_config_dict_becomes_the_message():
-    msg = module_config({"d_model": np.int64(64), "bias": False,
+    msg = module_config({"d_model": np.int64(64), "bias": np.bool_(False),
                          "gqa": {"num_q_heads": 8, "num_kv_heads": 2}})
     assert msg == attention_pb2.ModuleConfig(
         d_model=64, bias=False,
