@@ -18,7 +18,8 @@ packages=(
   openssl              # certificates for the TLS tests
   clang libclang-rt-14-dev libomp-14-dev  # the libFuzzer target (tests/fuzz)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the service
-  python3-grpcio python3-protobuf python3-numpy  # the Python client and its tests
+  python3-grpcio python3-protobuf python3-numpy python3-pytest  # the Python client's tests
+  python3-venv         # tests/clients: the client installed from PyPI into build/venv-client
   python3-yaml         # tests/deploy/yaml_test.py
 )
 if [[ "${1:-}" == "--golden" ]]; then

@@ -1,12 +1,13 @@
 """A NumPy client for the attention.v1 gRPC service."""
 
 import collections
+import os
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
 
-from ._stubs import pb2, pb2_grpc
+from ._gen.attention.v1 import attention_pb2 as pb2, attention_pb2_grpc as pb2_grpc
+from .config import module_config
 from .tensors import _as_array, dtype_enum, from_tensor, to_tensor
 
 Timing = collections.namedtuple("Timing", "queue_us compute_us flops")
@@ -61,7 +62,7 @@ def message_to_dict(msg):
     or oneof fields out (enums as their names)."""
     out = {}
     for field in msg.DESCRIPTOR.fields:
-        repeated = field.label == field.LABEL_REPEATED
+        repeated = _is_repeated(field)
         if not repeated and field.has_presence and not msg.HasField(field.name):
             continue
         value = getattr(msg, field.name)
@@ -85,16 +86,22 @@ def message_to_dict(msg):
     return out
 
 
-def _module_config(config):
-    if isinstance(config, pb2.ModuleConfig):
-        return config
-    if not isinstance(config, dict):
-        raise TypeError("config must be a dict or an attention.v1 ModuleConfig, got %r"
-                        % type(config).__name__)
+def _load_safetensors(path):
     try:
-        return json_format.ParseDict(config, pb2.ModuleConfig())
-    except json_format.ParseError as e:
-        raise ValueError("bad module config %r: %s" % (config, e)) from None
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise ImportError("state_dict=%r: reading .safetensors files needs the safetensors "
+                          "package (pip install \"./client/python[safetensors]\")"
+                          % os.fspath(path)) from None
+    return load_file(os.fspath(path))
+
+
+def _is_repeated(field):
+    # FieldDescriptor.label is gone from protobuf 7; is_repeated is missing
+    # from protobuf 3.21.
+    if hasattr(field, "is_repeated"):
+        return field.is_repeated
+    return field.label == field.LABEL_REPEATED
 
 
 def _module_info(m):
@@ -109,8 +116,7 @@ def _mask(causal, key_lengths, keep):
     if key_lengths is not None:
         mask.key_lengths.extend(int(n) for n in np.asarray(key_lengths).reshape(-1))
     if keep is not None:
-        k = _as_array(keep)
-        mask.keep.CopyFrom(to_tensor(k, "bool" if k.dtype == np.bool_ else "float32"))
+        mask.keep.CopyFrom(to_tensor(keep, "bool", "mask.keep"))
     return mask
 
 
@@ -123,10 +129,12 @@ class AttentionClient:
     `timeout` (seconds) is the default deadline of every call; each method
     also takes `timeout=` to override it. `token` adds an
     "authorization: Bearer <token>" header to every call. Arrays are NumPy
-    arrays (or anything np.asarray accepts, PyTorch tensors included); the
-    `dtype` argument picks the wire dtype of inputs ("float32", "float16",
-    "bfloat16", or np.float32 / np.float16) and `output_dtype` that of the
-    results (None: the same as the query's). FLOAT16 results come back as
+    arrays (or anything np.asarray accepts, PyTorch tensors included) of
+    floating-point values; integer, bool or complex arrays raise TypeError
+    naming the argument (masks take bool or numbers). The `dtype` argument
+    picks the wire dtype of inputs ("float32", "float16", "bfloat16", or
+    np.float32 / np.float16; float input of any precision is rounded to it)
+    and `output_dtype` that of the results (None: the same as the query's). FLOAT16 results come back as
     float16 arrays, BFLOAT16 results as float32 arrays holding bfloat16
     values. Failures raise AttentionError with `.code` and `.details`.
     """
@@ -187,7 +195,8 @@ class AttentionClient:
         Returns AttendResult(output, weights, variant, timing).
         """
         req = pb2.AttendRequest(
-            query=to_tensor(q, dtype), key=to_tensor(k, dtype), value=to_tensor(v, dtype),
+            query=to_tensor(q, dtype, "query"), key=to_tensor(k, dtype, "key"),
+            value=to_tensor(v, dtype, "value"),
             scale=float(scale), return_weights=bool(return_weights),
             output_dtype=dtype_enum(output_dtype))
         mask = _mask(causal, key_lengths, keep)
@@ -205,15 +214,22 @@ class AttentionClient:
 
         `config` is a dict such as {"d_model": 64, "mha": {"num_heads": 4}}
         or {"d_model": 64, "gqa": {"num_q_heads": 8, "num_kv_heads": 2},
-        "bias": True} (field names of ModuleConfig), or a ModuleConfig.
+        "bias": True} (field names of ModuleConfig), or a ModuleConfig; a
+        field that ModuleConfig lacks or a value of the wrong type raises
+        ConfigError naming it ("gqa.num_q_heads") before anything is sent.
         `state_dict` maps PyTorch parameter names ("W_q.weight", ...) to
-        arrays (e.g. {k: t.numpy() for k, t in module.state_dict().items()});
-        None: random initialisation from `seed`. Returns ModuleInfo.
+        float arrays or tensors (e.g. module.state_dict()), or is the path of
+        a .safetensors file holding them (needs the `safetensors` package:
+        pip install "./client/python[safetensors]"); None: random
+        initialisation from `seed`. Weights go over the wire as
+        `weights_dtype`. Returns ModuleInfo.
         """
-        req = pb2.LoadModuleRequest(name=name, config=_module_config(config),
+        req = pb2.LoadModuleRequest(name=name, config=module_config(config),
                                     random_seed=int(seed), replace=bool(replace))
+        if isinstance(state_dict, (str, os.PathLike)):
+            state_dict = _load_safetensors(state_dict)
         for key, value in (state_dict or {}).items():
-            req.weights[key].CopyFrom(to_tensor(value, weights_dtype))
+            req.weights[key].CopyFrom(to_tensor(value, weights_dtype, "weights[%r]" % key))
         return _module_info(self._call(self._stub.LoadModule, req, timeout))
 
     def list_modules(self, timeout=None):
@@ -231,13 +247,13 @@ class AttentionClient:
         """Runs a registered layer on query [B, Lq, d_model] (self-attention),
         or with key/value [B, Lk, d_model] (cross-attention).
         Returns ForwardResult(output, weights, timing)."""
-        req = pb2.ForwardRequest(module=module, query=to_tensor(query, dtype),
+        req = pb2.ForwardRequest(module=module, query=to_tensor(query, dtype, "query"),
                                  return_weights=bool(return_weights),
                                  output_dtype=dtype_enum(output_dtype))
         if key is not None:
-            req.key.CopyFrom(to_tensor(key, dtype))
+            req.key.CopyFrom(to_tensor(key, dtype, "key"))
         if value is not None:
-            req.value.CopyFrom(to_tensor(value, dtype))
+            req.value.CopyFrom(to_tensor(value, dtype, "value"))
         mask = _mask(causal, key_lengths, keep)
         if mask is not None:
             req.mask.CopyFrom(mask)
@@ -267,9 +283,9 @@ class AttentionClient:
             try:
                 yield pb2.DecodeRequest(start=pb2.DecodeStart(
                     module=module, batch=int(batch), max_tokens=int(max_tokens)))
-                yield pb2.DecodeRequest(tokens=to_tensor(first, dtype))
+                yield pb2.DecodeRequest(tokens=to_tensor(first, dtype, "tokens"))
                 for chunk in it:
-                    yield pb2.DecodeRequest(tokens=to_tensor(chunk, dtype))
+                    yield pb2.DecodeRequest(tokens=to_tensor(chunk, dtype, "tokens"))
             except Exception as e:  # surfaced to the caller below
                 failure.append(e)
                 raise
@@ -293,7 +309,7 @@ class AttentionClient:
 
     def estimate(self, config, batch, seq_len, timeout=None):
         """Parameters, KV cache size and FLOPs of a config (nothing is computed)."""
-        req = pb2.EstimateRequest(config=_module_config(config), batch=int(batch),
+        req = pb2.EstimateRequest(config=module_config(config), batch=int(batch),
                                   seq_len=int(seq_len))
         r = self._call(self._stub.Estimate, req, timeout)
         return Estimate(int(r.parameters), int(r.kv_cache_bytes_per_token),

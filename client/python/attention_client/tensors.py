@@ -8,7 +8,7 @@ even) and decoded to float32 with :func:`from_bfloat16_bytes`.
 
 import numpy as np
 
-from ._stubs import pb2
+from ._gen.attention.v1 import attention_pb2 as pb2
 
 FLOAT32 = "float32"
 FLOAT16 = "float16"
@@ -111,19 +111,36 @@ def _as_array(value):
     return np.asarray(value)
 
 
-def to_tensor(arr, dtype=FLOAT32):
-    """Packs an array-like into a Tensor message of the given wire dtype."""
+def to_tensor(arr, dtype=FLOAT32, name="tensor"):
+    """Packs an array-like into a Tensor message of the given wire dtype.
+
+    For the float wire dtypes, floating-point input of any precision (float16,
+    float32, float64; PyTorch bfloat16 too) is converted, rounding to nearest;
+    values beyond float16's or bfloat16's range become infinities. Integer,
+    bool, complex and other non-float arrays are refused with a TypeError
+    naming `name` (the request field, e.g. "query"), so that a wrong array is
+    not sent as numbers nobody meant. For BOOL (masks), nonzero is true and
+    any numeric or bool array is accepted.
+    """
     a = _as_array(arr)
-    name = dtype_name(dtype)
-    if name == FLOAT32:
-        data = np.ascontiguousarray(a, dtype="<f4").tobytes()
-    elif name == FLOAT16:
-        data = np.ascontiguousarray(a, dtype="<f2").tobytes()
-    elif name == BFLOAT16:
-        data = to_bfloat16_bytes(a)
-    else:  # BOOL
+    wire = dtype_name(dtype)
+    if wire == BOOL:
+        if not (a.dtype == np.bool_ or np.issubdtype(a.dtype, np.number)):
+            raise TypeError("%s: a mask needs a bool or numeric array, got dtype %s"
+                            % (name, a.dtype))
         data = np.ascontiguousarray(a != 0, dtype=np.uint8).tobytes()
-    return pb2.Tensor(dtype=_ENUM[name], shape=[int(s) for s in a.shape], data=data)
+    elif not np.issubdtype(a.dtype, np.floating):
+        raise TypeError("%s: expected a floating-point array (float16, float32, float64), "
+                        "got dtype %s; convert it with .astype(np.float32) if its values "
+                        "are meant as numbers" % (name, a.dtype))
+    elif wire == FLOAT32:
+        data = np.ascontiguousarray(a, dtype="<f4").tobytes()
+    elif wire == FLOAT16:
+        with np.errstate(over="ignore"):  # documented: out of range becomes inf
+            data = np.ascontiguousarray(a, dtype="<f2").tobytes()
+    else:  # BFLOAT16
+        data = to_bfloat16_bytes(a)
+    return pb2.Tensor(dtype=_ENUM[wire], shape=[int(s) for s in a.shape], data=data)
 
 
 def from_tensor(t):

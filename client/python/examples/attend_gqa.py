@@ -1,17 +1,15 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Attend with grouped-query head sharing (8 query heads, 2 KV heads) and a
 causal mask, checked against a NumPy reference.
 
-    /usr/bin/python3 client/python/examples/attend_gqa.py --target 127.0.0.1:50051
+    python client/python/examples/attend_gqa.py --target 127.0.0.1:50051
 """
 import argparse
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from attention_client import AttentionClient, AttentionError  # noqa: E402
+from attention_client import AttentionClient, AttentionError
 
 
 def reference(q, k, v, causal):

@@ -1,17 +1,15 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Stream token chunks through a module's KV cache with Decode, and check the
 outputs against one causal Forward over all the tokens.
 
-    /usr/bin/python3 client/python/examples/decode_stream.py --target 127.0.0.1:50051
+    python client/python/examples/decode_stream.py --target 127.0.0.1:50051
 """
 import argparse
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from attention_client import AttentionClient, AttentionError  # noqa: E402
+from attention_client import AttentionClient, AttentionError
 
 
 def main():

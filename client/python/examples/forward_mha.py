@@ -1,20 +1,18 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Load a multi-head attention layer from a PyTorch-style state_dict (NumPy
 arrays named as nn.Linear parameters), run a causal Forward, and check it
 against a NumPy reference of the layer.
 
-    /usr/bin/python3 client/python/examples/forward_mha.py --target 127.0.0.1:50051
+    python client/python/examples/forward_mha.py --target 127.0.0.1:50051
 
 With PyTorch, pass {k: t.numpy() for k, t in module.state_dict().items()}.
 """
 import argparse
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from attention_client import AttentionClient, AttentionError  # noqa: E402
+from attention_client import AttentionClient, AttentionError
 
 
 def linear_init(rng, out_features, in_features):

@@ -1,0 +1,209 @@
+"""AttentionClient (client/python/attention_client/client.py) against the real
+server: Attend, modules (LoadModule, Forward, Decode, Estimate) and server info."""
+
+import grpc
+import numpy as np
+
+from attention_client import round_to_bfloat16
+from reference import (assert_close, attention_layer_ref, attention_ref, attention_state_dict,
+                       randn, raises_code)
+
+D_MODEL, HEADS = 64, 4
+
+
+# -- Attend -------------------------------------------------------------------
+
+
+def test_attend_gqa_causal_fp32(client, rng):
+    B, Hq, Hkv, Lq, Lk, Dk, Dv = 2, 8, 2, 5, 9, 16, 12
+    q, k, v = randn(rng, B, Hq, Lq, Dk), randn(rng, B, Hkv, Lk, Dk), randn(rng, B, Hkv, Lk, Dv)
+    r = client.attend(q, k, v, causal=True, return_weights=True)
+    out, weights = attention_ref(q, k, v, causal=True)
+    assert r.variant == "gqa"
+    assert r.output.dtype == np.float32
+    assert_close(r.output, out, atol=1e-5)
+    assert_close(r.weights, weights, atol=1e-5)
+    assert r.timing.flops > 0
+    assert r.timing.compute_us >= 0
+
+
+def test_attend_gqa_causal_fp16(client, rng):
+    B, Hq, Hkv, Lq, Lk, Dk, Dv = 2, 8, 2, 6, 6, 16, 16
+    q = randn(rng, B, Hq, Lq, Dk).astype(np.float16)
+    k = randn(rng, B, Hkv, Lk, Dk).astype(np.float16)
+    v = randn(rng, B, Hkv, Lk, Dv).astype(np.float16)
+    r = client.attend(q, k, v, causal=True, dtype=np.float16)
+    assert r.output.dtype == np.float16
+    assert_close(r.output, attention_ref(q, k, v, causal=True)[0], atol=1e-2)
+    # FP16 in, FP32 out.
+    r32 = client.attend(q, k, v, causal=True, dtype=np.float16, output_dtype=np.float32)
+    assert r32.output.dtype == np.float32
+    assert_close(r32.output, attention_ref(q, k, v, causal=True)[0], atol=1e-5)
+
+
+def test_attend_bfloat16_results_are_exact_bfloat16_values(client, rng):
+    B, Hq, Hkv, L, D = 1, 4, 1, 7, 8
+    q, k, v = randn(rng, B, Hq, L, D), randn(rng, B, Hkv, L, D), randn(rng, B, Hkv, L, D)
+    r = client.attend(q, k, v, causal=True, dtype="bfloat16")
+    assert r.variant == "mqa"
+    assert r.output.dtype == np.float32
+    np.testing.assert_array_equal(r.output, round_to_bfloat16(r.output))
+    qb, kb, vb = (round_to_bfloat16(t) for t in (q, k, v))
+    assert_close(r.output, attention_ref(qb, kb, vb, causal=True)[0], atol=3e-2)
+
+
+def test_attend_float64_input_is_rounded_to_float32(client, rng):
+    q, k, v = (rng.standard_normal((1, 2, 3, 8)) for _ in range(3))  # float64
+    r = client.attend(q, k, v)
+    assert r.output.dtype == np.float32
+    assert_close(r.output, attention_ref(q, k, v)[0], atol=1e-5)
+
+
+def test_attend_masks(client, rng):
+    B, H, Lq, Lk, D = 2, 2, 4, 6, 8
+    q, k, v = randn(rng, B, H, Lq, D), randn(rng, B, H, Lk, D), randn(rng, B, H, Lk, D)
+    keep = rng.random((Lq, Lk)) > 0.3
+    keep[1, :] = False  # a fully masked row averages all (unpadded) values
+    r = client.attend(q, k, v, key_lengths=[6, 3], keep=keep, scale=0.5)
+    assert r.variant == "mha"
+    ref, _ = attention_ref(q, k, v, key_lengths=[6, 3], keep=keep, scale=0.5)
+    assert_close(r.output, ref, atol=1e-5)
+    assert_close(r.output[:, :, 1], v.mean(axis=2), atol=1e-5)
+    # A 0/1 integer mask keeps the same entries as the bool one.
+    r01 = client.attend(q, k, v, key_lengths=[6, 3], keep=keep.astype(np.int32), scale=0.5)
+    np.testing.assert_array_equal(r01.output, r.output)
+
+
+def test_attend_bad_head_sharing_names_hkv(client, rng):
+    q, k, v = randn(rng, 1, 6, 3, 8), randn(rng, 1, 4, 3, 8), randn(rng, 1, 4, 3, 8)
+    e = raises_code(grpc.StatusCode.INVALID_ARGUMENT, client.attend, q, k, v)
+    assert "Hkv" in e.details
+    assert "Hkv" in str(e)
+
+
+def test_attend_bad_mask_names_the_field(client, rng):
+    q, k, v = randn(rng, 2, 2, 3, 8), randn(rng, 2, 2, 4, 8), randn(rng, 2, 2, 4, 8)
+    e = raises_code(grpc.StatusCode.INVALID_ARGUMENT, client.attend, q, k, v, key_lengths=[1])
+    assert "mask.key_lengths" in e.details
+
+
+# -- Modules ------------------------------------------------------------------
+
+
+def test_mha_state_dict_forward(client, rng):
+    sd = attention_state_dict(rng, D_MODEL, HEADS, HEADS)
+    info = client.load_module("py-mha", {"d_model": D_MODEL, "bias": True,
+                                         "mha": {"num_heads": HEADS}}, state_dict=sd)
+    assert info.name == "py-mha"
+    assert info.config["mha"] == {"num_heads": HEADS}
+    assert info.parameter_count == sum(a.size for a in sd.values())
+    assert info.kv_cache_bytes_per_token == 2 * D_MODEL * 4
+    assert "py-mha" in [m.name for m in client.list_modules()]
+
+    x = randn(rng, 2, 7, D_MODEL)
+    r = client.forward("py-mha", x, causal=True, return_weights=True)
+    assert r.output.shape == (2, 7, D_MODEL)
+    assert r.weights.shape == (2, HEADS, 7, 7)
+    assert_close(r.output, attention_layer_ref(sd, x, x, x, HEADS, HEADS, causal=True),
+                 atol=1e-4)
+
+    # Cross-attention, not causal.
+    kv = randn(rng, 2, 5, D_MODEL)
+    r = client.forward("py-mha", x, key=kv, value=kv)
+    assert_close(r.output, attention_layer_ref(sd, x, kv, kv, HEADS, HEADS), atol=1e-4)
+
+    raises_code(grpc.StatusCode.ALREADY_EXISTS, client.load_module,
+                "py-mha", {"d_model": D_MODEL, "mha": {"num_heads": 4}})
+    client.unload_module("py-mha")
+    assert "py-mha" not in [m.name for m in client.list_modules()]
+    raises_code(grpc.StatusCode.NOT_FOUND, client.forward, "py-mha", x)
+
+
+def test_gqa_state_dict_forward(client, rng):
+    Hq, Hkv = 8, 2
+    sd = attention_state_dict(rng, D_MODEL, Hq, Hkv)
+    assert sd["W_k.weight"].shape == (Hkv * D_MODEL // Hq, D_MODEL)
+    info = client.load_module(
+        "py-gqa", {"d_model": D_MODEL, "gqa": {"num_q_heads": Hq, "num_kv_heads": Hkv},
+                   "bias": True}, state_dict=sd)
+    assert info.kv_cache_bytes_per_token == 2 * Hkv * (D_MODEL // Hq) * 4
+    x = randn(rng, 3, 6, D_MODEL)
+    r = client.forward("py-gqa", x, causal=True)
+    assert_close(r.output, attention_layer_ref(sd, x, x, x, Hq, Hkv, causal=True), atol=1e-4)
+    client.unload_module("py-gqa")
+
+
+def test_bad_weight_shape_names_the_weight(client, rng):
+    sd = attention_state_dict(rng, D_MODEL, HEADS, HEADS)
+    sd["W_k.weight"] = sd["W_k.weight"][:32]
+    e = raises_code(grpc.StatusCode.INVALID_ARGUMENT, client.load_module,
+                    "py-bad", {"d_model": D_MODEL, "mha": {"num_heads": 4}}, state_dict=sd)
+    assert "W_k.weight" in e.details
+
+
+def test_unknown_module_is_not_found(client, rng):
+    x = randn(rng, 1, 2, 8)
+    e = raises_code(grpc.StatusCode.NOT_FOUND, client.forward, "no-such", x)
+    assert "no-such" in e.details
+    raises_code(grpc.StatusCode.NOT_FOUND, client.unload_module, "no-such")
+    raises_code(grpc.StatusCode.NOT_FOUND, client.decode, "no-such", [x])
+
+
+def test_decode_matches_forward(client, rng):
+    sd = attention_state_dict(rng, D_MODEL, HEADS, HEADS)
+    info = client.load_module("py-dec", {"d_model": D_MODEL, "mha": {"num_heads": HEADS}},
+                              state_dict=sd)
+    sizes = [5, 1, 1, 3, 1]
+    B = 2
+    tokens = randn(rng, B, sum(sizes), D_MODEL)
+    chunks = np.split(tokens, np.cumsum(sizes)[:-1], axis=1)
+
+    def produce():  # a generator: chunks are streamed as produced
+        yield from chunks
+
+    steps = list(client.decode("py-dec", produce(), max_tokens=16))
+    assert [s.output.shape for s in steps] == [(B, n, D_MODEL) for n in sizes]
+    assert [s.cached_tokens for s in steps] == list(np.cumsum(sizes))
+    assert [s.kv_cache_bytes for s in steps] == [
+        n * B * info.kv_cache_bytes_per_token for n in np.cumsum(sizes)]
+    full = client.forward("py-dec", tokens, causal=True).output
+    assert_close(np.concatenate([s.output for s in steps], axis=1), full, atol=1e-4)
+    assert_close(full, attention_layer_ref(sd, tokens, tokens, tokens, HEADS, HEADS,
+                                           causal=True), atol=1e-4)
+
+    # Past max_tokens: FAILED_PRECONDITION ends the stream.
+    raises_code(grpc.StatusCode.FAILED_PRECONDITION, client.decode, "py-dec", chunks,
+                max_tokens=6)
+    client.unload_module("py-dec")
+
+
+def test_random_init_and_estimate(client, rng):
+    config = {"d_model": 32, "gqa": {"num_q_heads": 4, "num_kv_heads": 2}, "bias": False}
+    info = client.load_module("py-rand", config, seed=7)
+    assert info.config == config
+    est = client.estimate(config, batch=2, seq_len=10)
+    assert est.parameters == info.parameter_count
+    assert est.kv_cache_bytes_per_token == info.kv_cache_bytes_per_token
+    assert est.kv_cache_bytes == 2 * 10 * info.kv_cache_bytes_per_token
+    assert est.prefill_flops > 0
+    # Same seed, same weights: replace and get the same output.
+    x = randn(rng, 1, 4, 32)
+    a = client.forward("py-rand", x).output
+    client.load_module("py-rand", config, seed=7, replace=True)
+    np.testing.assert_array_equal(client.forward("py-rand", x).output, a)
+    client.unload_module("py-rand")
+    raises_code(grpc.StatusCode.INVALID_ARGUMENT, client.estimate,
+                {"d_model": 100, "mha": {"num_heads": 3}}, 1, 1)
+
+
+# -- Server -------------------------------------------------------------------
+
+
+def test_server_info_and_health(client):
+    info = client.server_info()
+    assert info["version"]
+    assert sorted(info["variants"]) == sorted(["self_attention", "mha", "gqa", "mqa", "mla"])
+    assert info["limits"]["max_message_bytes"] > 0
+    assert client.health() == "SERVING"
+    names = {m.name for m in client.list_modules()}
+    assert {"demo-sa", "demo-mha", "demo-gqa", "demo-mqa", "demo-mla"} <= names
