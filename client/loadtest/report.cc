@@ -22,6 +22,12 @@ std::string Mode(const RunConfig& c) {
                    : absl::StrFormat("closed loop, concurrency %d", c.concurrency);
 }
 
+std::string RunName(const RunResult& r) { return r.label.empty() ? Mode(r.config) : r.label; }
+
+double ErrorRate(const RunResult& r) {
+  return r.sent > 0 ? static_cast<double>(r.failed) / static_cast<double>(r.sent) : 0.0;
+}
+
 std::string Escape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -65,6 +71,10 @@ std::string SummaryText(const RunResult& r) {
   out += "  status     ";
   for (const auto& [code, n] : r.codes) absl::StrAppendFormat(&out, " %s %d", code, n);
   out += "\n";
+  for (const auto& [code, message] : r.first_errors) {
+    absl::StrAppendFormat(&out, "  error       %s (%d\u00d7): %s\n", code, r.codes.at(code),
+                          message);
+  }
   return out;
 }
 
@@ -103,6 +113,11 @@ std::string ReportJson(const std::vector<RunResult>& runs) {
     run["failed"] = r.failed;
     run["status_codes"] = Json::object();
     for (const auto& [code, n] : r.codes) run["status_codes"][code] = n;
+    run["errors"] = Json::array();
+    for (const auto& [code, message] : r.first_errors) {
+      run["errors"].push_back(
+          {{"code", code}, {"count", r.codes.at(code)}, {"first_message", message}});
+    }
     run["throughput"] = {{"requests_per_s", r.rps()},
                          {"tokens_per_s", r.duration_s > 0 ? r.tokens / r.duration_s : 0.0},
                          {"gflops_per_s", r.duration_s > 0 ? r.flops / r.duration_s / 1e9 : 0.0}};
@@ -258,6 +273,20 @@ std::string ReportHtml(const std::vector<RunResult>& runs) {
   }
   html += "</body></html>\n";
   return html;
+}
+
+absl::Status CheckErrorRate(const std::vector<RunResult>& runs, double max_error_rate) {
+  for (const RunResult& r : runs) {
+    if (r.sent == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(RunName(r), ": no request completed"));
+    }
+    if (ErrorRate(r) > max_error_rate) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s: %d of %d requests failed (%.2f%%), above --max_error_rate %g", RunName(r),
+          r.failed, r.sent, 100 * ErrorRate(r), max_error_rate));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace attention::loadtest

@@ -6,15 +6,25 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "client/loadtest/runner.h"
 
 namespace attention::loadtest {
 
+// Mode, counts, throughput, latency percentiles, status codes and, per
+// failing code, its count and first message ("error  NOT_FOUND (3×): ...").
 std::string SummaryText(const RunResult& r);
 // Several runs (a sweep): one summary each, then the curve as a table.
 std::string SweepText(const std::vector<RunResult>& runs);
+// Every figure of SummaryText, the histogram, the per-second series, and
+// "errors": [{code, count, first_message}] per failing code.
 std::string ReportJson(const std::vector<RunResult>& runs);
 std::string ReportHtml(const std::vector<RunResult>& runs);
+
+// OK when no run's failed / sent exceeds `max_error_rate` (0..1) and every
+// run completed a request; otherwise FAILED_PRECONDITION naming the first
+// such run, its counts and --max_error_rate.
+absl::Status CheckErrorRate(const std::vector<RunResult>& runs, double max_error_rate);
 
 }  // namespace attention::loadtest
 
