@@ -19,6 +19,7 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # the service
   python3-grpcio python3-protobuf python3-numpy  # the Python client and its tests
   python3-yaml         # tests/deploy/yaml_test.py
+  chromium             # headless: tests/loadtest/report_render_test.sh draws the HTML report
 )
 if [[ "${1:-}" == "--golden" ]]; then
   packages+=(python3-torch python3-numpy)

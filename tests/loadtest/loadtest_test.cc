@@ -115,6 +115,7 @@ TEST_F(ServerTest, FailuresKeepTheServersReasonAndDecideTheVerdict) {
   EXPECT_EQ(errors[0]["code"], "INVALID_ARGUMENT");
   EXPECT_EQ(errors[0]["count"], 15);
   EXPECT_EQ(errors[0]["first_message"], reason);
+  EXPECT_TRUE(absl::StrContains(ReportHtml({*r}), "<td>INVALID_ARGUMENT</td>"));
 
   // Half failed: within a budget of 0.5, beyond 0.49 or the default 0.
   EXPECT_OK(CheckErrorRate({*r}, 0.5));
