@@ -51,7 +51,8 @@ std::vector<Tick> PercentileTicks(double x_end) {
   std::vector<Tick> ticks = {{0, "0%"}, {PercentileX(50), "50%"}};
   for (int nines = 1; nines <= x_end + 1e-9; ++nines) {
     const double p = 100.0 * (1.0 - std::pow(10.0, -nines));
-    ticks.push_back({static_cast<double>(nines), absl::StrFormat("%.*f%%", std::max(0, nines - 2), p)});
+    ticks.push_back(
+        {static_cast<double>(nines), absl::StrFormat("%.*f%%", std::max(0, nines - 2), p)});
   }
   return ticks;
 }
@@ -137,11 +138,13 @@ std::string LineChartSvg(const ChartSpec& spec, const std::vector<Series>& serie
     }
     for (size_t k = 0; spec.markers && k < s.points.size(); ++k) {
       const double x = px(s.points[k].first), y = py(s.points[k].second);
-      absl::StrAppendFormat(&svg, "<circle class=\"marker\" cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>",
-                            x, y, color);
+      absl::StrAppendFormat(
+          &svg, "<circle class=\"marker\" cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>", x, y,
+          color);
       if (k < s.point_labels.size()) {
-        absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\">%s</text>",
-                              x + 6, y - 6, color, HtmlEscape(s.point_labels[k]));
+        absl::StrAppendFormat(
+            &svg, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\">%s</text>", x + 6,
+            y - 6, color, HtmlEscape(s.point_labels[k]));
       }
     }
     const int ly = kTop + 8 + static_cast<int>(i) * 18;

@@ -226,6 +226,7 @@ std::vector<std::pair<double, double>> PerSecond(const RunResult& r,
 std::string PercentileChart(const std::vector<RunResult>& runs) {
   int64_t most = 0;
   for (const RunResult& r : runs) most = std::max(most, r.latency.count());
+  if (most == 0) return "<p>No request succeeded: there is no latency to plot.</p>";
   ChartSpec spec{"latency-by-percentile", "Latency by percentile", "percentile", "latency ms"};
   spec.percentile_x = true;
   spec.x_end = PercentileAxisEnd(most);

@@ -27,11 +27,13 @@ expect_exit() {
 }
 
 # Hq = 3 over Hkv = 2 heads: the server refuses every request.
-expect_exit 2 all_failed --hq 3 --json "$work/all_failed.json"
+expect_exit 2 all_failed --hq 3 --json "$work/all_failed.json" --html "$work/all_failed.html"
 grep -q "20 sent = 0 succeeded + 20 failed" "$work/all_failed.out"
 grep -q "^  error       INVALID_ARGUMENT (20×): ..*" "$work/all_failed.out"
 grep -q "20 of 20 requests failed (100.00%), above --max_error_rate 0" "$work/all_failed.err"
 grep -qx "json report written to $work/all_failed.json" "$work/all_failed.out"
+grep -q "<td>INVALID_ARGUMENT</td><td>20</td>" "$work/all_failed.html"
+grep -q "No request succeeded: there is no latency to plot." "$work/all_failed.html"
 python3 - "$work/all_failed.json" "$work/all_failed.out" <<'PY'
 import json, sys
 errors = json.load(open(sys.argv[1]))["runs"][0]["errors"]
