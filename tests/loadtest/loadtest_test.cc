@@ -163,9 +163,10 @@ TEST_F(SlowServerTest, OpenLoopShowsQueueingThatClosedLoopHides) {
   closed.duration_s = 1.5;
   auto c = RunLoad(closed, w);
   ASSERT_OK(c);
-  // One request at a time: each takes the fixed delay, never more.
+  // One request at a time: each takes at least the fixed delay (how much
+  // more depends on the machine's load, so only the open loop's excess over
+  // it is asserted below).
   EXPECT_GE(c->latency.Percentile(50), 20'000'000);
-  EXPECT_LT(c->latency.Percentile(99), 60'000'000);
 
   RunConfig open = Config(address());
   open.rps = 80;  // 1.6× what the server can do
