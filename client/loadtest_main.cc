@@ -11,6 +11,7 @@
 // Open loop (--rps): a fixed timetable; latency counts from the scheduled
 // send time, so queueing in a slow server shows (no coordinated omission).
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/flags/flag.h"
@@ -45,6 +46,8 @@ ABSL_FLAG(std::string, mix, "", "mix file: lines 'WEIGHT RPC key=value ...'");
 ABSL_FLAG(std::string, sweep, "", "concurrency=1,2,4,... or rps=10,20,...: one run per value");
 ABSL_FLAG(std::string, json, "", "write the JSON report here");
 ABSL_FLAG(std::string, html, "", "write the HTML report here");
+ABSL_FLAG(double, max_error_rate, 0,
+          "fraction of failed requests (0..1) a run may have and still exit 0");
 ABSL_FLAG(bool, progress, true, "live progress line (only on a terminal)");
 ABSL_FLAG(int64_t, b, 1, "batch rows");
 ABSL_FLAG(int64_t, hq, 8, "attend: query heads");
@@ -64,14 +67,27 @@ ABSL_FLAG(int64_t, heap_retain_mb, 1024,
 namespace attention::loadtest {
 namespace {
 
-absl::Status WriteFile(const std::string& path, const std::string& text) {
+// Writes `text` to `path` and says where on stdout.
+absl::Status WriteReport(const std::string& flag, const std::string& path,
+                         const std::string& text) {
   std::ofstream out(path);
-  if (!out) return absl::NotFoundError(absl::StrCat("cannot write ", path));
   out << text;
+  out.flush();
+  if (!out) {
+    return absl::NotFoundError(absl::StrCat("--", flag, ": cannot write ", path));
+  }
+  std::error_code ec;
+  const std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+  std::printf("%s report written to %s\n", flag.c_str(), ec ? path.c_str() : absolute.c_str());
   return absl::OkStatus();
 }
 
-absl::Status Main() {
+// Runs the load and writes the reports; the results, for the verdict.
+absl::StatusOr<std::vector<RunResult>> Main() {
+  const double max_error_rate = absl::GetFlag(FLAGS_max_error_rate);
+  if (!(max_error_rate >= 0 && max_error_rate <= 1)) {
+    return absl::InvalidArgumentError("--max_error_rate: expected a fraction in [0, 1]");
+  }
   RunConfig config;
   config.targets = absl::StrSplit(absl::GetFlag(FLAGS_target), ',', absl::SkipEmpty());
   config.concurrency = absl::GetFlag(FLAGS_concurrency);
@@ -167,12 +183,12 @@ absl::Status Main() {
     std::printf("%s", text.substr(text.find("| run |")).c_str());
   }
   if (!absl::GetFlag(FLAGS_json).empty()) {
-    ATTN_RETURN_IF_ERROR(WriteFile(absl::GetFlag(FLAGS_json), ReportJson(results)));
+    ATTN_RETURN_IF_ERROR(WriteReport("json", absl::GetFlag(FLAGS_json), ReportJson(results)));
   }
   if (!absl::GetFlag(FLAGS_html).empty()) {
-    ATTN_RETURN_IF_ERROR(WriteFile(absl::GetFlag(FLAGS_html), ReportHtml(results)));
+    ATTN_RETURN_IF_ERROR(WriteReport("html", absl::GetFlag(FLAGS_html), ReportHtml(results)));
   }
-  return absl::OkStatus();
+  return results;
 }
 
 }  // namespace
@@ -187,11 +203,19 @@ int main(int argc, char** argv) {
   // Its own page faults on every multi-MiB response would be counted in the
   // latencies it reports.
   attention::RetainFreedHeap(absl::GetFlag(FLAGS_heap_retain_mb));
-  const absl::Status s = attention::loadtest::Main();
-  if (!s.ok()) {
-    std::fprintf(stderr, "attention_loadtest: %s: %s\n", absl::StatusCodeToString(s.code()).c_str(),
-                 std::string(s.message()).c_str());
+  // Exit 1: the load could not run; 2: it ran, and too many requests failed.
+  const auto results = attention::loadtest::Main();
+  if (!results.ok()) {
+    std::fprintf(stderr, "attention_loadtest: %s: %s\n",
+                 absl::StatusCodeToString(results.status().code()).c_str(),
+                 std::string(results.status().message()).c_str());
     return 1;
+  }
+  const absl::Status verdict =
+      attention::loadtest::CheckErrorRate(*results, absl::GetFlag(FLAGS_max_error_rate));
+  if (!verdict.ok()) {
+    std::fprintf(stderr, "attention_loadtest: %s\n", std::string(verdict.message()).c_str());
+    return 2;
   }
   return 0;
 }

@@ -21,6 +21,7 @@ packages=(
   python3-grpcio python3-protobuf python3-numpy python3-pytest  # the Python client's tests
   python3-venv         # tests/clients: the client installed from PyPI into build/venv-client
   python3-yaml         # tests/deploy/yaml_test.py
+  chromium             # headless: tests/loadtest/report_render_test.sh draws the HTML report
 )
 if [[ "${1:-}" == "--golden" ]]; then
   packages+=(python3-torch python3-numpy)

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "client/loadtest/chart.h"
 
 namespace attention::loadtest {
 namespace {
@@ -20,17 +21,6 @@ constexpr double kPercentiles[] = {50, 90, 95, 99, 99.9};
 std::string Mode(const RunConfig& c) {
   return c.rps > 0 ? absl::StrFormat("open loop at %.1f req/s", c.rps)
                    : absl::StrFormat("closed loop, concurrency %d", c.concurrency);
-}
-
-std::string Escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else out.push_back(c);
-  }
-  return out;
 }
 
 }  // namespace
@@ -65,6 +55,10 @@ std::string SummaryText(const RunResult& r) {
   out += "  status     ";
   for (const auto& [code, n] : r.codes) absl::StrAppendFormat(&out, " %s %d", code, n);
   out += "\n";
+  for (const auto& [code, message] : r.first_errors) {
+    absl::StrAppendFormat(&out, "  error       %s (%d\u00d7): %s\n", code, r.codes.at(code),
+                          message);
+  }
   return out;
 }
 
@@ -103,6 +97,11 @@ std::string ReportJson(const std::vector<RunResult>& runs) {
     run["failed"] = r.failed;
     run["status_codes"] = Json::object();
     for (const auto& [code, n] : r.codes) run["status_codes"][code] = n;
+    run["errors"] = Json::array();
+    for (const auto& [code, message] : r.first_errors) {
+      run["errors"].push_back(
+          {{"code", code}, {"count", r.codes.at(code)}, {"first_message", message}});
+    }
     run["throughput"] = {{"requests_per_s", r.rps()},
                          {"tokens_per_s", r.duration_s > 0 ? r.tokens / r.duration_s : 0.0},
                          {"gflops_per_s", r.duration_s > 0 ? r.flops / r.duration_s / 1e9 : 0.0}};
@@ -137,127 +136,219 @@ std::string ReportJson(const std::vector<RunResult>& runs) {
   return out.dump(1, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
+
 namespace {
 
-// A line chart of (x, y) series on [0, xmax] × [0, ymax] in a w × h box.
-std::string LineChart(const std::string& title, const std::string& xlabel,
-                      const std::string& ylabel,
-                      const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>& lines,
-                      bool log_x_percentile) {
-  const int w = 720, h = 300, left = 80, bottom = 40, top = 30, right = 210;
-  double xmax = 0, ymax = 0;
-  for (const auto& [name, pts] : lines)
-    for (const auto& [x, y] : pts) {
-      xmax = std::max(xmax, x);
-      ymax = std::max(ymax, y);
-    }
-  xmax = std::max(xmax, 1e-9);
-  ymax = std::max(ymax * 1.1, 1e-9);
-  const int pw = w - left - right, ph = h - top - bottom;
-  auto px = [&](double x) { return left + pw * x / xmax; };
-  auto py = [&](double y) { return top + ph * (1 - y / ymax); };
-  static const char* kColors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-                                  "#edc948", "#b07aa1", "#ff9da7"};
-  std::string svg = absl::StrFormat(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-      "font-family=\"sans-serif\" font-size=\"11\"><rect width=\"100%%\" height=\"100%%\" "
-      "fill=\"white\"/><text x=\"%d\" y=\"18\" font-size=\"13\" font-weight=\"bold\">%s</text>",
-      w, h, left, Escape(title));
-  absl::StrAppendFormat(&svg,
-                        "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>"
-                        "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>",
-                        left, top + ph, left + pw, top + ph, left, top, left, top + ph);
-  for (int i = 0; i <= 4; ++i) {
-    const double y = ymax * i / 4;
-    absl::StrAppendFormat(&svg,
-                          "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>"
-                          "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ddd\"/>",
-                          left - 4, py(y) + 4, y, left, py(y), left + pw, py(y));
-  }
-  if (log_x_percentile) {
-    // x = log10(1 / (1 - p)): 0 -> p0, 1 -> p90, 2 -> p99, 3 -> p99.9
-    const char* labels[] = {"p0", "p90", "p99", "p99.9", "p99.99"};
-    for (int i = 0; i <= static_cast<int>(std::ceil(xmax)) && i < 5; ++i) {
-      absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>",
-                            px(i), top + ph + 14, labels[i]);
-    }
-  } else {
-    for (int i = 0; i <= 4; ++i) {
-      const double x = xmax * i / 4;
-      absl::StrAppendFormat(&svg, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.3g</text>",
-                            px(x), top + ph + 14, x);
-    }
-  }
-  absl::StrAppendFormat(&svg, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text>",
-                        left + pw / 2, h - 6, Escape(xlabel));
-  absl::StrAppendFormat(&svg,
-                        "<text x=\"14\" y=\"%d\" transform=\"rotate(-90 14 %d)\" "
-                        "text-anchor=\"middle\">%s</text>",
-                        top + ph / 2, top + ph / 2, Escape(ylabel));
-  for (size_t li = 0; li < lines.size(); ++li) {
-    const auto& [name, pts] = lines[li];
-    const char* color = kColors[li % 8];
-    std::string path;
-    for (const auto& [x, y] : pts) {
-      absl::StrAppendFormat(&path, "%s%.1f,%.1f", path.empty() ? "M" : " L", px(x), py(y));
-    }
-    absl::StrAppendFormat(&svg, "<path d=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"/>",
-                          path, color);
-    absl::StrAppendFormat(&svg,
-                          "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/>"
-                          "<text x=\"%d\" y=\"%d\">%s</text>",
-                          left + pw + 10, top + 6 + static_cast<int>(li) * 16, color,
-                          left + pw + 24, top + 15 + static_cast<int>(li) * 16, Escape(name));
-  }
-  return svg + "</svg>";
+std::string RunName(const RunResult& r) { return r.label.empty() ? Mode(r.config) : r.label; }
+
+// A sweep point's label: the swept parameter's value.
+std::string PointLabel(const RunResult& r) {
+  return r.config.rps > 0 ? absl::StrFormat("%g/s", r.config.rps)
+                          : absl::StrFormat("c=%d", r.config.concurrency);
 }
+
+double ErrorRate(const RunResult& r) {
+  return r.sent > 0 ? static_cast<double>(r.failed) / static_cast<double>(r.sent) : 0.0;
+}
+
+std::string Row(const std::vector<std::string>& cells) {
+  std::string row = "<tr>";
+  for (size_t i = 0; i < cells.size(); ++i) {
+    absl::StrAppend(&row, i == 0 ? "<th>" : "<td>", HtmlEscape(cells[i]),
+                    i == 0 ? "</th>" : "</td>");
+  }
+  return row + "</tr>";
+}
+
+std::string Table(const std::string& css_class, const std::vector<std::string>& header,
+                  const std::vector<std::vector<std::string>>& rows) {
+  std::string table = absl::StrCat("<table class=\"", css_class, "\"><thead><tr>");
+  for (const std::string& h : header) absl::StrAppend(&table, "<th>", HtmlEscape(h), "</th>");
+  table += "</tr></thead><tbody>";
+  for (const auto& row : rows) table += Row(row);
+  return table + "</tbody></table>";
+}
+
+std::string F(const char* format, double v) { return absl::StrFormat(format, v); }
+
+std::string SummaryTable(const std::vector<RunResult>& runs) {
+  std::vector<std::vector<std::string>> rows;
+  for (const RunResult& r : runs) {
+    rows.push_back({RunName(r), absl::StrCat(r.config.connections), absl::StrCat(r.sent),
+                    absl::StrCat(r.succeeded), absl::StrCat(r.failed),
+                    F("%.2f%%", 100 * ErrorRate(r)), F("%.2f", r.duration_s), F("%.1f", r.rps()),
+                    F("%.1f", r.duration_s > 0 ? r.tokens / r.duration_s : 0.0),
+                    F("%.2f", r.duration_s > 0 ? r.flops / r.duration_s / 1e9 : 0.0)});
+  }
+  return Table("summary", {"run", "connections", "sent", "succeeded", "failed",
+                "error rate", "seconds", "req/s", "tokens/s", "GFLOP/s"},
+               rows);
+}
+
+std::string LatencyTable(const std::vector<RunResult>& runs) {
+  std::vector<std::vector<std::string>> rows;
+  for (const RunResult& r : runs) {
+    const Histogram& h = r.latency;
+    std::vector<std::string> row = {RunName(r), F("%.3f", Ms(h.min())), F("%.3f", h.mean() / 1e6)};
+    for (double p : kPercentiles) row.push_back(F("%.3f", Ms(h.Percentile(p))));
+    row.push_back(F("%.3f", Ms(h.max())));
+    const bool timed = r.server_compute.count() > 0;
+    row.push_back(timed ? F("%.3f", Ms(r.server_compute.Percentile(50))) : "-");
+    row.push_back(timed ? F("%.3f", Ms(r.server_compute.Percentile(99))) : "-");
+    rows.push_back(row);
+  }
+  return Table("latency", {"run", "min", "mean", "p50", "p90", "p95", "p99", "p99.9", "max",
+                "server compute p50", "server compute p99"},
+               rows);
+}
+
+std::string ErrorsSection(const std::vector<RunResult>& runs) {
+  std::vector<std::vector<std::string>> rows;
+  for (const RunResult& r : runs) {
+    for (const auto& [code, message] : r.first_errors) {
+      rows.push_back({RunName(r), code, absl::StrCat(r.codes.at(code)), message});
+    }
+  }
+  if (rows.empty()) return "<p>Every request succeeded.</p>";
+  return Table("errors", {"run", "status", "requests", "first message"}, rows);
+}
+
+// Pairs of (x, y) over the seconds of `series` that the run covered wholly.
+std::vector<std::pair<double, double>> PerSecond(const RunResult& r,
+                                                 double (*value)(const SecondStats&)) {
+  std::vector<std::pair<double, double>> points;
+  for (const SecondStats& s : FullSeconds(r.series, r.duration_s)) {
+    points.emplace_back(s.t + 0.5, value(s));
+  }
+  return points;
+}
+
+std::string PercentileChart(const std::vector<RunResult>& runs) {
+  int64_t most = 0;
+  for (const RunResult& r : runs) most = std::max(most, r.latency.count());
+  if (most == 0) return "<p>No request succeeded: there is no latency to plot.</p>";
+  ChartSpec spec{"latency-by-percentile", "Latency by percentile", "percentile", "latency ms"};
+  spec.percentile_x = true;
+  spec.x_end = PercentileAxisEnd(most);
+  std::vector<Series> series;
+  for (const RunResult& r : runs) {
+    Series s{RunName(r)};
+    const double end = std::min(spec.x_end, PercentileAxisEnd(r.latency.count()));
+    for (int i = 0; r.latency.count() > 0 && i * 0.02 <= end + 1e-9; ++i) {
+      const double x = i * 0.02;
+      s.points.emplace_back(x, Ms(r.latency.Percentile(100.0 * (1.0 - std::pow(10.0, -x)))));
+    }
+    series.push_back(std::move(s));
+  }
+  return LineChartSvg(spec, series);
+}
+
+std::string TimeCharts(const std::vector<RunResult>& runs) {
+  std::vector<Series> rate, errors, p99;
+  bool any = false, failed = false, trimmed = false;
+  for (const RunResult& r : runs) {
+    const std::string name = RunName(r);
+    rate.push_back({name, PerSecond(r, [](const SecondStats& s) {
+                      return static_cast<double>(s.completed);
+                    })});
+    errors.push_back({name, PerSecond(r, [](const SecondStats& s) {
+                        return static_cast<double>(s.errors);
+                      })});
+    failed = failed || r.failed > 0;
+    p99.push_back({name, PerSecond(r, [](const SecondStats& s) { return Ms(s.p99_ns); })});
+    any = any || !rate.back().points.empty();
+    trimmed = trimmed || FullSeconds(r.series, r.duration_s).size() < r.series.size();
+  }
+  if (!any) return "<p>No run lasted a whole second: there is no per-second series.</p>";
+  std::string html;
+  if (trimmed) {
+    html += "<p class=\"note\">Each point is one whole second; a run's last, partial second "
+            "is left out.</p>";
+  }
+  html += LineChartSvg({"throughput-per-second", "Completed requests per second", "seconds",
+                        "requests/s"},
+                       rate);
+  if (failed) {
+    html += LineChartSvg({"errors-per-second", "Failed requests per second", "seconds",
+                          "requests/s"},
+                         errors);
+  }
+  html += LineChartSvg({"p99-per-second", "p99 latency per second", "seconds", "latency ms"}, p99);
+  return html;
+}
+
+// Latency against throughput, one point per run in the order of the swept
+// parameter, each labelled with its value.
+std::string SweepChart(const std::vector<RunResult>& runs) {
+  std::vector<const RunResult*> order;
+  for (const RunResult& r : runs) order.push_back(&r);
+  auto swept = [](const RunResult* r) {
+    return r->config.rps > 0 ? r->config.rps : static_cast<double>(r->config.concurrency);
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](const RunResult* a, const RunResult* b) { return swept(a) < swept(b); });
+  Series p50{"p50"}, p99{"p99"};
+  for (const RunResult* r : order) {
+    p50.points.emplace_back(r->rps(), Ms(r->latency.Percentile(50)));
+    p99.points.emplace_back(r->rps(), Ms(r->latency.Percentile(99)));
+    p50.point_labels.push_back(PointLabel(*r));
+    p99.point_labels.push_back(PointLabel(*r));
+  }
+  ChartSpec spec{"sweep", "Latency against throughput", "requests/s", "latency ms"};
+  spec.markers = true;
+  return LineChartSvg(spec, {p50, p99});
+}
+
+// Marks each chart with what the browser drew (its rendered width and the
+// total length of its lines), for tests/loadtest/report_render_test.py.
+constexpr char kRenderMarks[] = R"(<script>
+for (const svg of document.querySelectorAll("svg.chart")) {
+  let length = 0;
+  for (const line of svg.querySelectorAll("path.line")) length += line.getTotalLength();
+  svg.dataset.renderedWidth = Math.round(svg.getBoundingClientRect().width);
+  svg.dataset.lineLength = Math.round(length);
+  svg.dataset.markers = svg.querySelectorAll("circle.marker").length;
+}
+</script>)";
 
 }  // namespace
 
 std::string ReportHtml(const std::vector<RunResult>& runs) {
   std::string html =
       "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>attention_loadtest report"
-      "</title><style>body{font-family:sans-serif;margin:24px;max-width:1000px}"
-      "pre{background:#f6f6f6;padding:8px}table{border-collapse:collapse}"
-      "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
-      "<h1>attention_loadtest report</h1>";
-  html += "<pre>" + Escape(SweepText(runs)) + "</pre>";
-  // Percentile curve of every run.
-  std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> curves, rate, p99;
+      "</title><style>body{font-family:sans-serif;margin:24px 32px;color:#222}"
+      "table{border-collapse:collapse;margin:8px 0 16px}"
+      "th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}"
+      "tbody th{text-align:left;font-weight:normal}thead th{background:#f2f2f2}"
+      "table.errors td:last-child{text-align:left}svg.chart{display:block;margin:12px 0 28px}"
+      ".note{color:#666}</style></head><body><h1>attention_loadtest report</h1>";
+  if (!runs.empty()) {
+    absl::StrAppend(&html, "<p>Target ", HtmlEscape(absl::StrJoin(runs[0].config.targets, ", ")),
+                    "; workload ", HtmlEscape(absl::StrJoin(runs[0].workloads, " | ")),
+                    "; latencies are of successful requests.</p>");
+  }
+  html += runs.size() > 1 ? "<h2>Sweep</h2>" : "<h2>Summary</h2>";
+  html += SummaryTable(runs);
+  html += "<h2>Latency (ms)</h2>" + LatencyTable(runs);
+  html += "<h2>Errors</h2>" + ErrorsSection(runs);
+  html += "<h2>Latency by percentile</h2>" + PercentileChart(runs);
+  html += "<h2>Over time</h2>" + TimeCharts(runs);
+  if (runs.size() > 1) html += "<h2>Throughput / latency curve</h2>" + SweepChart(runs);
+  return html + kRenderMarks + "</body></html>\n";
+}
+
+absl::Status CheckErrorRate(const std::vector<RunResult>& runs, double max_error_rate) {
   for (const RunResult& r : runs) {
-    std::vector<std::pair<double, double>> pts;
-    for (double x = 0; x <= 3.0001; x += 0.05) {
-      const double p = 100.0 * (1 - std::pow(10.0, -x));
-      pts.emplace_back(x, Ms(r.latency.Percentile(p)));
+    if (r.sent == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(RunName(r), ": no request completed"));
     }
-    const std::string name = r.label.empty() ? Mode(r.config) : r.label;
-    curves.emplace_back(name, pts);
-    std::vector<std::pair<double, double>> rp, pp;
-    for (const SecondStats& s : r.series) {
-      rp.emplace_back(s.t + 0.5, static_cast<double>(s.completed));
-      pp.emplace_back(s.t + 0.5, Ms(s.p99_ns));
+    if (ErrorRate(r) > max_error_rate) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s: %d of %d requests failed (%.2f%%), above --max_error_rate %g", RunName(r),
+          r.failed, r.sent, 100 * ErrorRate(r), max_error_rate));
     }
-    rate.emplace_back(name, rp);
-    p99.emplace_back(name, pp);
   }
-  html += "<h2>Latency by percentile</h2>" +
-          LineChart("latency percentile curve", "percentile", "latency ms", curves, true);
-  html += "<h2>Throughput over time</h2>" +
-          LineChart("completed requests per second", "seconds", "req/s", rate, false);
-  html += "<h2>p99 latency over time</h2>" +
-          LineChart("p99 latency per second", "seconds", "ms", p99, false);
-  if (runs.size() > 1) {
-    std::vector<std::pair<double, double>> p50c, p99c;
-    for (const RunResult& r : runs) {
-      p50c.emplace_back(r.rps(), Ms(r.latency.Percentile(50)));
-      p99c.emplace_back(r.rps(), Ms(r.latency.Percentile(99)));
-    }
-    html += "<h2>Throughput / latency curve</h2>" +
-            LineChart("latency against throughput over the sweep", "req/s", "latency ms",
-                      {{"p50", p50c}, {"p99", p99c}}, false);
-  }
-  html += "</body></html>\n";
-  return html;
+  return absl::OkStatus();
 }
 
 }  // namespace attention::loadtest

@@ -34,8 +34,9 @@ class Recorder {
  public:
   Recorder(Clock::time_point start, bool enabled) : start_(start), enabled_(enabled) {}
 
-  void Record(Clock::time_point from, const std::string& code, const Workload& w,
-              int64_t server_compute_us = -1) {
+  // `message` is the failure's reason (unused when `code` is "OK").
+  void Record(Clock::time_point from, const std::string& code, const std::string& message,
+              const Workload& w, int64_t server_compute_us = -1) {
     const Clock::time_point now = Clock::now();
     if (!enabled_) return;
     const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - from).count();
@@ -56,6 +57,7 @@ class Recorder {
     } else {
       ++result_.failed;
       ++s.errors;
+      result_.first_errors.emplace(code, message);
     }
     last_ = now;
   }
@@ -206,7 +208,8 @@ class Runner {
                          &call->response, [this, call, from, &w, done](grpc::Status s) {
                            const int64_t compute_us =
                                s.ok() ? ComputeMicros(call->response, w.timing_field) : -1;
-                           recorder_->Record(from, CodeName(s.error_code()), w, compute_us);
+                           recorder_->Record(from, CodeName(s.error_code()), s.error_message(), w,
+                                             compute_us);
                            delete call;
                            done();
                          });
@@ -243,7 +246,8 @@ class Runner {
       {
         std::lock_guard<std::mutex> lock(mu);
         if (outstanding >= config_.max_outstanding) {
-          recorder_->Record(scheduled, "CLIENT_OUTSTANDING_LIMIT", workloads_[0]);
+          recorder_->Record(scheduled, "CLIENT_OUTSTANDING_LIMIT",
+                            "more requests outstanding than the client allows", workloads_[0]);
           continue;
         }
         ++outstanding;
@@ -284,7 +288,7 @@ class Runner {
             }
             const Clock::time_point from = Clock::now();
             ok = stream->Write(token) && stream->Read(&resp);
-            if (ok) recorder_->Record(from, "OK", w);
+            if (ok) recorder_->Record(from, "OK", "", w);
           }
           if (ok) {
             stream->WritesDone();
@@ -293,9 +297,9 @@ class Runner {
           }
           const grpc::Status st = stream->Finish();
           if (!ok) {
-            recorder_->Record(Clock::now(), CodeName(st.ok() ? grpc::StatusCode::UNKNOWN
-                                                             : st.error_code()),
-                              w);
+            recorder_->Record(
+                Clock::now(), CodeName(st.ok() ? grpc::StatusCode::UNKNOWN : st.error_code()),
+                st.ok() ? "the stream ended before its response" : st.error_message(), w);
             if (Clock::now() >= end_) more = false;
           }
         }

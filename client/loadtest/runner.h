@@ -53,6 +53,8 @@ struct RunResult {
   double duration_s = 0;
   int64_t sent = 0, succeeded = 0, failed = 0;
   std::map<std::string, int64_t> codes;  // "OK", "DEADLINE_EXCEEDED", ...
+  // The first message seen with each failing code (the server's reason).
+  std::map<std::string, std::string> first_errors;
   Histogram latency;                     // ns, successful requests
   // ns, the server's own timing.compute_us of successful Attend/Forward
   // calls (empty for other kinds): latency ÷ this is the RPC layer's cost.

@@ -88,6 +88,44 @@ TEST_F(ServerTest, BoundedRunCountsEveryRequestOnce) {
   EXPECT_TRUE(absl::StrContains(SummaryText(*r), "300 sent = 200 succeeded + 100 failed"));
 }
 
+TEST_F(ServerTest, FailuresKeepTheServersReasonAndDecideTheVerdict) {
+  RunConfig c = Config(address());
+  c.concurrency = 2;
+  c.requests = 30;
+  c.duration_s = 30;
+  // Every other request has Hq = 3 over Hkv = 2 heads: INVALID_ARGUMENT.
+  Workload bad = Tiny(*client_);
+  bad.request = [&] {
+    ::attention::v1::AttendRequest r;
+    r.ParseFromString(bad.request);
+    r.mutable_query()->set_shape(1, 3);
+    return r.SerializeAsString();
+  }();
+  auto r = RunLoad(c, {Tiny(*client_), bad});
+  ASSERT_OK(r);
+  ASSERT_EQ(r->failed, 15);
+  ASSERT_EQ(r->first_errors.size(), 1u);
+  const std::string& reason = r->first_errors.at("INVALID_ARGUMENT");
+  EXPECT_FALSE(reason.empty());
+  EXPECT_TRUE(absl::StrContains(SummaryText(*r),
+                                "  error       INVALID_ARGUMENT (15\u00d7): " + reason))
+      << SummaryText(*r);
+  const nlohmann::json errors = nlohmann::json::parse(ReportJson({*r}))["runs"][0]["errors"];
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0]["code"], "INVALID_ARGUMENT");
+  EXPECT_EQ(errors[0]["count"], 15);
+  EXPECT_EQ(errors[0]["first_message"], reason);
+  EXPECT_TRUE(absl::StrContains(ReportHtml({*r}), "<td>INVALID_ARGUMENT</td>"));
+
+  // Half failed: within a budget of 0.5, beyond 0.49 or the default 0.
+  EXPECT_OK(CheckErrorRate({*r}, 0.5));
+  const absl::Status over = CheckErrorRate({*r}, 0.49);
+  EXPECT_EQ(over.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(over.message(), "15 of 30 requests failed")) << over;
+  EXPECT_TRUE(absl::StrContains(over.message(), "--max_error_rate")) << over;
+  EXPECT_FALSE(CheckErrorRate({*r}, 0).ok());
+}
+
 TEST_F(ServerTest, ReportsTheServersComputeTimeOfEachCall) {
   RunConfig c = Config(address());
   c.requests = 40;
@@ -125,9 +163,10 @@ TEST_F(SlowServerTest, OpenLoopShowsQueueingThatClosedLoopHides) {
   closed.duration_s = 1.5;
   auto c = RunLoad(closed, w);
   ASSERT_OK(c);
-  // One request at a time: each takes the fixed delay, never more.
+  // One request at a time: each takes at least the fixed delay (how much
+  // more depends on the machine's load, so only the open loop's excess over
+  // it is asserted below).
   EXPECT_GE(c->latency.Percentile(50), 20'000'000);
-  EXPECT_LT(c->latency.Percentile(99), 60'000'000);
 
   RunConfig open = Config(address());
   open.rps = 80;  // 1.6× what the server can do
