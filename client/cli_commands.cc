@@ -80,10 +80,9 @@ absl::StatusOr<std::string> CliHelp(absl::string_view command,
   }
   for (const CliCommand& c : CliCommands()) {
     if (command != c.name) continue;
-    const std::string usage = absl::StrCat("attention_cli ", c.name, " [flags]\n\n", c.summary,
-                                           "\n\nFlags:");
-    return flags::HelpText(
-        absl::StrCat(flags::HelpText(usage, c.flags), "\nConnection flags:"), ConnectionFlags());
+    std::string text = absl::StrCat("attention_cli ", c.name, " [flags]\n\n", c.summary, "\n");
+    if (!c.flags.empty()) text = flags::HelpText(absl::StrCat(text, "\nFlags:"), c.flags);
+    return flags::HelpText(absl::StrCat(text, "\nConnection flags:"), ConnectionFlags());
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "' (expected ",
                                                  absl::StrJoin(names, ", "), ")"));
