@@ -1,29 +1,13 @@
 // attention_cli: call attention.v1 from the command line.
 //
 //   attention_cli COMMAND [--target=127.0.0.1:50051] [flags]
+//   attention_cli help [COMMAND]
 //
-// Commands:
-//   info       server version, oneDNN, ISA, limits
-//   health     grpc.health.v1 status (exit 0 when SERVING)
-//   list       loaded modules
-//   load       register a module: --name --variant and its config flags;
-//              weights from --weights_dir (one NAME.npy per state_dict entry)
-//              or random from --seed
-//   unload     --name
-//   attend     SDPA over heads: random inputs of --b --hq --hkv --lq --lk
-//              --dk --dv, or --q/--k/--v .npy files; --out writes the output
-//   forward    a whole layer: --module, random [--b, --lq, d_model] input or
-//              --query (and --key/--value) .npy; --out writes the output
-//   estimate   parameters, KV bytes and FLOPs of a config (--batch --seq_len)
-//   decode     stream --lq tokens through --module in chunks of --chunk
-//   compare    the variant comparison at --d_model/--heads/--seq: parameters,
-//              KV bytes, measured prefill and decode latency, quality proxy;
-//              a Markdown table on stdout and --svg FILE
+// The commands and the flags each reads are in client/cli_commands.cc.
 // Masks: --causal, --key_lengths=3,5, --keep=mask.npy. Wire dtypes: --dtype
 // (f32|f16|bf16) for inputs, --output_dtype for results.
-#include <cmath>
+#include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -33,13 +17,18 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "client/attention_client.h"
+#include "client/cli_commands.h"
+#include "client/cli_output.h"
 #include "client/compare.h"
 #include "core/npy.h"
 #include "core/status_macros.h"
+#include "flags/help.h"
 #include "wire/convert.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "server address (host:port, dns:///name:port, or a comma list)");
@@ -53,24 +42,24 @@ ABSL_FLAG(std::string, token, "", "bearer token (or @FILE to read it from a file
 ABSL_FLAG(int64_t, b, 1, "batch rows B");
 ABSL_FLAG(int64_t, hq, 8, "query heads Hq (attend)");
 ABSL_FLAG(int64_t, hkv, 2, "key/value heads Hkv (attend)");
-ABSL_FLAG(int64_t, lq, 16, "queries Lq");
+ABSL_FLAG(int64_t, lq, 16, "queries Lq (decode: tokens to stream)");
 ABSL_FLAG(int64_t, lk, 0, "keys Lk (0: Lq; forward: a cross-attention memory of Lk tokens)");
 ABSL_FLAG(int64_t, dk, 64, "query/key width Dk (attend)");
 ABSL_FLAG(int64_t, dv, 64, "value width Dv (attend)");
 ABSL_FLAG(uint64_t, seed, 1, "seed for random inputs and random module weights");
 // Inputs and outputs as .npy.
-ABSL_FLAG(std::string, q, "", "attend: query .npy [B, Hq, Lq, Dk]");
-ABSL_FLAG(std::string, k, "", "attend: key .npy [B, Hkv, Lk, Dk]");
-ABSL_FLAG(std::string, v, "", "attend: value .npy [B, Hkv, Lk, Dv]");
-ABSL_FLAG(std::string, query, "", "forward: query .npy [B, Lq, d_model]");
-ABSL_FLAG(std::string, key, "", "forward: key .npy [B, Lk, d_model]");
-ABSL_FLAG(std::string, value, "", "forward: value .npy [B, Lk, d_model]");
+ABSL_FLAG(std::string, q, "", "attend: query .npy [B, Hq, Lq, Dk], float (with --k and --v)");
+ABSL_FLAG(std::string, k, "", "attend: key .npy [B, Hkv, Lk, Dk], float (with --q and --v)");
+ABSL_FLAG(std::string, v, "", "attend: value .npy [B, Hkv, Lk, Dv], float (with --q and --k)");
+ABSL_FLAG(std::string, query, "", "forward: query .npy [B, Lq, d_model], float");
+ABSL_FLAG(std::string, key, "", "forward: key .npy [B, Lk, d_model], float");
+ABSL_FLAG(std::string, value, "", "forward: value .npy [B, Lk, d_model], float");
 ABSL_FLAG(std::string, out, "", "write the output here (.npy)");
 ABSL_FLAG(std::string, weights_out, "", "also ask for the attention weights and write them (.npy)");
 // Masks and options.
 ABSL_FLAG(bool, causal, false, "causal mask (bottom-right aligned)");
 ABSL_FLAG(std::string, key_lengths, "", "comma list, one per batch row");
-ABSL_FLAG(std::string, keep, "", "keep-mask .npy broadcastable to [B, H, Lq, Lk]");
+ABSL_FLAG(std::string, keep, "", "keep-mask .npy broadcastable to [B, H, Lq, Lk]: bool, int or float, nonzero keeps");
 ABSL_FLAG(double, scale, 0, "attend: score scale (0: 1/sqrt(Dk))");
 ABSL_FLAG(std::string, dtype, "f32", "wire dtype of inputs: f32, f16 or bf16");
 ABSL_FLAG(std::string, output_dtype, "", "wire dtype of outputs: f32, f16, bf16 (default: as inputs)");
@@ -97,8 +86,8 @@ ABSL_FLAG(int64_t, seq_len, 4096, "estimate: sequence length");
 ABSL_FLAG(int64_t, chunk, 1, "decode: tokens per chunk");
 ABSL_FLAG(int64_t, seq, 4096, "compare: prefill length and decode context");
 ABSL_FLAG(std::string, gqa_kv_heads, "8,4", "compare: GQA kv-head counts");
-ABSL_FLAG(int64_t, mla_rank, 512, "compare: MLA kv_lora_rank");
-ABSL_FLAG(int64_t, mla_rope, 64, "compare: MLA qk_rope_head_dim");
+ABSL_FLAG(int64_t, mla_rank, 0, "compare: MLA kv_lora_rank (0: d_model / 8)");
+ABSL_FLAG(int64_t, mla_rope, 0, "compare: MLA qk_rope_head_dim (0: d_head / 2)");
 ABSL_FLAG(int64_t, decode_steps, 8, "compare: timed decode steps per variant");
 ABSL_FLAG(int64_t, quality_len, 256, "compare: tokens of the quality input");
 ABSL_FLAG(std::string, svg, "", "compare: write the chart here");
@@ -121,9 +110,46 @@ Tensor Random(std::vector<int64_t> shape, uint64_t seed) {
   return t;
 }
 
-absl::StatusOr<Tensor> InputOr(const std::string& path, std::vector<int64_t> shape, uint64_t seed) {
-  if (path.empty()) return Random(std::move(shape), seed);
+// A tensor input: floating-point .npy only (an int or bool array is almost
+// always the wrong file: ReadNpyAsFloat would convert it silently).
+absl::StatusOr<Tensor> ReadFloatNpy(absl::string_view flag, const std::string& path) {
+  ATTN_ASSIGN_OR_RETURN(NpyArray raw, ReadNpy(path));
+  if (raw.descr.size() < 2 || raw.descr[1] != 'f') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, ": ", path, " holds '", raw.descr,
+        "' elements; inputs must be float16, float32 or float64 .npy"));
+  }
   return ReadNpyAsFloat(path);
+}
+
+absl::StatusOr<Tensor> InputOr(absl::string_view flag, const std::string& path,
+                               std::vector<int64_t> shape, uint64_t seed) {
+  if (path.empty()) return Random(std::move(shape), seed);
+  return ReadFloatNpy(flag, path);
+}
+
+// Refuses the flags of `names` that were set: they would be ignored because
+// `reason`.
+absl::Status RefuseSetFlags(const std::vector<std::string>& names, absl::string_view reason) {
+  std::vector<std::string> set;
+  for (const std::string& name : names) {
+    if (flags::FlagChanged(name)) set.push_back(absl::StrCat("--", name));
+  }
+  if (set.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(absl::StrJoin(set, ", "), ": not used ", reason, "; leave unset"));
+}
+
+// Checks a message of `elements` values of `bytes_per_element` against the
+// client's message limit before anything is built; `flag_names` name the
+// shape.
+absl::Status CheckMessageSize(absl::string_view what, absl::string_view flag_names, double elements,
+                              int64_t bytes_per_element, int64_t limit) {
+  const double bytes = elements * static_cast<double>(bytes_per_element);
+  if (bytes <= static_cast<double>(limit)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "%s: the %s would carry %.1f MiB of tensors, over the client's message limit of %.0f MiB",
+      flag_names, what, bytes / 1048576.0, limit / 1048576.0));
 }
 
 absl::StatusOr<MaskSpec> MaskFromFlags() {
@@ -146,25 +172,6 @@ absl::StatusOr<MaskSpec> MaskFromFlags() {
     for (float x : t.values()) mask.keep.push_back(x != 0.0f);
   }
   return mask;
-}
-
-void PrintTensor(const char* label, const Tensor& t, pb::DType dtype) {
-  double sum = 0, max_abs = 0;
-  for (float x : t.values()) {
-    sum += x;
-    max_abs = std::max(max_abs, std::abs(static_cast<double>(x)));
-  }
-  std::printf("%s: shape %s %s, mean %.6g, max|x| %.6g, first:", label,
-              ShapeString(t.shape()).c_str(), pb::DType_Name(dtype).c_str(),
-              t.size() ? sum / t.size() : 0.0, max_abs);
-  for (int64_t i = 0; i < std::min<int64_t>(6, t.size()); ++i) std::printf(" %.6g", t.data()[i]);
-  std::printf("\n");
-}
-
-void PrintTiming(const Timing& t) {
-  std::printf("timing: queue %lld us, compute %lld us, %.4g GFLOP (%.2f GFLOP/s)\n",
-              static_cast<long long>(t.queue_us), static_cast<long long>(t.compute_us),
-              t.flops / 1e9, t.compute_us > 0 ? t.flops / t.compute_us / 1e3 : 0.0);
 }
 
 absl::Status WriteOutputs(const Tensor& output, const Tensor& weights) {
@@ -211,18 +218,6 @@ absl::StatusOr<pb::ModuleConfig> ConfigFromFlags() {
   return ConfigToProto(c);
 }
 
-void PrintModule(const pb::ModuleInfo& m) {
-  std::printf("%-20s %-15s d_model %-6lld parameters %-12lld kv_bytes/token %lld\n",
-              m.name().c_str(),
-              pb::ModuleConfig::descriptor()
-                  ->FindFieldByNumber(m.config().variant_case())
-                  ->name()
-                  .c_str(),
-              static_cast<long long>(m.config().d_model()),
-              static_cast<long long>(m.parameter_count()),
-              static_cast<long long>(m.kv_cache_bytes_per_token()));
-}
-
 absl::Status TlsAndTokenFromFlags(ClientOptions& options) {
   for (auto [flag, out] : {std::pair{absl::GetFlag(FLAGS_tls_ca), &options.tls_ca_pem},
                            std::pair{absl::GetFlag(FLAGS_tls_cert), &options.tls_cert_pem},
@@ -242,6 +237,10 @@ absl::Status TlsAndTokenFromFlags(ClientOptions& options) {
 }
 
 absl::Status Run(const std::string& command) {
+  if (std::none_of(CliCommands().begin(), CliCommands().end(),
+                   [&](const CliCommand& c) { return command == c.name; })) {
+    return CliHelp(command, {}).status();  // names the commands
+  }
   ClientOptions options;
   if (absl::GetFlag(FLAGS_timeout_s) > 0) {
     options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
@@ -254,7 +253,8 @@ absl::Status Run(const std::string& command) {
 
   if (command == "info") {
     ATTN_ASSIGN_OR_RETURN(pb::ServerInfo info, client->GetServerInfo());
-    std::printf("%s", info.DebugString().c_str());
+    ATTN_ASSIGN_OR_RETURN(auto modules, client->ListModules());
+    PrintServerInfo(info, modules);
     return absl::OkStatus();
   }
   if (command == "health") {
@@ -268,22 +268,17 @@ absl::Status Run(const std::string& command) {
     for (const auto& m : modules) PrintModule(m);
     return absl::OkStatus();
   }
+  if ((command == "load" || command == "unload") && absl::GetFlag(FLAGS_name).empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--name: ", command, " needs a module name"));
+  }
   if (command == "unload") {
     return client->UnloadModule(absl::GetFlag(FLAGS_name));
   }
   if (command == "load") {
     ATTN_ASSIGN_OR_RETURN(pb::ModuleConfig config, ConfigFromFlags());
     WeightMap weights;
-    const std::string dir = absl::GetFlag(FLAGS_weights_dir);
-    if (!dir.empty()) {
-      std::error_code ec;
-      for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-        const std::string file = entry.path().filename().string();
-        if (file.size() < 5 || file.substr(file.size() - 4) != ".npy") continue;
-        ATTN_ASSIGN_OR_RETURN(Tensor t, ReadNpyAsFloat(entry.path().string()));
-        weights.emplace(file.substr(0, file.size() - 4), std::move(t));
-      }
-      if (ec) return absl::NotFoundError(absl::StrCat("--weights_dir: ", ec.message()));
+    if (!absl::GetFlag(FLAGS_weights_dir).empty()) {
+      ATTN_ASSIGN_OR_RETURN(weights, ReadStateDict(absl::GetFlag(FLAGS_weights_dir)));
     }
     ATTN_ASSIGN_OR_RETURN(pb::ModuleInfo info,
                           client->LoadModule(absl::GetFlag(FLAGS_name), config, weights, seed,
@@ -339,6 +334,13 @@ absl::Status Run(const std::string& command) {
     return absl::OkStatus();
   }
   if (command == "decode") {
+    for (auto [flag, value] : {std::pair{"--b", b}, std::pair{"--lq", lq},
+                               std::pair{"--chunk", absl::GetFlag(FLAGS_chunk)}}) {
+      if (value <= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(flag, ": must be at least 1, got ", value));
+      }
+    }
     ATTN_ASSIGN_OR_RETURN(auto modules, client->ListModules());
     int64_t d_model = 0;
     for (const auto& m : modules) {
@@ -349,7 +351,10 @@ absl::Status Run(const std::string& command) {
           absl::StrCat("--module: no module named '", absl::GetFlag(FLAGS_module), "' is loaded"));
     }
     ATTN_ASSIGN_OR_RETURN(auto stream, client->StartDecode(absl::GetFlag(FLAGS_module), b));
-    const int64_t chunk = std::max<int64_t>(1, absl::GetFlag(FLAGS_chunk));
+    const int64_t chunk = absl::GetFlag(FLAGS_chunk);
+    ATTN_RETURN_IF_ERROR(CheckMessageSize("chunk [B, chunk, d_model]", "--b, --chunk",
+                                          static_cast<double>(b) * chunk * d_model, 4,
+                                          options.max_message_bytes));
     for (int64_t t = 0; t < lq; t += chunk) {
       const int64_t n = std::min(chunk, lq - t);
       ATTN_ASSIGN_OR_RETURN(DecodeChunk c, stream->Step(Random({b, n, d_model}, seed + t)));
@@ -368,9 +373,33 @@ absl::Status Run(const std::string& command) {
   if (command == "attend") {
     const int64_t hq = absl::GetFlag(FLAGS_hq), hkv = absl::GetFlag(FLAGS_hkv);
     const int64_t dk = absl::GetFlag(FLAGS_dk), dv = absl::GetFlag(FLAGS_dv);
-    ATTN_ASSIGN_OR_RETURN(Tensor q, InputOr(absl::GetFlag(FLAGS_q), {b, hq, lq, dk}, seed));
-    ATTN_ASSIGN_OR_RETURN(Tensor k, InputOr(absl::GetFlag(FLAGS_k), {b, hkv, lk, dk}, seed + 1));
-    ATTN_ASSIGN_OR_RETURN(Tensor v, InputOr(absl::GetFlag(FLAGS_v), {b, hkv, lk, dv}, seed + 2));
+    const std::string q_path = absl::GetFlag(FLAGS_q), k_path = absl::GetFlag(FLAGS_k),
+                      v_path = absl::GetFlag(FLAGS_v);
+    const int files = !q_path.empty() + !k_path.empty() + !v_path.empty();
+    if (files != 0 && files != 3) {
+      return absl::InvalidArgumentError(
+          "--q, --k, --v: give all three .npy files, or none for random inputs of the shape "
+          "flags");
+    }
+    if (files == 3) {
+      ATTN_RETURN_IF_ERROR(RefuseSetFlags({"b", "hq", "hkv", "lq", "lk", "dk", "dv", "seed"},
+                                          "with --q/--k/--v (the files give the shapes)"));
+    } else {
+      const double in = static_cast<double>(b) * hq * lq * dk +
+                        static_cast<double>(b) * hkv * lk * (dk + dv);
+      ATTN_RETURN_IF_ERROR(CheckMessageSize("request (q, k, v)",
+                                            "--b, --hq, --hkv, --lq, --lk, --dk, --dv", in,
+                                            DTypeSize(wire_dtype), options.max_message_bytes));
+      const double out = static_cast<double>(b) * hq * lq * (dv + (want_weights ? lk : 0));
+      ATTN_RETURN_IF_ERROR(CheckMessageSize(
+          want_weights ? "response (output and weights)" : "response (output)",
+          "--b, --hq, --lq, --dv, --lk", out,
+          DTypeSize(out_dtype == pb::DTYPE_UNSPECIFIED ? wire_dtype : wire::ToCoreDType(out_dtype)),
+          options.max_message_bytes));
+    }
+    ATTN_ASSIGN_OR_RETURN(Tensor q, InputOr("q", q_path, {b, hq, lq, dk}, seed));
+    ATTN_ASSIGN_OR_RETURN(Tensor k, InputOr("k", k_path, {b, hkv, lk, dk}, seed + 1));
+    ATTN_ASSIGN_OR_RETURN(Tensor v, InputOr("v", v_path, {b, hkv, lk, dv}, seed + 2));
     AttendOptions o;
     o.mask = std::move(mask);
     o.scale = static_cast<float>(absl::GetFlag(FLAGS_scale));
@@ -394,15 +423,24 @@ absl::Status Run(const std::string& command) {
       return absl::NotFoundError(
           absl::StrCat("--module: no module named '", absl::GetFlag(FLAGS_module), "' is loaded"));
     }
-    ATTN_ASSIGN_OR_RETURN(Tensor query, InputOr(query_path, {b, lq, d_model}, seed));
+    if (!query_path.empty()) {
+      ATTN_RETURN_IF_ERROR(
+          RefuseSetFlags({"b", "lq", "seed"}, "with --query (the file gives the shape)"));
+    } else {
+      ATTN_RETURN_IF_ERROR(CheckMessageSize("request (query)", "--b, --lq",
+                                            static_cast<double>(b) * lq * d_model,
+                                            DTypeSize(wire_dtype), options.max_message_bytes));
+    }
+    ATTN_ASSIGN_OR_RETURN(Tensor query, InputOr("query", query_path, {b, lq, d_model}, seed));
     Tensor key, value;
     ForwardOptions o;
     if (!absl::GetFlag(FLAGS_key).empty() || absl::GetFlag(FLAGS_lk) > 0) {
-      ATTN_ASSIGN_OR_RETURN(key, InputOr(absl::GetFlag(FLAGS_key), {b, lk, d_model}, seed + 1));
+      ATTN_ASSIGN_OR_RETURN(
+          key, InputOr("key", absl::GetFlag(FLAGS_key), {b, lk, d_model}, seed + 1));
       o.key = &key;
     }
     if (!absl::GetFlag(FLAGS_value).empty()) {
-      ATTN_ASSIGN_OR_RETURN(value, ReadNpyAsFloat(absl::GetFlag(FLAGS_value)));
+      ATTN_ASSIGN_OR_RETURN(value, ReadFloatNpy("value", absl::GetFlag(FLAGS_value)));
       o.value = &value;
     }
     o.mask = std::move(mask);
@@ -414,10 +452,7 @@ absl::Status Run(const std::string& command) {
     PrintTiming(r.timing);
     return WriteOutputs(r.output, r.weights);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown command '", command,
-      "' (expected info, health, list, load, unload, attend, forward, decode, estimate or "
-      "compare)"));
+  return absl::UnimplementedError(absl::StrCat("command '", command, "' has no handler"));
 }
 
 }  // namespace
@@ -425,9 +460,25 @@ absl::Status Run(const std::string& command) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "attention_cli COMMAND [flags]; COMMAND is info, health, list, load, unload, attend, "
-      "forward, decode, estimate or compare. --helpfull lists the flags.");
+      "attention_cli COMMAND [flags]; attention_cli help lists the commands and their flags.");
+  const bool help_flag = attention::flags::TakeHelpFlags(argc, argv);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  const bool help_command = args.size() >= 2 && std::string(args[1]) == "help";
+  if (help_flag || help_command) {
+    const size_t at = help_command ? 2 : 1;
+    if (args.size() > at + 1) {
+      std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
+      return 2;
+    }
+    const absl::StatusOr<std::string> text = attention::client::CliHelp(
+        args.size() > at ? args[at] : "", attention::flags::FlagsDefinedIn(__FILE__));
+    if (!text.ok()) {
+      std::fprintf(stderr, "attention_cli: %s\n", std::string(text.status().message()).c_str());
+      return 2;
+    }
+    std::fputs(text->c_str(), stdout);
+    return 0;
+  }
   if (args.size() != 2) {
     std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
     return 2;

@@ -8,6 +8,7 @@
 #include <functional>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/npy.h"
@@ -39,17 +40,9 @@ double FrobeniusRelError(const Tensor& a, const Tensor& b) {
   return std::sqrt(num / std::max(den, 1e-300));
 }
 
-absl::StatusOr<std::unique_ptr<AttentionModule>> LoadMha(const CompareOptions& o,
-                                                         const ModuleConfig& config) {
-  if (o.weights_dir.empty()) return AttentionModule::CreateRandom(config, o.seed);
-  WeightMap weights;
-  for (const auto& entry : std::filesystem::directory_iterator(o.weights_dir)) {
-    const std::string file = entry.path().filename().string();
-    if (file.size() < 5 || file.substr(file.size() - 4) != ".npy") continue;
-    ATTN_ASSIGN_OR_RETURN(Tensor t, ReadNpyAsFloat(entry.path().string()));
-    weights.emplace(file.substr(0, file.size() - 4), std::move(t));
-  }
-  return AttentionModule::Create(config, std::move(weights));
+bool HasBiases(const WeightMap& weights) {
+  return std::any_of(weights.begin(), weights.end(),
+                     [](const auto& entry) { return absl::EndsWith(entry.first, ".bias"); });
 }
 
 // Prefill and decode latency of `config` through the server (seeded weights:
@@ -95,13 +88,33 @@ absl::Status MeasureLatency(AttentionClient& client, const CompareOptions& o, Co
 
 absl::StatusOr<std::vector<CompareRow>> RunCompare(AttentionClient& client,
                                                    const CompareOptions& o) {
+  WeightMap state_dict;
+  if (!o.weights_dir.empty()) {
+    ATTN_ASSIGN_OR_RETURN(state_dict, ReadStateDict(o.weights_dir));
+  }
   ModuleConfig mha_config;
   mha_config.variant = Variant::kMha;
   mha_config.d_model = o.d_model;
   mha_config.num_heads = o.heads;
-  mha_config.bias = false;
+  mha_config.bias = HasBiases(state_dict);
   ATTN_RETURN_IF_ERROR(ValidateConfig(mha_config));
-  ATTN_ASSIGN_OR_RETURN(std::unique_ptr<AttentionModule> mha, LoadMha(o, mha_config));
+  std::unique_ptr<AttentionModule> mha;
+  if (o.weights_dir.empty()) {
+    ATTN_ASSIGN_OR_RETURN(mha, AttentionModule::CreateRandom(mha_config, o.seed));
+  } else {
+    ATTN_ASSIGN_OR_RETURN(mha, AttentionModule::Create(mha_config, state_dict));
+  }
+  // MLA's source: the MHA layer without its biases.
+  std::unique_ptr<AttentionModule> unbiased;
+  if (mha_config.bias) {
+    ModuleConfig c = mha_config;
+    c.bias = false;
+    std::erase_if(state_dict, [](const auto& entry) { return absl::EndsWith(entry.first, ".bias"); });
+    ATTN_ASSIGN_OR_RETURN(unbiased, AttentionModule::Create(c, std::move(state_dict)));
+  }
+  const int64_t mla_rank = o.mla_rank > 0 ? o.mla_rank : std::max<int64_t>(1, o.d_model / 8);
+  const int64_t mla_rope =
+      o.mla_rope > 0 ? o.mla_rope : std::max<int64_t>(1, o.d_model / o.heads / 2);
 
   // Quality input and the MHA layer's own output on it.
   const Tensor xq = RandomInput({1, o.quality_len, o.d_model}, o.seed + 7);
@@ -121,10 +134,9 @@ absl::StatusOr<std::vector<CompareRow>> RunCompare(AttentionClient& client,
   }
   ATTN_ASSIGN_OR_RETURN(DerivedModule mqa, PoolKvHeads(*mha, 1));
   variants.push_back({"MQA (1 kv head)", std::move(mqa)});
-  ATTN_ASSIGN_OR_RETURN(DerivedModule mla,
-                        LowRankMla(*mha, o.mla_rank, o.mla_rope, calibration, o.seed));
-  variants.push_back({absl::StrCat("MLA (latent ", o.mla_rank, "+", o.mla_rope, ")"),
-                      std::move(mla)});
+  ATTN_ASSIGN_OR_RETURN(DerivedModule mla, LowRankMla(unbiased ? *unbiased : *mha, mla_rank,
+                                                      mla_rope, calibration, o.seed));
+  variants.push_back({absl::StrCat("MLA (latent ", mla_rank, "+", mla_rope, ")"), std::move(mla)});
 
   std::vector<CompareRow> rows;
   for (auto& [label, derived] : variants) {
@@ -144,6 +156,19 @@ absl::StatusOr<std::vector<CompareRow>> RunCompare(AttentionClient& client,
   return rows;
 }
 
+absl::StatusOr<WeightMap> ReadStateDict(const std::string& dir) {
+  WeightMap weights;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (file.size() < 5 || file.substr(file.size() - 4) != ".npy") continue;
+    ATTN_ASSIGN_OR_RETURN(Tensor t, ReadNpyAsFloat(entry.path().string()));
+    weights.emplace(file.substr(0, file.size() - 4), std::move(t));
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat("weights_dir: ", dir, ": ", ec.message()));
+  return weights;
+}
+
 std::string CompareMarkdown(const CompareOptions& o, const std::vector<CompareRow>& rows) {
   std::string out = absl::StrFormat(
       "Variant comparison at d_model %d, %d query heads (d_head %d), batch %d, sequence %d.\n"
@@ -152,6 +177,18 @@ std::string CompareMarkdown(const CompareOptions& o, const std::vector<CompareRo
       "derived from the MHA layer%s on %d tokens.\n\n",
       o.d_model, o.heads, o.d_model / o.heads, o.batch, o.seq, o.seq, o.decode_steps,
       o.weights_dir.empty() ? " (random weights: a pessimistic proxy)" : "", o.quality_len);
+  if (!rows.empty() && rows[0].config.bias) {
+    absl::StrAppend(&out,
+                    "The state_dict has biases; MLA has none, so it is derived from the weights "
+                    "without them and its error includes theirs.\n\n");
+  }
+  if (!rows.empty() && rows.back().parameters > rows[0].parameters) {
+    absl::StrAppendFormat(&out,
+                          "Note: at d_model %d the MLA ranks (latent %d, rope %d) give the MLA "
+                          "layer more parameters than the MHA one; smaller ranks compress.\n\n",
+                          o.d_model, rows.back().config.kv_lora_rank,
+                          rows.back().config.qk_rope_head_dim);
+  }
   absl::StrAppend(&out,
                   "| variant | parameters | KV bytes/token | KV cache at seq | prefill ms | "
                   "decode ms/token | rel. error vs MHA |\n|---|---:|---:|---:|---:|---:|---:|\n");

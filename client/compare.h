@@ -23,12 +23,14 @@ struct CompareOptions {
   int64_t seq = 4096;                    // prefill length and decode context
   int64_t batch = 1;
   std::vector<int64_t> gqa_kv_heads = {8, 4};
-  int64_t mla_rank = 512;                // kv_lora_rank
-  int64_t mla_rope = 64;                 // qk_rope_head_dim
+  int64_t mla_rank = 0;                  // kv_lora_rank (0: d_model / 8)
+  int64_t mla_rope = 0;                  // qk_rope_head_dim (0: d_head / 2)
   int64_t decode_steps = 8;              // timed single-token steps
   int64_t quality_len = 256;             // tokens of the quality input
   uint64_t seed = 1;
-  std::string weights_dir;               // optional MHA state_dict (NAME.npy); else random
+  // Optional MHA state_dict (NAME.npy per entry, with or without biases);
+  // else random weights without biases.
+  std::string weights_dir;
 };
 
 struct CompareRow {
@@ -41,9 +43,22 @@ struct CompareRow {
   double relative_error = 0;     // ‖y − y_mha‖ / ‖y_mha‖ on the quality input
 };
 
+// The rows in order MHA, GQA (each of gqa_kv_heads between 1 and heads),
+// MQA, MLA. MLA has no biases: from a state_dict with biases it is derived
+// from the weights without them, and its error counts what they did.
+// Errors: INVALID_ARGUMENT (a bad config or state_dict), NOT_FOUND
+// (weights_dir), and the server's.
 absl::StatusOr<std::vector<CompareRow>> RunCompare(AttentionClient& client,
                                                    const CompareOptions& options);
 
+// The state_dict in `dir`: one entry per NAME.npy file (NAME e.g.
+// "W_q.weight"), as float32. Errors: NOT_FOUND naming weights_dir,
+// INVALID_ARGUMENT for a malformed file.
+absl::StatusOr<WeightMap> ReadStateDict(const std::string& dir);
+
+// The table, after a paragraph on the setup; notes when the state_dict had
+// biases and when the MLA layer has more parameters than the MHA one (ranks
+// too large for d_model).
 std::string CompareMarkdown(const CompareOptions& options, const std::vector<CompareRow>& rows);
 // A self-contained SVG: three bar panels (KV bytes/token, decode ms/token,
 // relative error) over the variants.

@@ -26,6 +26,7 @@
 #include "client/loadtest/workload.h"
 #include "core/process.h"
 #include "core/status_macros.h"
+#include "flags/help.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "server(s): host:port[,host:port...] or dns:///name:port");
 ABSL_FLAG(int, concurrency, 1, "closed loop: requests outstanding at once");
@@ -198,8 +199,16 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "attention_loadtest --target host:port [--rpc attend|forward|decode|health] "
       "[--concurrency N | --rps R] [--duration S | --requests N] [--json F] [--html F]; "
-      "--helpfull lists every flag.");
+      "--help lists every flag.");
+  const bool help = attention::flags::TakeHelpFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
+  if (help) {
+    std::fputs(attention::flags::HelpText(absl::ProgramUsageMessage(),
+                                          attention::flags::FlagsDefinedIn(__FILE__))
+                   .c_str(),
+               stdout);
+    return 0;
+  }
   // Its own page faults on every multi-MiB response would be counted in the
   // latencies it reports.
   attention::RetainFreedHeap(absl::GetFlag(FLAGS_heap_retain_mb));

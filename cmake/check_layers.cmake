@@ -7,6 +7,7 @@
 set(ATTN_LAYER_RULES
   "core"   "wire/|server/|client/|attention/v1/|oneapi/dnnl/|dnnl"
   "wire"   "server/|client/"
+  "flags"  "wire/|server/|client/|attention/v1/|dnnl"
   "client" "server/"
   "server" "client/")
 

@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "core/process.h"
 #include "core/threading.h"
+#include "flags/help.h"
 #include "server/auth.h"
 #include "server/demo_modules.h"
 #include "server/server.h"
@@ -64,8 +65,17 @@ ABSL_FLAG(int64_t, heap_retain_mb, 1024,
 ABSL_FLAG(int, test_delay_ms, 0, "testing only: add this fixed latency to every computing call");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Serves attention.v1 (see proto/attention/v1/attention.proto).");
+  absl::SetProgramUsageMessage(
+      "attention_server [flags]: serves attention.v1 (see proto/attention/v1/attention.proto).");
+  const bool help = attention::flags::TakeHelpFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
+  if (help) {
+    std::fputs(attention::flags::HelpText(absl::ProgramUsageMessage(),
+                                          attention::flags::FlagsDefinedIn(__FILE__))
+                   .c_str(),
+               stdout);
+    return 0;
+  }
 
   attention::RetainFreedHeap(absl::GetFlag(FLAGS_heap_retain_mb));
 

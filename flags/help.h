@@ -1,0 +1,51 @@
+// --help for the project's binaries: each lists the flags its own main file
+// defines (name, default, help text), not absl's internal flags, and exits
+// 0. absl's built-in --help lists only the flags of files named like the
+// program, so the binaries take the help flags out of argv before
+// absl::ParseCommandLine and print this listing instead:
+//
+//   const bool help = attention::flags::TakeHelpFlags(argc, argv);
+//   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+//   if (help) {
+//     std::fputs(attention::flags::HelpText(absl::ProgramUsageMessage(),
+//                                           attention::flags::FlagsDefinedIn(__FILE__)).c_str(),
+//                stdout);
+//     return 0;
+//   }
+// Also FlagChanged, for a binary that refuses flags which would be ignored.
+#ifndef ATTENTION_FLAGS_HELP_H_
+#define ATTENTION_FLAGS_HELP_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+
+namespace attention::flags {
+
+// Removes every help flag (--help, --helpfull, --helpshort, -h, with one or
+// two dashes, before a "--" that ends the flags) from argv, updating argc;
+// returns whether there was one.
+bool TakeHelpFlags(int& argc, char** argv);
+
+// The names of the flags defined in `file` (pass __FILE__ from the file
+// that defines them), sorted.
+std::vector<std::string> FlagsDefinedIn(absl::string_view file);
+
+// `usage`, then one entry per flag of `names` in that order:
+//   --NAME=DEFAULT
+//       HELP, wrapped at 80 columns
+// A name that is no flag is listed as "--NAME (no such flag)".
+std::string HelpText(absl::string_view usage, const std::vector<std::string>& names);
+
+// `text` wrapped at 80 columns, each line indented by 6 spaces and ended
+// by a newline (how HelpText sets a flag's help).
+std::string WrapText(absl::string_view text);
+
+// Whether flag `name` holds a value other than its default (set on the
+// command line to something else). False for a name that is no flag.
+bool FlagChanged(absl::string_view name);
+
+}  // namespace attention::flags
+
+#endif  // ATTENTION_FLAGS_HELP_H_

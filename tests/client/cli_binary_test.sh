@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# attention_cli against a real attention_server: the refusals that name the
+# flag (inputs it would ignore or misread, a request over the message limit,
+# an empty decode, load without --name), `info`'s summary, and `compare`
+# with a state_dict that has biases. The server serves on throughout.
+# Usage: cli_binary_test.sh <build/bin>
+set -euo pipefail
+bin="$1"
+work=$(mktemp -d)
+pid=""
+trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+
+source "$(dirname "$0")/../lib/start_server.sh"
+start_server "$bin" "$work/server.log"
+cli=("$bin/attention_cli" --target "127.0.0.1:$port")
+
+# refuses ERROR_TEXT ARGS...: attention_cli ARGS exits 1 with ERROR_TEXT on
+# stderr and prints nothing on stdout.
+refuses() {
+  local text="$1"
+  shift
+  if "${cli[@]}" "$@" >"$work/out" 2>"$work/err"; then
+    echo "attention_cli $* succeeded"; cat "$work/out"; exit 1
+  fi
+  grep -qF -- "$text" "$work/err" || { echo "attention_cli $*:"; cat "$work/err"; exit 1; }
+  [[ ! -s "$work/out" ]] || { echo "attention_cli $* printed:"; cat "$work/out"; exit 1; }
+}
+
+# .npy files without NumPy: npy DESCR SHAPE COUNT VALUE FILE.
+npy() {
+  /usr/bin/python3 - "$@" <<'PY'
+import struct, sys
+descr, shape, count, value, path = sys.argv[1:]
+header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (descr, shape)
+header += " " * (63 - (len(header) + 10) % 64) + "\n"
+fmt = {"<f4": "f", "<i4": "i", "|b1": "?"}[descr]
+with open(path, "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+    f.write(struct.pack("<%d%s" % (int(count), fmt), *[type(eval(value))(eval(value))] * int(count)))
+PY
+}
+npy '<f4' '1, 8, 4, 64' 2048 0.5 "$work/q.npy"
+npy '<f4' '1, 2, 4, 64' 512 0.25 "$work/kv.npy"
+npy '<i4' '1, 8, 4, 64' 2048 1 "$work/q_int.npy"
+npy '|b1' '1, 1, 4, 4' 16 True "$work/keep.npy"
+
+# Files: all three or none; the shape flags describe random inputs only.
+"${cli[@]}" attend --q "$work/q.npy" --k "$work/kv.npy" --v "$work/kv.npy" --keep "$work/keep.npy" \
+  | grep -q 'shape \[1, 8, 4, 64\]'
+refuses '--q, --k, --v: give all three .npy files, or none' attend --q "$work/q.npy"
+refuses '--hq, --lq: not used with --q/--k/--v' \
+  attend --q "$work/q.npy" --k "$work/kv.npy" --v "$work/kv.npy" --lq 7 --hq 4
+refuses "--q: $work/q_int.npy holds '<i4' elements; inputs must be float" \
+  attend --q "$work/q_int.npy" --k "$work/kv.npy" --v "$work/kv.npy"
+refuses '--lq: not used with --query' forward --query "$work/q.npy" --lq 3
+
+# Too large for a message: refused before it is built, naming the flags.
+refuses "--b, --hq, --hkv, --lq, --lk, --dk, --dv: the request (q, k, v) would carry" \
+  attend --lq 100000
+refuses "over the client's message limit of 256 MiB" attend --lq 100000
+refuses '--b, --lq: the request (query) would carry' forward --lq 1000000
+refuses '--lq: must be at least 1, got 0' decode --lq 0
+refuses '--chunk: must be at least 1, got 0' decode --chunk 0
+refuses '--name: load needs a module name' load
+refuses '--name: unload needs a module name' unload
+
+# info: a summary, one "name: value" per figure.
+"${cli[@]}" info >"$work/info"
+grep -q '^server: attention .*, oneDNN .*, isa ' "$work/info"
+grep -q '^modules: 5 loaded: .*demo-mla' "$work/info"
+grep -qx '  max_message: 256.0 MiB' "$work/info"
+grep -qx '  inflight_requests: 0' "$work/info"
+[[ $(awk '/blocks_used:/ {print $2}' "$work/info") == 0 ]]
+grep -qx '  Attend: OK 1' "$work/info"   # the refusals above never reached the server
+
+# compare with a PyTorch-style MHA state_dict with biases (nn.Linear's
+# default): W_{q,k,v,o}.weight [64, 64] and .bias [64].
+mkdir "$work/sd"
+for w in W_q W_k W_v W_o; do
+  npy '<f4' '64, 64' 4096 0.01 "$work/sd/$w.weight.npy"
+  npy '<f4' '64,' 64 0.1 "$work/sd/$w.bias.npy"
+done
+"${cli[@]}" load --name biased --variant mha --d_model 64 --heads 4 --weights_dir "$work/sd" \
+  | grep -q '^biased'
+"${cli[@]}" compare --weights_dir "$work/sd" --d_model 64 --heads 4 --seq 16 --gqa_kv_heads 2 \
+  --decode_steps 1 --quality_len 16 >"$work/compare"
+grep -q 'The state_dict has biases' "$work/compare"
+grep -q '^| MLA (latent 8+8) |' "$work/compare"
+
+"${cli[@]}" health | grep -qx SERVING   # still serving after all of it
+kill -TERM "$pid"
+wait "$pid"
+echo "cli_binary_test: passed"
