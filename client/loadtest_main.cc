@@ -4,18 +4,19 @@
 //       [--concurrency N | --rps R] [--connections M] [--duration S] [--requests N]
 //       [--warmup S] [--deadline_ms D] [--token T] [--metadata k=v,...]
 //       [--mix FILE] [--sweep concurrency=1,2,4,8 | --sweep rps=50,100]
-//       [--json FILE] [--html FILE] [shape flags: --b --hq --hkv --lq --lk --dk --dv
+//       [--json FILE] [--html FILE] [--max_error_rate F] [shape flags: --b --hq --hkv --lq --lk --dk --dv
 //        --causal --module --decode_steps --dtype]
 //
 // Closed loop (default): N virtual users, each with one request outstanding.
 // Open loop (--rps): a fixed timetable; latency counts from the scheduled
 // send time, so queueing in a slow server shows (no coordinated omission).
+// Exit status: 0, or 1 when the load could not run, or 2 when a run's
+// failed requests pass --max_error_rate (default 0: any failure).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -200,15 +201,7 @@ int main(int argc, char** argv) {
       "attention_loadtest --target host:port [--rpc attend|forward|decode|health] "
       "[--concurrency N | --rps R] [--duration S | --requests N] [--json F] [--html F]; "
       "--help lists every flag.");
-  const bool help = attention::flags::TakeHelpFlags(argc, argv);
-  absl::ParseCommandLine(argc, argv);
-  if (help) {
-    std::fputs(attention::flags::HelpText(absl::ProgramUsageMessage(),
-                                          attention::flags::FlagsDefinedIn(__FILE__))
-                   .c_str(),
-               stdout);
-    return 0;
-  }
+  if (attention::flags::ParseCommandLineOrHelp(argc, argv, __FILE__)) return 0;
   // Its own page faults on every multi-MiB response would be counted in the
   // latencies it reports.
   attention::RetainFreedHeap(absl::GetFlag(FLAGS_heap_retain_mb));

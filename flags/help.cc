@@ -1,10 +1,13 @@
 #include "flags/help.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/flags/commandlineflag.h"
+#include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -41,10 +44,24 @@ bool TakeHelpFlags(int& argc, char** argv) {
   return found;
 }
 
+bool ParseCommandLineOrHelp(int argc, char** argv, absl::string_view main_file) {
+  const bool help = TakeHelpFlags(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  if (!help) return false;
+  std::fputs(HelpText(absl::ProgramUsageMessage(), FlagsDefinedIn(main_file)).c_str(), stdout);
+  return true;
+}
+
 std::vector<std::string> FlagsDefinedIn(absl::string_view file) {
+  // absl's default usage config reports a flag's file without its leading
+  // slashes ("/src/x.cc" as "src/x.cc"): compare both sides that way.
+  auto normalized = [](absl::string_view f) {
+    const size_t start = f.find_first_not_of("\\/");
+    return start == absl::string_view::npos ? absl::string_view() : f.substr(start);
+  };
   std::vector<std::string> names;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (flag->Filename() == file) names.emplace_back(name);
+    if (normalized(flag->Filename()) == normalized(file)) names.emplace_back(name);
   }
   std::sort(names.begin(), names.end());
   return names;

@@ -4,15 +4,11 @@
 // program, so the binaries take the help flags out of argv before
 // absl::ParseCommandLine and print this listing instead:
 //
-//   const bool help = attention::flags::TakeHelpFlags(argc, argv);
-//   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-//   if (help) {
-//     std::fputs(attention::flags::HelpText(absl::ProgramUsageMessage(),
-//                                           attention::flags::FlagsDefinedIn(__FILE__)).c_str(),
-//                stdout);
-//     return 0;
-//   }
-// Also FlagChanged, for a binary that refuses flags which would be ignored.
+//   if (attention::flags::ParseCommandLineOrHelp(argc, argv, __FILE__)) return 0;
+//
+// or, for a binary with commands of their own help, TakeHelpFlags, then
+// absl::ParseCommandLine, then HelpText. Also FlagChanged, for a binary that
+// refuses flags which would be ignored.
 #ifndef ATTENTION_FLAGS_HELP_H_
 #define ATTENTION_FLAGS_HELP_H_
 
@@ -27,6 +23,11 @@ namespace attention::flags {
 // two dashes, before a "--" that ends the flags) from argv, updating argc;
 // returns whether there was one.
 bool TakeHelpFlags(int& argc, char** argv);
+
+// TakeHelpFlags, then absl::ParseCommandLine (which exits on a bad flag);
+// with a help flag, prints HelpText(absl::ProgramUsageMessage(), the flags
+// of `main_file`) on stdout and returns true: the caller exits 0.
+bool ParseCommandLineOrHelp(int argc, char** argv, absl::string_view main_file);
 
 // The names of the flags defined in `file` (pass __FILE__ from the file
 // that defines them), sorted.

@@ -21,7 +21,6 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -67,15 +66,7 @@ ABSL_FLAG(int, test_delay_ms, 0, "testing only: add this fixed latency to every 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "attention_server [flags]: serves attention.v1 (see proto/attention/v1/attention.proto).");
-  const bool help = attention::flags::TakeHelpFlags(argc, argv);
-  absl::ParseCommandLine(argc, argv);
-  if (help) {
-    std::fputs(attention::flags::HelpText(absl::ProgramUsageMessage(),
-                                          attention::flags::FlagsDefinedIn(__FILE__))
-                   .c_str(),
-               stdout);
-    return 0;
-  }
+  if (attention::flags::ParseCommandLineOrHelp(argc, argv, __FILE__)) return 0;
 
   attention::RetainFreedHeap(absl::GetFlag(FLAGS_heap_retain_mb));
 
