@@ -60,7 +60,8 @@ struct KernelTable {
   //   kI8:   value = int8 · scale of its row; scores multiply each row's
   //          dot product by the scale, accumulate weights row j by
   //          p[i][j] · scale_j.
-  // Reads no element past a row's dk (dv) elements.
+  // Row counts nr as scores (>= 1) and accumulate (1..7). Reads no element
+  // past a row's dk (dv) elements.
   void (*scores_kv[kKvElems])(int64_t nr, const float* const* q, int64_t dk, KvRows k, int64_t n,
                               float* const* s);
   void (*accumulate_kv[kKvElems])(int64_t nr, const float* const* p, KvRows v, int64_t n,
