@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "core/decode.h"
+#include "core/paged_attention.h"
 #include "core/process.h"
 #include "core/sdpa.h"
 #include "core/threading.h"
@@ -118,11 +119,12 @@ class BandwidthProbe {
                        _mm256_setzero_ps()};
 #pragma omp for schedule(static)
       for (size_t i = 0; i < kN; i += 32) {
-        for (int a = 0; a < 4; ++a) acc[a] = _mm256_add_ps(acc[a], _mm256_loadu_ps(buf + i + 8 * a));
+        for (int a = 0; a < 4; ++a)
+          acc[a] = _mm256_add_ps(acc[a], _mm256_loadu_ps(buf + i + 8 * a));
       }
       float lanes[8];
-      _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),
-                                            _mm256_add_ps(acc[2], acc[3])));
+      _mm256_storeu_ps(lanes,
+                       _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
       for (float x : lanes) total += x;
     }
     sink_ = total;
@@ -226,7 +228,8 @@ int RunLayerForward(const Options& opt) {
     return 1;
   }
   const double flops = LayerFlops(config, b, l, l, l, true, MlaForm::kNaive);
-  std::printf("\n## layer forward (demo-gqa: d_model 512, 8 / 2 heads), B = 1, L = 2048, causal\n\n");
+  std::printf(
+      "\n## layer forward (demo-gqa: d_model 512, 8 / 2 heads), B = 1, L = 2048, causal\n\n");
   std::printf("| layer | ms | median ms | GFLOP/s |\n|---|---:|---:|---:|\n");
   std::printf("| forward_gqa_d512_l2048_causal | %.3f | %.3f | %.1f |\n", t.best * 1e3,
               t.median * 1e3, flops / t.best / 1e9);
@@ -234,60 +237,88 @@ int RunLayerForward(const Options& opt) {
   return 0;
 }
 
+// Whole-layer decode steps and the attention of one step alone
+// (PagedSdpa over the stream's cache), in each KV-cache dtype.
 int RunDecode(const Options& opt, double bandwidth) {
   const int64_t lk = 4096, batch = opt.decode_batch;
   std::printf("\n## layer decode, d_model 4096, B = %lld, one token per row after %lld cached\n\n",
               static_cast<long long>(batch), static_cast<long long>(lk));
-  std::printf("| variant | KV bytes/token | KV cache MiB | ms/step | tokens/s | KV GB/s | vs bandwidth |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
-  for (const auto& [name, config] : DecodeVariants()) {
+  std::printf(
+      "Per KV-cache dtype: the whole layer's step, and its attention alone (PagedSdpa "
+      "over the paged cache; KV GB/s of stored bytes; vs f32: the attention's speed "
+      "over the f32 cache's in this run).\n\n");
+  std::printf(
+      "| variant | KV dtype | KV bytes/token | KV cache MiB | layer ms/step | layer "
+      "tokens/s | attention ms | attention KV GB/s | attention vs bandwidth | attention "
+      "vs f32 |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const auto& [name, base] : DecodeVariants()) {
     if (!opt.filter.empty() && name.find(opt.filter) == std::string::npos &&
         std::string("decode").find(opt.filter) == std::string::npos) {
       continue;
     }
-    auto module = AttentionModule::CreateRandom(config, 1);
-    const int64_t per_token = KvCacheBytesPerToken(config);
-    auto pool = KvBlockPool::Create(per_token * batch * (lk + 64) + (int64_t{64} << 20), 64 << 10);
-    if (!module.ok() || !pool.ok()) return 1;
-    std::shared_ptr<const AttentionModule> m = std::move(*module);
-    auto session = DecodeSession::Create(m, batch, 0, pool->get());
-    if (!session.ok()) return 1;
-    // Fill the cache with lk tokens of small random values (contents do not
-    // change the cost), then time single-token steps, resetting the length.
-    PagedKvCache& cache = (*session)->mutable_cache();
-    if (!cache.Reserve(lk + 1).ok()) return 1;
-    const KvLayout& layout = cache.layout();
-    std::mt19937 gen(1);
-    std::uniform_real_distribution<float> dist(-0.1f, 0.1f);
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t h = 0; h < layout.heads; ++h)
-        for (int64_t t = 0; t < lk; ++t) {
-          float* kr = cache.K(b, h, t);
-          for (int64_t i = 0; i < layout.k_width; ++i) kr[i] = dist(gen);
-          if (!layout.v_in_k) {
-            float* vr = cache.V(b, h, t);
-            for (int64_t i = 0; i < layout.v_width; ++i) vr[i] = dist(gen);
+    double f32_attention = 0;
+    for (const DType kv : {DType::kFloat32, DType::kBfloat16, DType::kFloat16, DType::kInt8}) {
+      ModuleConfig config = base;
+      config.kv_cache_dtype = kv;
+      auto module = AttentionModule::CreateRandom(config, 1);
+      const int64_t per_token = KvCacheBytesPerToken(config);
+      auto pool =
+          KvBlockPool::Create(per_token * batch * (lk + 64) + (int64_t{64} << 20), 64 << 10);
+      if (!module.ok() || !pool.ok()) return 1;
+      std::shared_ptr<const AttentionModule> m = std::move(*module);
+      auto session = DecodeSession::Create(m, batch, 0, pool->get());
+      if (!session.ok()) return 1;
+      // Fill the cache with lk tokens of small random values (contents do
+      // not change the cost), then time single-token steps, resetting the
+      // length.
+      PagedKvCache& cache = (*session)->mutable_cache();
+      if (!cache.Reserve(lk + 1).ok()) return 1;
+      const KvLayout& layout = cache.layout();
+      std::mt19937 gen(1);
+      std::uniform_real_distribution<float> dist(-0.1f, 0.1f);
+      std::vector<float> row(static_cast<size_t>(std::max(layout.k_width, layout.v_width)));
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t h = 0; h < layout.heads; ++h)
+          for (int64_t t = 0; t < lk; ++t) {
+            for (float& x : row) x = dist(gen);
+            cache.StoreK(b, h, t, row.data());
+            if (!layout.v_in_k) cache.StoreV(b, h, t, row.data());
           }
-        }
-    cache.Advance(lk);
-    const auto x = RandomBuffer(batch * config.d_model, 5);
-    Tensor tokens({batch, 1, config.d_model}, x);
-    absl::Status status;
-    const double t = TimeIt(
-        [&] {
-          status = (*session)->Step(tokens).status();
-          cache.Advance(-1);  // keep Lk fixed
-        },
-        opt.min_time);
-    if (!status.ok()) {
-      std::fprintf(stderr, "%s: %s\n", name.c_str(), status.ToString().c_str());
-      return 1;
+      cache.Advance(lk);
+      const auto x = RandomBuffer(batch * config.d_model, 5);
+      Tensor tokens({batch, 1, config.d_model}, x);
+      absl::Status status;
+      const double t = TimeIt(
+          [&] {
+            status = (*session)->Step(tokens).status();
+            cache.Advance(-1);  // keep Lk fixed
+          },
+          opt.min_time);
+      // The attention alone: one query row per head over the lk cached.
+      const int64_t hq = NumQueryHeads(config);
+      const std::vector<float> q = RandomBuffer(batch * hq * layout.k_width, 6);
+      std::vector<float> out(static_cast<size_t>(batch * hq * layout.v_width));
+      const double ta = TimeIt(
+          [&] {
+            if (status.ok()) {
+              status = PagedSdpa(View4::Dense(q.data(), batch, hq, 1, layout.k_width), cache, 0.05f,
+                                 MutView4::Dense(out.data(), batch, hq, 1, layout.v_width));
+            }
+          },
+          opt.min_time);
+      if (!status.ok()) {
+        std::fprintf(stderr, "%s: %s\n", name.c_str(), status.ToString().c_str());
+        return 1;
+      }
+      if (kv == DType::kFloat32) f32_attention = ta;
+      const double kv_bytes = static_cast<double>(per_token) * batch * lk;
+      std::printf("| %s | %s | %lld | %.0f | %.2f | %.0f | %.3f | %.1f | %.0f%% | %.2fx |\n",
+                  name.c_str(), DTypeName(kv), static_cast<long long>(per_token),
+                  kv_bytes / 1048576.0, t * 1e3, batch / t, ta * 1e3, kv_bytes / ta / 1e9,
+                  100 * kv_bytes / ta / 1e9 / bandwidth, f32_attention / ta);
+      std::fflush(stdout);
     }
-    const double kv_bytes = static_cast<double>(per_token) * batch * (lk + 1);
-    std::printf("| %s | %lld | %.0f | %.2f | %.0f | %.1f | %.0f%% |\n", name.c_str(),
-                static_cast<long long>(per_token), kv_bytes / 1048576.0, t * 1e3, batch / t,
-                kv_bytes / t / 1e9, 100 * kv_bytes / t / 1e9 / bandwidth);
-    std::fflush(stdout);
   }
   return 0;
 }
@@ -308,9 +339,10 @@ int RunMemory(int64_t l) {
   std::fill(out.begin(), out.end(), 0.0f);  // touch every page
   const int64_t before = PeakRss();
   const auto t0 = Clock::now();
-  const absl::Status s = Sdpa(View4::Dense(q.data(), 1, 1, l, d), View4::Dense(k.data(), 1, 1, l, d),
-                              View4::Dense(v.data(), 1, 1, l, d), MaskSpec{}, 0.0f,
-                              MutView4::Dense(out.data(), 1, 1, l, d), nullptr);
+  const absl::Status s =
+      Sdpa(View4::Dense(q.data(), 1, 1, l, d), View4::Dense(k.data(), 1, 1, l, d),
+           View4::Dense(v.data(), 1, 1, l, d), MaskSpec{}, 0.0f,
+           MutView4::Dense(out.data(), 1, 1, l, d), nullptr);
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   if (!s.ok()) {
     std::fprintf(stderr, "%s\n", s.ToString().c_str());
@@ -321,10 +353,11 @@ int RunMemory(int64_t l) {
               static_cast<long long>(l), static_cast<long long>(d), ComputeThreads());
   std::printf("inputs + output: %.1f MiB; peak RSS before: %.1f MiB, after: %.1f MiB\n",
               4.0 * l * d * 4 / 1048576.0, before / 1048576.0, after / 1048576.0);
-  std::printf("peak RSS above the inputs: %.1f MiB (the full score matrix would be %.0f MiB); "
-              "%.1f ms, %.1f GFLOP/s\n",
-              (after - before) / 1048576.0, 4.0 * l * l / 1048576.0, secs * 1e3,
-              SdpaFlops(1, 1, l, l, d, d, false) / secs / 1e9);
+  std::printf(
+      "peak RSS above the inputs: %.1f MiB (the full score matrix would be %.0f MiB); "
+      "%.1f ms, %.1f GFLOP/s\n",
+      (after - before) / 1048576.0, 4.0 * l * l / 1048576.0, secs * 1e3,
+      SdpaFlops(1, 1, l, l, d, d, false) / secs / 1e9);
   return 0;
 }
 
@@ -346,17 +379,20 @@ int Run(const Options& opt) {
   const double gemm = GemmProbe::Gflops(TimeIt([&] { gemm_probe.Run(); }, opt.min_time));
   const double bw = BandwidthProbe::GBs(TimeIt([&] { bw_probe.Run(); }, opt.min_time));
   std::printf("onednn_sgemm_1024: %.1f GFLOP/s\nread_bandwidth: %.1f GB/s\n", gemm, bw);
-  std::printf("(fastest runs. Each row times its workload alternating with the GEMM and\n"
-              "bandwidth probes, whose rates in that window it is compared with; the median\n"
-              "workload time is in the last column)\n\n");
-  std::printf("| workload | ms | GFLOP/s | GEMM GFLOP/s | vs GEMM | KV GB/s | bandwidth GB/s | "
-              "vs bandwidth | median ms |\n");
+  std::printf(
+      "(fastest runs. Each row times its workload alternating with the GEMM and\n"
+      "bandwidth probes, whose rates in that window it is compared with; the median\n"
+      "workload time is in the last column)\n\n");
+  std::printf(
+      "| workload | ms | GFLOP/s | GEMM GFLOP/s | vs GEMM | KV GB/s | bandwidth GB/s | "
+      "vs bandwidth | median ms |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Workload& w : StandardWorkloads()) {
     if (!opt.filter.empty() && w.name.find(opt.filter) == std::string::npos) continue;
     const auto q = RandomBuffer(w.b * w.hq * w.lq * w.dk, 1);
     const auto k = RandomBuffer(w.b * w.hkv * w.lk * w.dk, 2);
-    const auto v = w.value_in_key ? std::vector<float>() : RandomBuffer(w.b * w.hkv * w.lk * w.dv, 3);
+    const auto v =
+        w.value_in_key ? std::vector<float>() : RandomBuffer(w.b * w.hkv * w.lk * w.dv, 3);
     std::vector<float> out(w.b * w.hq * w.lq * w.dv);
     const View4 qv = View4::Dense(q.data(), w.b, w.hq, w.lq, w.dk);
     const View4 kv = View4::Dense(k.data(), w.b, w.hkv, w.lk, w.dk);
@@ -369,9 +405,9 @@ int Run(const Options& opt) {
     mask.causal = w.causal;
     const MutView4 ov = MutView4::Dense(out.data(), w.b, w.hq, w.lq, w.dv);
     absl::Status status;
-    const Interleaved run = TimeInterleaved(
-        [&] { status = Sdpa(qv, kv, vv, mask, 0.0f, ov, nullptr); }, gemm_probe, bw_probe,
-        opt.min_time);
+    const Interleaved run =
+        TimeInterleaved([&] { status = Sdpa(qv, kv, vv, mask, 0.0f, ov, nullptr); }, gemm_probe,
+                        bw_probe, opt.min_time);
     const Timing& timing = run.workload;
     const double t = timing.best;
     if (!status.ok()) {
@@ -383,9 +419,8 @@ int Run(const Options& opt) {
     const double kv_gbs = w.KvBytes() / t / 1e9;
     if (decode) {
       std::printf("| %s | %.3f | %.1f | %.1f | %.0f%% | %.1f | %.1f | %.0f%% | %.3f |\n",
-                  w.name.c_str(), t * 1e3, gflops, run.gemm_gflops,
-                  100 * gflops / run.gemm_gflops, kv_gbs, run.bandwidth_gbs,
-                  100 * kv_gbs / run.bandwidth_gbs, timing.median * 1e3);
+                  w.name.c_str(), t * 1e3, gflops, run.gemm_gflops, 100 * gflops / run.gemm_gflops,
+                  kv_gbs, run.bandwidth_gbs, 100 * kv_gbs / run.bandwidth_gbs, timing.median * 1e3);
     } else {
       std::printf("| %s | %.3f | %.1f | %.1f | %.0f%% | | | | %.3f |\n", w.name.c_str(), t * 1e3,
                   gflops, run.gemm_gflops, 100 * gflops / run.gemm_gflops, timing.median * 1e3);

@@ -85,7 +85,8 @@ absl::StatusOr<std::unique_ptr<AttentionClient>> AttentionClient::Connect(
   args.SetMaxSendMessageSize(max_bytes);
   args.SetLoadBalancingPolicyName("round_robin");
   if (!options.tls_server_name.empty()) args.SetSslTargetNameOverride(options.tls_server_name);
-  auto channel = grpc::CreateCustomChannel(ChannelTarget(target), ChannelCredentials(options), args);
+  auto channel =
+      grpc::CreateCustomChannel(ChannelTarget(target), ChannelCredentials(options), args);
   return std::make_unique<AttentionClient>(std::move(channel), options);
 }
 
@@ -190,7 +191,7 @@ absl::StatusOr<ForwardOutput> AttentionClient::Forward(const std::string& module
 }
 
 absl::StatusOr<std::unique_ptr<DecodeStream>> AttentionClient::StartDecode(
-    const std::string& module, int64_t batch, int64_t max_tokens) {
+    const std::string& module, int64_t batch, int64_t max_tokens, pb::DType kv_cache_dtype) {
   std::unique_ptr<DecodeStream> s(new DecodeStream);
   s->ctx_ = std::make_unique<grpc::ClientContext>();
   PrepareContext(s->ctx_.get());
@@ -199,6 +200,7 @@ absl::StatusOr<std::unique_ptr<DecodeStream>> AttentionClient::StartDecode(
   req.mutable_start()->set_module(module);
   req.mutable_start()->set_batch(batch);
   req.mutable_start()->set_max_tokens(max_tokens);
+  req.mutable_start()->set_kv_cache_dtype(kv_cache_dtype);
   if (!s->stream_->Write(req)) return s->Finish();
   return s;
 }
@@ -231,7 +233,8 @@ absl::StatusOr<DecodeChunk> DecodeStream::Step(const Tensor& tokens, DType wire_
 }
 
 absl::Status DecodeStream::Close() {
-  if (done_) return error_.code() == absl::StatusCode::kFailedPrecondition ? absl::OkStatus() : error_;
+  if (done_)
+    return error_.code() == absl::StatusCode::kFailedPrecondition ? absl::OkStatus() : error_;
   stream_->WritesDone();
   done_ = true;
   error_ = FromGrpc(stream_->Finish());

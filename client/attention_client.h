@@ -12,6 +12,8 @@
 #ifndef ATTENTION_CLIENT_ATTENTION_CLIENT_H_
 #define ATTENTION_CLIENT_ATTENTION_CLIENT_H_
 
+#include <grpcpp/security/credentials.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,8 +21,6 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include <grpcpp/security/credentials.h>
-
 #include "attention/v1/attention.grpc.pb.h"
 #include "core/dtype.h"
 #include "core/module.h"
@@ -57,7 +57,7 @@ struct AttendOptions {
   MaskSpec mask;
   float scale = 0.0f;  // 0: 1/sqrt(Dk)
   bool return_weights = false;
-  DType wire_dtype = DType::kFloat32;                // how q, k, v are sent
+  DType wire_dtype = DType::kFloat32;              // how q, k, v are sent
   pb::DType output_dtype = pb::DTYPE_UNSPECIFIED;  // as the query
 };
 
@@ -143,9 +143,11 @@ class AttentionClient {
   absl::Status UnloadModule(const std::string& name);
   absl::StatusOr<ForwardOutput> Forward(const std::string& module, const Tensor& query,
                                         const ForwardOptions& options = {});
-  // Opens a Decode stream and sends `start`. max_tokens 0: no per-stream cap.
-  absl::StatusOr<std::unique_ptr<DecodeStream>> StartDecode(const std::string& module,
-                                                            int64_t batch, int64_t max_tokens = 0);
+  // Opens a Decode stream and sends `start`. max_tokens 0: no per-stream cap;
+  // kv_cache_dtype UNSPECIFIED: the module's.
+  absl::StatusOr<std::unique_ptr<DecodeStream>> StartDecode(
+      const std::string& module, int64_t batch, int64_t max_tokens = 0,
+      pb::DType kv_cache_dtype = pb::DTYPE_UNSPECIFIED);
   absl::StatusOr<pb::EstimateResponse> Estimate(const pb::ModuleConfig& config, int64_t batch,
                                                 int64_t seq_len);
   absl::StatusOr<pb::ServerInfo> GetServerInfo();

@@ -24,8 +24,8 @@ absl::Status CheckRange(const std::string& field, int64_t value, int64_t lo) {
 absl::Status CheckDivides(const std::string& field, int64_t divisor, const std::string& what,
                           int64_t value) {
   if (value % divisor != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": must divide ", what, " = ", value,
-                                                   ", got ", divisor));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": must divide ", what, " = ", value, ", got ", divisor));
   }
   return absl::OkStatus();
 }
@@ -50,6 +50,11 @@ const char* VariantFieldName(Variant variant) {
 
 absl::Status ValidateConfig(const ModuleConfig& c) {
   ATTN_RETURN_IF_ERROR(CheckRange("config.d_model", c.d_model, 1));
+  if (!IsKvCacheDType(c.kv_cache_dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.kv_cache_dtype: expected FLOAT32, BFLOAT16, FLOAT16 or INT8, got ",
+                     DTypeName(c.kv_cache_dtype)));
+  }
   switch (c.variant) {
     case Variant::kSelfAttention:
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "d_k"), c.d_k, 1));
@@ -61,8 +66,8 @@ absl::Status ValidateConfig(const ModuleConfig& c) {
       return CheckDivides(Field(c, "num_heads"), c.num_heads, "d_model", c.d_model);
     case Variant::kGqa:
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_q_heads"), c.num_heads, 1));
-      ATTN_RETURN_IF_ERROR(CheckDivides(Field(c, "num_q_heads"), c.num_heads, "d_model",
-                                        c.d_model));
+      ATTN_RETURN_IF_ERROR(
+          CheckDivides(Field(c, "num_q_heads"), c.num_heads, "d_model", c.d_model));
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_kv_heads"), c.num_kv_heads, 1));
       return CheckDivides(Field(c, "num_kv_heads"), c.num_kv_heads, "num_q_heads", c.num_heads);
     case Variant::kMla:
@@ -72,21 +77,21 @@ absl::Status ValidateConfig(const ModuleConfig& c) {
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "qk_nope_head_dim"), c.qk_nope_head_dim, 1));
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "qk_rope_head_dim"), c.qk_rope_head_dim, 2));
       if (c.qk_rope_head_dim % 2 != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            Field(c, "qk_rope_head_dim"), ": expected an even number (rotate-half RoPE), got ",
-            c.qk_rope_head_dim));
+        return absl::InvalidArgumentError(
+            absl::StrCat(Field(c, "qk_rope_head_dim"),
+                         ": expected an even number (rotate-half RoPE), got ", c.qk_rope_head_dim));
       }
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "v_head_dim"), c.v_head_dim, 1));
       if (!(c.rope_theta >= 0.0) || !std::isfinite(c.rope_theta)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            Field(c, "rope_theta"), ": expected a finite value >= 0 (0: 10000), got ",
-            c.rope_theta));
+        return absl::InvalidArgumentError(
+            absl::StrCat(Field(c, "rope_theta"), ": expected a finite value >= 0 (0: 10000), got ",
+                         c.rope_theta));
       }
       // Per-head products must stay far from int64 overflow.
       if (c.num_heads * (c.qk_nope_head_dim + c.v_head_dim) > kMaxConfigDim * 64) {
         return absl::InvalidArgumentError(absl::StrCat(
-            Field(c, "num_heads"), ": num_heads·(qk_nope_head_dim + v_head_dim) must be <= ",
-            kMaxConfigDim * 64));
+            Field(c, "num_heads"),
+            ": num_heads·(qk_nope_head_dim + v_head_dim) must be <= ", kMaxConfigDim * 64));
       }
       return absl::OkStatus();
   }
@@ -183,10 +188,19 @@ int64_t ParameterCount(const ModuleConfig& c) {
   return n;
 }
 
+bool IsKvCacheDType(DType dtype) {
+  return dtype == DType::kFloat32 || dtype == DType::kBfloat16 || dtype == DType::kFloat16 ||
+         dtype == DType::kInt8;
+}
+
+int64_t KvCacheBytesPerToken(const ModuleConfig& c, DType kv_dtype) {
+  const int64_t size = DTypeSize(kv_dtype), scale = kv_dtype == DType::kInt8 ? 4 : 0;
+  if (c.variant == Variant::kMla) return (c.kv_lora_rank + c.qk_rope_head_dim) * size + scale;
+  return NumKvHeads(c) * ((HeadDimK(c) + HeadDimV(c)) * size + 2 * scale);
+}
+
 int64_t KvCacheBytesPerToken(const ModuleConfig& c) {
-  constexpr int64_t kFloatBytes = 4;
-  if (c.variant == Variant::kMla) return (c.kv_lora_rank + c.qk_rope_head_dim) * kFloatBytes;
-  return NumKvHeads(c) * (HeadDimK(c) + HeadDimV(c)) * kFloatBytes;
+  return KvCacheBytesPerToken(c, c.kv_cache_dtype);
 }
 
 }  // namespace attention

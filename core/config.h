@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/dtype.h"
 
 namespace attention {
 
@@ -54,6 +55,9 @@ struct ModuleConfig {
   int64_t qk_rope_head_dim = 0;
   int64_t v_head_dim = 0;
   double rope_theta = 0.0;  // 0: 10000
+  // How Decode caches K and V (mla: the latent): kFloat32, kBfloat16,
+  // kFloat16 or kInt8 (kv_cache.h).
+  DType kv_cache_dtype = DType::kFloat32;
 };
 
 // How mla attends (the other variants have one form).
@@ -89,10 +93,17 @@ struct WeightSpec {
 std::vector<WeightSpec> ExpectedWeights(const ModuleConfig& config);
 // Values in ExpectedWeights(config).
 int64_t ParameterCount(const ModuleConfig& config);
-// Float32 bytes the KV cache holds per token (one batch row): Hkv·(Dk + Dv)
-// (MHA 2·H·d_head, GQA 2·Hkv·d_head, MQA 2·d_head, self_attention d_k + d_v),
-// MLA kv_lora_rank + qk_rope_head_dim; times 4.
+// Bytes the KV cache holds per token (one batch row) in `kv_dtype`:
+// Hkv·(Dk + Dv) elements (MHA 2·H·d_head, GQA 2·Hkv·d_head, MQA 2·d_head,
+// self_attention d_k + d_v), MLA kv_lora_rank + qk_rope_head_dim; times the
+// element size (4, 2, 2, 1), plus for kInt8 a float32 scale per row of
+// each kv head (K and V: 8 bytes; MLA's one latent row: 4).
+int64_t KvCacheBytesPerToken(const ModuleConfig& config, DType kv_dtype);
+// In config.kv_cache_dtype.
 int64_t KvCacheBytesPerToken(const ModuleConfig& config);
+// Whether `dtype` is a KV-cache storage type (FLOAT32, BFLOAT16, FLOAT16,
+// INT8).
+bool IsKvCacheDType(DType dtype);
 
 }  // namespace attention
 

@@ -13,6 +13,18 @@ namespace attention {
 absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
     std::shared_ptr<const AttentionModule> module, int64_t batch, int64_t max_tokens,
     KvBlockPool* pool) {
+  const DType kv_dtype = module->config().kv_cache_dtype;
+  return Create(std::move(module), batch, max_tokens, kv_dtype, pool);
+}
+
+absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
+    std::shared_ptr<const AttentionModule> module, int64_t batch, int64_t max_tokens,
+    DType kv_dtype, KvBlockPool* pool) {
+  if (!IsKvCacheDType(kv_dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("start.kv_cache_dtype: expected FLOAT32, BFLOAT16, FLOAT16 or INT8, got ",
+                     DTypeName(kv_dtype)));
+  }
   if (batch < 1 || batch > kMaxConfigDim) {
     return absl::InvalidArgumentError(
         absl::StrCat("start.batch: expected 1..", kMaxConfigDim, ", got ", batch));
@@ -21,8 +33,8 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("start.max_tokens: expected >= 0 (0: no limit), got ", max_tokens));
   }
-  absl::StatusOr<std::unique_ptr<PagedKvCache>> cache = PagedKvCache::Create(
-      CacheLayout(module->config()), batch, max_tokens, pool);
+  absl::StatusOr<std::unique_ptr<PagedKvCache>> cache =
+      PagedKvCache::Create(CacheLayout(module->config(), kv_dtype), batch, max_tokens, pool);
   if (!cache.ok()) {
     return absl::Status(cache.status().code(), absl::StrCat("start: ", cache.status().message()));
   }
@@ -53,12 +65,16 @@ int64_t DecodeSession::StepWorkingBytes(int64_t t_new) const {
       std::min(hq / hkv * static_cast<double>(t_new), static_cast<double>(kPagedRowTile));
   const double lk = static_cast<double>(cache_->length()) + static_cast<double>(t_new);
   floats += static_cast<double>(ComputeThreads()) * tile * (lk + 2 * dv);
+  if (layout.dtype != DType::kFloat32) {  // a run's rows as float32 (GEMM path)
+    floats += static_cast<double>(ComputeThreads()) *
+              static_cast<double>(cache_->plan().chunk_tokens) * std::max(dk, dv);
+  }
   const double bytes = floats * 4;
   return bytes > 9e18 ? INT64_MAX : static_cast<int64_t>(bytes);
 }
 
 int64_t DecodeSession::kv_cache_bytes() const {
-  return cache_->length() * cache_->batch() * module_->kv_cache_bytes_per_token();
+  return cache_->length() * cache_->batch() * cache_->layout().BytesPerToken();
 }
 
 absl::StatusOr<DecodeStepResult> DecodeSession::Step(const Tensor& tokens) {
@@ -72,9 +88,8 @@ absl::StatusOr<DecodeStepResult> DecodeSession::Step(const Tensor& tokens) {
   }
   const int64_t t_new = tokens.dim(1), l0 = cache_->length();
   if (max_tokens_ > 0 && l0 + t_new > max_tokens_) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("tokens: ", l0, " cached + ", t_new, " new would pass start.max_tokens = ",
-                     max_tokens_));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tokens: ", l0, " cached + ", t_new, " new would pass start.max_tokens = ", max_tokens_));
   }
   DecodeStepResult result;
   ATTN_ASSIGN_OR_RETURN(result.output, module_->DecodeStep(*cache_, tokens));

@@ -23,10 +23,12 @@ class DecodeSession {
  public:
   // Reserves the KV blocks of max(max_tokens, 1) tokens of every row in
   // `pool` (counted, not allocated: memory comes as tokens are written;
-  // kv_cache.h). max_tokens 0: no limit; past its
-  // first token the stream grows from the shared budget.
-  //   INVALID_ARGUMENT    naming "start.batch" (1 .. kMaxConfigDim) or
-  //                       "start.max_tokens" (>= 0)
+  // kv_cache.h), cached in `kv_dtype` (without it, the module's
+  // kv_cache_dtype). max_tokens 0: no limit; past its first token the
+  // stream grows from the shared budget.
+  //   INVALID_ARGUMENT    naming "start.batch" (1 .. kMaxConfigDim),
+  //                       "start.max_tokens" (>= 0) or
+  //                       "start.kv_cache_dtype" (not a KV-cache dtype)
   //   RESOURCE_EXHAUSTED  the reservation does not fit the free budget
   //                       (naming --kv_cache_mb, with need and free), or one
   //                       token of one kv head is larger than a block
@@ -34,6 +36,9 @@ class DecodeSession {
   static absl::StatusOr<std::unique_ptr<DecodeSession>> Create(
       std::shared_ptr<const AttentionModule> module, int64_t batch, int64_t max_tokens,
       KvBlockPool* pool);
+  static absl::StatusOr<std::unique_ptr<DecodeSession>> Create(
+      std::shared_ptr<const AttentionModule> module, int64_t batch, int64_t max_tokens,
+      DType kv_dtype, KvBlockPool* pool);
 
   // Appends tokens [B, T, d_model] and returns their outputs.
   //   INVALID_ARGUMENT    "tokens" of the wrong shape

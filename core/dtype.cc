@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 namespace attention {
@@ -29,6 +30,7 @@ int DTypeSize(DType dtype) {
     case DType::kBfloat16:
       return 2;
     case DType::kBool:
+    case DType::kInt8:
       return 1;
   }
   return 0;
@@ -44,6 +46,8 @@ const char* DTypeName(DType dtype) {
       return "BFLOAT16";
     case DType::kBool:
       return "BOOL";
+    case DType::kInt8:
+      return "INT8";
   }
   return "?";
 }
@@ -153,6 +157,11 @@ void DecodeToFloat(DType dtype, const void* bytes, int64_t n, float* out) {
       for (int64_t i = 0; i < n; ++i) out[i] = p[i] != 0 ? 1.0f : 0.0f;
       return;
     }
+    case DType::kInt8: {
+      const auto* p = static_cast<const signed char*>(bytes);
+      for (int64_t i = 0; i < n; ++i) out[i] = p[i];
+      return;
+    }
   }
 }
 
@@ -179,6 +188,13 @@ void EncodeFromFloat(DType dtype, const float* in, int64_t n, void* bytes) {
     case DType::kBool: {
       auto* p = static_cast<unsigned char*>(bytes);
       for (int64_t i = 0; i < n; ++i) p[i] = in[i] != 0.0f ? 1 : 0;
+      return;
+    }
+    case DType::kInt8: {  // rounded to nearest, saturated
+      auto* p = static_cast<signed char*>(bytes);
+      for (int64_t i = 0; i < n; ++i) {
+        p[i] = static_cast<signed char>(std::lrint(std::fmin(127.0f, std::fmax(-127.0f, in[i]))));
+      }
       return;
     }
   }

@@ -11,7 +11,10 @@
 
 namespace attention {
 
-enum class DType { kFloat32, kFloat16, kBfloat16, kBool };
+// kInt8 is a KV-cache storage type (kv_cache.h: int8 values with a float32
+// scale per row), not a wire tensor type; as plain elements it decodes to
+// the integers' values.
+enum class DType { kFloat32, kFloat16, kBfloat16, kBool, kInt8 };
 
 // Bytes per element on the wire.
 int DTypeSize(DType dtype);
@@ -31,8 +34,9 @@ void FloatToBfloat16(const float* in, uint16_t* out, int64_t n);
 // Decodes n little-endian elements of `dtype` at `bytes` into float32
 // (BOOL: 1.0f for nonzero). `bytes` need not be aligned.
 void DecodeToFloat(DType dtype, const void* bytes, int64_t n, float* out);
-// Encodes n floats as `dtype` (FLOAT32, FLOAT16 or BFLOAT16) into `bytes`,
-// which must hold n * DTypeSize(dtype) bytes.
+// Encodes n floats as `dtype` into `bytes`, which must hold n *
+// DTypeSize(dtype) bytes (INT8: rounded to nearest and saturated to ±127;
+// NaN is undefined).
 void EncodeFromFloat(DType dtype, const float* in, int64_t n, void* bytes);
 
 }  // namespace attention

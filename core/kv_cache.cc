@@ -1,7 +1,10 @@
 #include "core/kv_cache.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -10,8 +13,9 @@
 
 namespace attention {
 
-KvLayout CacheLayout(const ModuleConfig& c) {
+KvLayout CacheLayout(const ModuleConfig& c, DType kv_dtype) {
   KvLayout l;
+  l.dtype = kv_dtype;
   switch (c.variant) {
     case Variant::kSelfAttention:
       l.heads = 1;
@@ -32,6 +36,15 @@ KvLayout CacheLayout(const ModuleConfig& c) {
   return l;
 }
 
+KvLayout CacheLayout(const ModuleConfig& c) { return CacheLayout(c, c.kv_cache_dtype); }
+
+void RowToFloat(DType dtype, const void* row, float scale, int64_t n, float* out) {
+  DecodeToFloat(dtype, row, n, out);
+  if (dtype == DType::kInt8) {
+    for (int64_t i = 0; i < n; ++i) out[i] *= scale;
+  }
+}
+
 int64_t KvBlockPlan::BlocksFor(int64_t tokens) const {
   if (tokens > INT64_MAX / lanes) return INT64_MAX;
   const int64_t rows = tokens * lanes;
@@ -44,7 +57,7 @@ absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
     return absl::InvalidArgumentError(
         absl::StrCat("batch: expected 1..", kMaxConfigDim, ", got ", batch));
   }
-  const int64_t head_bytes = layout.FloatsPerHeadToken() * 4;
+  const int64_t head_bytes = layout.HeadRowBytes();
   if (head_bytes > block_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat("kv cache: one token of one kv head needs ",
                                                      head_bytes, " bytes, more than a block of ",
@@ -52,7 +65,23 @@ absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
   }
   KvBlockPlan plan;
   plan.lanes = batch * layout.heads;  // both <= kMaxConfigDim (2^20): no overflow
-  plan.rows_per_block = block_bytes / head_bytes;
+  // As many rows as fit with the scales 4-byte aligned after the rows.
+  const int64_t es = DTypeSize(layout.dtype);
+  const int64_t kv_row = (layout.k_width + (layout.v_in_k ? 0 : layout.v_width)) * es;
+  int64_t p = block_bytes / head_bytes;
+  auto scale_offset = [&](int64_t rows) { return (rows * kv_row + 3) / 4 * 4; };
+  if (layout.ScalesPerHeadRow() > 0 &&
+      scale_offset(p) + 4 * layout.ScalesPerHeadRow() * p > block_bytes) {
+    --p;
+  }
+  if (p < 1) {
+    return absl::ResourceExhaustedError(absl::StrCat("kv cache: one token of one kv head needs ",
+                                                     head_bytes, " bytes, more than a block of ",
+                                                     block_bytes, " (raise --kv_block_kb)"));
+  }
+  plan.rows_per_block = p;
+  plan.v_offset = p * layout.k_width * es;
+  plan.scale_offset = scale_offset(p);
   // Runs of about kRunTokens that tile a block (runs cross blocks only when
   // they cannot), or one block's rows when that is fewer.
   const int64_t runs_per_block = std::max<int64_t>(1, plan.rows_per_block / kRunTokens);
@@ -74,7 +103,7 @@ absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(int64_t budget_
 }
 
 KvBlockPool::~KvBlockPool() {
-  for (float* b : free_) std::free(b);
+  for (uint8_t* b : free_) std::free(b);
 }
 
 absl::Status KvBlockPool::Reserve(int64_t blocks, absl::string_view what) {
@@ -94,21 +123,21 @@ void KvBlockPool::Unreserve(int64_t blocks) {
   reserved_ -= blocks;
 }
 
-absl::StatusOr<float*> KvBlockPool::AllocateReserved() {
+absl::StatusOr<uint8_t*> KvBlockPool::AllocateReserved() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!free_.empty()) {
-      float* block = free_.back();
+      uint8_t* block = free_.back();
       free_.pop_back();
       return block;
     }
   }
-  float* block = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(block_bytes_)));
+  auto* block = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(block_bytes_)));
   if (block == nullptr) return absl::ResourceExhaustedError("kv cache: out of memory");
   return block;
 }
 
-void KvBlockPool::FreeReserved(float* block) {
+void KvBlockPool::FreeReserved(uint8_t* block) {
   std::lock_guard<std::mutex> lock(mu_);
   free_.push_back(block);
 }
@@ -135,7 +164,7 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvLayou
 }
 
 PagedKvCache::~PagedKvCache() {
-  for (float* b : blocks_) pool_->FreeReserved(b);
+  for (uint8_t* b : blocks_) pool_->FreeReserved(b);
   pool_->Unreserve(reserved_);
 }
 
@@ -148,7 +177,7 @@ absl::Status PagedKvCache::Reserve(int64_t tokens) {
     reserved_ = need;
   }
   while (blocks_held() < need) {
-    absl::StatusOr<float*> block = pool_->AllocateReserved();
+    absl::StatusOr<uint8_t*> block = pool_->AllocateReserved();
     if (!block.ok()) {  // undo
       while (blocks_held() > have) {
         pool_->FreeReserved(blocks_.back());
@@ -171,14 +200,75 @@ absl::Status PagedKvCache::Reserve(int64_t tokens) {
   return absl::OkStatus();
 }
 
-KvRun PagedKvCache::Run(int64_t lane, int64_t t, int64_t width, bool values) const {
+void PagedKvCache::Store(uint8_t* row, float* scale, const float* values, int64_t n) {
+  if (layout_.dtype != DType::kInt8) {
+    EncodeFromFloat(layout_.dtype, values, n, row);
+    return;
+  }
+  float absmax = 0.0f;
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    finite = finite && std::isfinite(values[i]);
+    absmax = std::max(absmax, std::fabs(values[i]));
+  }
+  if (!finite) {  // reads back as NaN, as a float row with NaN or inf attends
+    *scale = std::numeric_limits<float>::quiet_NaN();
+    std::memset(row, 0, static_cast<size_t>(n));
+    return;
+  }
+  *scale = absmax / 127.0f;
+  const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
+  auto* q = reinterpret_cast<int8_t*>(row);
+  for (int64_t i = 0; i < n; ++i) {
+    q[i] = static_cast<int8_t>(std::lrint(std::clamp(values[i] * inv, -127.0f, 127.0f)));
+  }
+}
+
+void PagedKvCache::StoreK(int64_t b, int64_t h, int64_t t, const float* row) {
+  const int64_t slot = Slot(b * layout_.heads + h, t);
+  Store(KAt(slot), layout_.dtype == DType::kInt8 ? KScaleAt(slot) : nullptr, row, layout_.k_width);
+}
+
+void PagedKvCache::StoreV(int64_t b, int64_t h, int64_t t, const float* row) {
+  const int64_t slot = Slot(b * layout_.heads + h, t);
+  Store(VAt(slot), layout_.dtype == DType::kInt8 ? VScaleAt(slot) : nullptr, row, layout_.v_width);
+}
+
+void PagedKvCache::LoadK(int64_t b, int64_t h, int64_t t, float* row) const {
+  const int64_t slot = Slot(b * layout_.heads + h, t);
+  RowToFloat(layout_.dtype, KAt(slot), layout_.dtype == DType::kInt8 ? *KScaleAt(slot) : 1.0f,
+             layout_.k_width, row);
+}
+
+void PagedKvCache::LoadV(int64_t b, int64_t h, int64_t t, float* row) const {
+  const int64_t slot = Slot(b * layout_.heads + h, t);
+  RowToFloat(layout_.dtype, VAt(slot), layout_.dtype == DType::kInt8 ? *VScaleAt(slot) : 1.0f,
+             layout_.v_width, row);
+}
+
+KvRun PagedKvCache::KRun(int64_t b, int64_t h, int64_t t) const {
+  return Run(b * layout_.heads + h, t, false);
+}
+
+KvRun PagedKvCache::VRun(int64_t b, int64_t h, int64_t t) const {
+  return Run(b * layout_.heads + h, t, true);
+}
+
+KvRun PagedKvCache::Run(int64_t lane, int64_t t, bool values) const {
   const int64_t slot = Slot(lane, t), p = plan_.rows_per_block, r = plan_.chunk_tokens;
-  float* data = values ? VAt(slot) : KAt(slot);
+  const int64_t width = values && !layout_.v_in_k ? layout_.v_width : layout_.k_width;
+  const bool int8 = layout_.dtype == DType::kInt8;
+  KvRun run{values ? VAt(slot) : KAt(slot), width, 0,
+            int8 ? (values ? VScaleAt(slot) : KScaleAt(slot)) : nullptr, 1};
   const int64_t left_in_chunk = r - t % r, left_in_block = p - slot % p;
-  if (t < sealed_) return KvRun{data, width, std::min(left_in_chunk, left_in_block)};
-  // Token-major: the lane's next rows are `lanes` rows apart.
-  return KvRun{data, width * plan_.lanes,
-               std::min(left_in_chunk, (left_in_block - 1) / plan_.lanes + 1)};
+  if (t < sealed_) {
+    run.count = std::min(left_in_chunk, left_in_block);
+  } else {  // token-major: the lane's next rows are `lanes` rows apart
+    run.stride *= plan_.lanes;
+    run.scale_stride = plan_.lanes;
+    run.count = std::min(left_in_chunk, (left_in_block - 1) / plan_.lanes + 1);
+  }
+  return run;
 }
 
 void PagedKvCache::SealChunk(int64_t chunk) {
@@ -191,17 +281,24 @@ void PagedKvCache::SealChunk(int64_t chunk) {
   std::vector<uint64_t> moved(static_cast<size_t>((n + 63) / 64), 0);
   auto seen = [&](int64_t i) { return (moved[i / 64] >> (i % 64) & 1) != 0; };
   auto mark = [&](int64_t i) { moved[i / 64] |= uint64_t{1} << (i % 64); };
-  const int64_t kw = layout_.k_width, vw = layout_.v_in_k ? 0 : layout_.v_width;
-  std::vector<float> carry_k(kw), carry_v(vw);
+  const int64_t es = DTypeSize(layout_.dtype);
+  const int64_t kb = layout_.k_width * es, vb = layout_.v_in_k ? 0 : layout_.v_width * es;
+  const bool scales = layout_.dtype == DType::kInt8, v_scale = scales && !layout_.v_in_k;
+  std::vector<uint8_t> carry_k(kb), carry_v(vb);
+  float carry_ks = 0.0f, carry_vs = 0.0f;
+  auto swap_with = [&](int64_t slot) {
+    std::swap_ranges(carry_k.begin(), carry_k.end(), KAt(slot));
+    if (vb > 0) std::swap_ranges(carry_v.begin(), carry_v.end(), VAt(slot));
+    if (scales) std::swap(carry_ks, *KScaleAt(slot));
+    if (v_scale) std::swap(carry_vs, *VScaleAt(slot));
+  };
   for (int64_t start = 0; start < n; ++start) {
     if (seen(start)) continue;
     mark(start);
     if (dest(start) == start) continue;
-    std::copy_n(KAt(base + start), kw, carry_k.data());
-    if (vw > 0) std::copy_n(VAt(base + start), vw, carry_v.data());
+    swap_with(base + start);  // carries the start's row (its slot holds junk until the end)
     for (int64_t i = dest(start);; i = dest(i)) {
-      std::swap_ranges(carry_k.begin(), carry_k.end(), KAt(base + i));
-      if (vw > 0) std::swap_ranges(carry_v.begin(), carry_v.end(), VAt(base + i));
+      swap_with(base + i);
       if (i == start) break;
       mark(i);
     }

@@ -1,18 +1,24 @@
 // KV caches for streaming decode: a server-wide budget of fixed-size blocks
 // and the paged cache of one stream, grown block by block without copying.
 //
-// Per token and batch row, a cache holds what the variant needs and no more
-// (float32):
+// Per token and batch row, a cache holds what the variant needs and no more:
 //   mha / gqa / mqa / self_attention   K and V of the Hkv heads
 //   mla                                 the latent [RMSNorm(c_KV) | RoPE(k_rope)]
 //                                       (kv_lora_rank + qk_rope_head_dim); values
 //                                       are its first kv_lora_rank columns
+// in one of the storage types (KvLayout::dtype): float32, bfloat16 or
+// float16 (rounded to nearest, ties to even), or int8 with one float32
+// scale per row (symmetric: scale = absmax / 127, value = int8 · scale; a
+// row with a NaN or an infinity reads back as NaN). Readers convert rows
+// in registers (RowToFloat, the decode kernels); nothing is dequantised
+// into a second copy.
 //
 // Block layout. A lane is one (batch row b, kv head h), numbered b·Hkv + h;
 // a stream has B·Hkv lanes. A head row is one token of one lane (its K row,
-// then its V row unless v_in_k). A block holds P = ⌊block_bytes / head-row
-// bytes⌋ head rows, K [P][k_width] then V [P][v_width], and a stream's head
-// rows fill its blocks densely in this order:
+// then its V row unless v_in_k, then for int8 their scales). A block holds
+// P head rows (as many as fit), K [P][k_width], then V [P][v_width], then
+// for int8 the K scales [P] and V scales [P] (float32, 4-byte aligned), and
+// a stream's head rows fill its blocks densely in this order:
 //   tokens are cut into chunks of R tokens (R about kRunTokens, or P when a
 //   block holds fewer head rows);
 //   a sealed chunk (every chunk but the last) is lane-major: lane 0's R
@@ -39,23 +45,48 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/config.h"
+#include "core/dtype.h"
 #include "core/tensor.h"
 
 namespace attention {
 
 struct KvLayout {
-  int64_t heads = 1;    // Hkv (1 for mla)
-  int64_t k_width = 0;  // per head: Dk (mla: kv_lora_rank + qk_rope_head_dim)
-  int64_t v_width = 0;  // per head: Dv (mla: kv_lora_rank)
-  bool v_in_k = false;  // mla: values are the first v_width columns of the key rows
+  int64_t heads = 1;              // Hkv (1 for mla)
+  int64_t k_width = 0;            // per head: Dk (mla: kv_lora_rank + qk_rope_head_dim)
+  int64_t v_width = 0;            // per head: Dv (mla: kv_lora_rank)
+  bool v_in_k = false;            // mla: values are the first v_width columns of the key rows
+  DType dtype = DType::kFloat32;  // kFloat32, kBfloat16, kFloat16 or kInt8
 
-  int64_t FloatsPerToken() const { return heads * FloatsPerHeadToken(); }
-  int64_t FloatsPerHeadToken() const { return k_width + (v_in_k ? 0 : v_width); }
+  // Float32 scales per head row: int8 K and V (K alone when v_in_k).
+  int64_t ScalesPerHeadRow() const { return dtype == DType::kInt8 ? (v_in_k ? 1 : 2) : 0; }
+  // Bytes of one head row, scales included.
+  int64_t HeadRowBytes() const {
+    return (k_width + (v_in_k ? 0 : v_width)) * DTypeSize(dtype) + 4 * ScalesPerHeadRow();
+  }
+  int64_t BytesPerToken() const { return heads * HeadRowBytes(); }
 };
 
-// The cache layout of a valid config; FloatsPerToken() · 4 equals
-// KvCacheBytesPerToken(config).
+// The cache layout of a valid config in `kv_dtype` (a KV-cache dtype:
+// IsKvCacheDType); BytesPerToken() equals KvCacheBytesPerToken(config,
+// kv_dtype).
+KvLayout CacheLayout(const ModuleConfig& config, DType kv_dtype);
+// In config.kv_cache_dtype.
 KvLayout CacheLayout(const ModuleConfig& config);
+
+// Rows j .. j + count - 1 of one lane's K (or V): row j at data + (j - j0)·
+// stride elements of the layout's dtype; for int8 its scale at scales +
+// (j - j0)·scale_stride (scales is null for the other types).
+struct KvRun {
+  const void* data;
+  int64_t stride;  // elements
+  int64_t count;
+  const float* scales;
+  int64_t scale_stride;
+};
+
+// `n` elements of a stored row (`scale`: its int8 scale, else unused) as
+// float32.
+void RowToFloat(DType dtype, const void* row, float scale, int64_t n, float* out);
 
 // Tokens of a sealed chunk's run (the file comment) when a block holds at
 // least that many head rows. Shorter runs cost PagedSdpa time: 16-token runs
@@ -67,6 +98,10 @@ struct KvBlockPlan {
   int64_t lanes = 1;           // B·Hkv
   int64_t rows_per_block = 1;  // P >= 1 head rows
   int64_t chunk_tokens = 1;    // R >= 1
+  // Offsets in a block: V rows (bytes; = the K rows' end when v_in_k) and
+  // the int8 scales (bytes, K scales then P V scales).
+  int64_t v_offset = 0;
+  int64_t scale_offset = 0;
 
   // Blocks holding `tokens` (>= 0) tokens of every row: ⌈tokens·lanes / P⌉,
   // saturating at INT64_MAX.
@@ -79,13 +114,6 @@ struct KvBlockPlan {
 // (servers can check a module at LoadModule with batch 1).
 absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
                                          int64_t block_bytes);
-
-// Rows j .. j + count - 1 of one lane's K (or V) at data + (j - j0)·stride.
-struct KvRun {
-  float* data;
-  int64_t stride;  // floats
-  int64_t count;
-};
 
 // A fixed budget of equal blocks shared by all streams. A block is counted
 // against the budget when reserved, and gets memory only when a stream is
@@ -107,9 +135,9 @@ class KvBlockPool {
   void Unreserve(int64_t blocks);
   // Memory for one block already reserved (block_bytes(), 64-byte aligned,
   // contents undefined). RESOURCE_EXHAUSTED if the process is out of memory.
-  absl::StatusOr<float*> AllocateReserved();
+  absl::StatusOr<uint8_t*> AllocateReserved();
   // Takes back the memory of a block; the block stays reserved.
-  void FreeReserved(float* block);
+  void FreeReserved(uint8_t* block);
 
   int64_t block_bytes() const { return block_bytes_; }
   int64_t total_blocks() const { return total_blocks_; }
@@ -124,7 +152,7 @@ class KvBlockPool {
   const int64_t block_bytes_;
   mutable std::mutex mu_;
   int64_t reserved_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<float*> free_ ABSL_GUARDED_BY(mu_);  // memory given back, kept for reuse
+  std::vector<uint8_t*> free_ ABSL_GUARDED_BY(mu_);  // memory given back, kept for reuse
 };
 
 // The paged cache of one stream: `batch` rows of equal length. Not
@@ -149,9 +177,9 @@ class PagedKvCache {
 
   // Makes room for `tokens` more tokens per row: memory for their blocks,
   // reserved from the budget past this cache's own reservation, and seals
-  // the chunk the new tokens complete (so K() and V() of tokens to be
-  // written are where they stay). RESOURCE_EXHAUSTED (naming the budget)
-  // leaves the cache as it was.
+  // the chunk the new tokens complete (so rows stored next are where they
+  // stay). RESOURCE_EXHAUSTED (naming the budget) leaves the cache as it
+  // was.
   absl::Status Reserve(int64_t tokens);
   // Declares `tokens` more tokens written (after Reserve).
   void Advance(int64_t tokens) { length_ += tokens; }
@@ -164,20 +192,19 @@ class PagedKvCache {
   int64_t blocks_held() const { return static_cast<int64_t>(blocks_.size()); }
   int64_t blocks_reserved() const { return reserved_; }
 
-  // Row of token t (any t < room made by Reserve) for batch row b, head h.
-  float* K(int64_t b, int64_t h, int64_t t) const { return KAt(Slot(b * layout_.heads + h, t)); }
-  float* V(int64_t b, int64_t h, int64_t t) const { return VAt(Slot(b * layout_.heads + h, t)); }
+  // Stores the K (k_width floats) or V (v_width floats; not when v_in_k)
+  // row of token t (any t < room made by Reserve) of batch row b, head h,
+  // converted to the layout's dtype.
+  void StoreK(int64_t b, int64_t h, int64_t t, const float* row);
+  void StoreV(int64_t b, int64_t h, int64_t t, const float* row);
+  // Reads them back as float32 (V: the first v_width of K when v_in_k).
+  void LoadK(int64_t b, int64_t h, int64_t t, float* row) const;
+  void LoadV(int64_t b, int64_t h, int64_t t, float* row) const;
   // The run of rows of batch row b, head h from token t on (count >= 1; it
   // may reach past length()): contiguous in a sealed chunk, lanes rows apart
   // in the last one.
-  KvRun KRun(int64_t b, int64_t h, int64_t t) const {
-    return Run(b * layout_.heads + h, t, layout_.k_width, false);
-  }
-  KvRun VRun(int64_t b, int64_t h, int64_t t) const {
-    return Run(b * layout_.heads + h, t, v_stride(), true);
-  }
-  // Leading dimension of K / V rows inside a block.
-  int64_t v_stride() const { return layout_.v_in_k ? layout_.k_width : layout_.v_width; }
+  KvRun KRun(int64_t b, int64_t h, int64_t t) const;
+  KvRun VRun(int64_t b, int64_t h, int64_t t) const;
   // Tokens in lane-major chunks (a multiple of chunk_tokens).
   int64_t sealed_tokens() const { return sealed_; }
 
@@ -190,15 +217,25 @@ class PagedKvCache {
     const int64_t r = plan_.chunk_tokens, chunk = t / r, base = chunk * plan_.lanes * r;
     return t < sealed_ ? base + lane * r + t % r : base + t % r * plan_.lanes + lane;
   }
-  float* KAt(int64_t slot) const {
-    return blocks_[slot / plan_.rows_per_block] + slot % plan_.rows_per_block * layout_.k_width;
+  // Where a slot's K row, V row and (int8) scales are.
+  uint8_t* KAt(int64_t slot) const {
+    return blocks_[slot / plan_.rows_per_block] +
+           slot % plan_.rows_per_block * layout_.k_width * DTypeSize(layout_.dtype);
   }
-  float* VAt(int64_t slot) const {
+  uint8_t* VAt(int64_t slot) const {
     if (layout_.v_in_k) return KAt(slot);
-    return blocks_[slot / plan_.rows_per_block] + plan_.rows_per_block * layout_.k_width +
-           slot % plan_.rows_per_block * layout_.v_width;
+    return blocks_[slot / plan_.rows_per_block] + plan_.v_offset +
+           slot % plan_.rows_per_block * layout_.v_width * DTypeSize(layout_.dtype);
   }
-  KvRun Run(int64_t lane, int64_t t, int64_t width, bool values) const;
+  float* KScaleAt(int64_t slot) const {
+    return reinterpret_cast<float*>(blocks_[slot / plan_.rows_per_block] + plan_.scale_offset) +
+           slot % plan_.rows_per_block;
+  }
+  float* VScaleAt(int64_t slot) const {
+    return layout_.v_in_k ? KScaleAt(slot) : KScaleAt(slot) + plan_.rows_per_block;
+  }
+  KvRun Run(int64_t lane, int64_t t, bool values) const;
+  void Store(uint8_t* row, float* scale, const float* values, int64_t n);
   // Transposes chunk `chunk` (all its blocks held) from token-major into
   // lane-major order.
   void SealChunk(int64_t chunk);
@@ -207,8 +244,8 @@ class PagedKvCache {
   KvBlockPlan plan_;
   int64_t batch_;
   KvBlockPool* pool_;
-  int64_t reserved_;            // blocks counted against the pool, >= blocks_.size()
-  std::vector<float*> blocks_;  // the stream's head rows, P per block, in order
+  int64_t reserved_;              // blocks counted against the pool, >= blocks_.size()
+  std::vector<uint8_t*> blocks_;  // the stream's head rows, P per block, in order
   int64_t length_ = 0;
   int64_t sealed_ = 0;
 };

@@ -48,8 +48,8 @@ struct ForwardInput {
 };
 
 struct ForwardResult {
-  Tensor output;   // [B, Lq, OutputDim], unless ForwardInput::output was set
-  Tensor weights;  // [B, H, Lq, Lk] when asked for (and not written to ForwardInput::weights)
+  Tensor output;     // [B, Lq, OutputDim], unless ForwardInput::output was set
+  Tensor weights;    // [B, H, Lq, Lk] when asked for (and not written to ForwardInput::weights)
   double flops = 0;  // LayerFlops of the call: multiply-adds × 2 of projections and attention
 };
 
@@ -83,7 +83,8 @@ class AttentionModule {
   // output [B, T, OutputDim] of causal attention over everything cached, so
   // successive steps equal one causal Forward over their concatenation. MLA
   // caches only its latent and attends in the absorbed form. The cache must
-  // have CacheLayout(config()) and B rows (checked by DecodeSession).
+  // have the layout of CacheLayout(config(), any KV dtype) and B rows
+  // (checked by DecodeSession).
   // RESOURCE_EXHAUSTED (KV budget) leaves the cache unchanged.
   virtual absl::StatusOr<Tensor> DecodeStep(PagedKvCache& cache, const Tensor& tokens) const = 0;
 

@@ -17,6 +17,43 @@ namespace attention {
 
 static_assert(kPagedRowTile <= internal::kMaxFewRows, "a decode tile must fit AttendFewRows");
 
+namespace {
+
+internal::KvElem ElemOf(DType dtype) {
+  switch (dtype) {
+    case DType::kBfloat16:
+      return internal::KvElem::kBf16;
+    case DType::kFloat16:
+      return internal::KvElem::kF16;
+    case DType::kInt8:
+      return internal::KvElem::kI8;
+    default:
+      return internal::KvElem::kF32;
+  }
+}
+
+// A run's first n rows of `width` as a float32 GEMM operand: in place for a
+// float32 cache, else converted into `scratch` (n · width floats).
+internal::Mat RunRows(const KvLayout& layout, const KvRun& run, int64_t n, int64_t width,
+                      bool transposed, std::vector<float>& scratch) {
+  using internal::Mat;
+  const float* rows = static_cast<const float*>(run.data);
+  int64_t ld = run.stride;
+  if (layout.dtype != DType::kFloat32) {
+    const int64_t es = DTypeSize(layout.dtype);
+    for (int64_t j = 0; j < n; ++j) {
+      RowToFloat(layout.dtype, static_cast<const uint8_t*>(run.data) + j * run.stride * es,
+                 run.scales != nullptr ? run.scales[j * run.scale_stride] : 1.0f, width,
+                 scratch.data() + j * width);
+    }
+    rows = scratch.data();
+    ld = width;
+  }
+  return transposed ? Mat::Transposed(rows, width, n, ld) : Mat::RowMajor(rows, n, width, ld);
+}
+
+}  // namespace
+
 absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
                        const MutView4& out) {
   using internal::Mat;
@@ -54,6 +91,11 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
     const int64_t max_rows = std::min(rows, kPagedRowTile);
     std::vector<float> scores(static_cast<size_t>(max_rows * lk));
     std::vector<float> acc(static_cast<size_t>(max_rows * dv)), part(acc.size());
+    // Rows of one run as float32, for the GEMM path of a narrow cache.
+    std::vector<float> run_rows(
+        layout.dtype == DType::kFloat32
+            ? 0
+            : static_cast<size_t>(cache.plan().chunk_tokens * std::max(dk, dv)));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t job = 0; job < batch * hkv * tiles; ++job) {
       const int64_t b = job / (hkv * tiles), g = job / tiles % hkv, tile = job % tiles;
@@ -90,9 +132,9 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
         for (int64_t j = 0; j < kmax && status.ok();) {
           const KvRun run = cache.KRun(b, g, j);
           const int64_t n = std::min(run.count, kmax - j);
-          status =
-              internal::Matmul(Mat::RowMajor(q0, nr, dk, qs),
-                               Mat::Transposed(run.data, dk, n, run.stride), scores.data() + j, lk);
+          status = internal::Matmul(Mat::RowMajor(q0, nr, dk, qs),
+                                    RunRows(layout, run, n, dk, /*transposed=*/true, run_rows),
+                                    scores.data() + j, lk);
           j += n;
         }
         for (int64_t i = 0; i < nr && status.ok(); ++i) {
@@ -103,7 +145,8 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
           const KvRun run = cache.VRun(b, g, j);
           const int64_t n = std::min(run.count, kmax - j);
           status = internal::Matmul(Mat::RowMajor(scores.data() + j, nr, n, lk),
-                                    Mat::RowMajor(run.data, n, dv, run.stride), part.data(), dv);
+                                    RunRows(layout, run, n, dv, /*transposed=*/false, run_rows),
+                                    part.data(), dv);
           for (int64_t x = 0; x < nr * dv; ++x) acc[x] += part[x];
           j += n;
         }
@@ -128,13 +171,15 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
             nr, q_rows, dk, dv, kmax, visible, nullptr, 0, scale,
             [&](int64_t j) {
               const KvRun run = cache.KRun(b, g, j);
-              return internal::RowRun{run.data, run.stride, run.count};
+              return internal::RowRun{run.data, run.stride, run.count, run.scales,
+                                      run.scale_stride};
             },
             [&](int64_t j) {
               const KvRun run = cache.VRun(b, g, j);
-              return internal::RowRun{run.data, run.stride, run.count};
+              return internal::RowRun{run.data, run.stride, run.count, run.scales,
+                                      run.scale_stride};
             },
-            s_rows, acc.data(), o_rows, /*weights_out=*/false);
+            s_rows, acc.data(), o_rows, /*weights_out=*/false, ElemOf(layout.dtype));
       }
       if (!status.ok()) {
         std::lock_guard<std::mutex> lock(error_mu);

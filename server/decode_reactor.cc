@@ -61,10 +61,15 @@ absl::Status DecodeReactor::HandleStart(const pb::DecodeStart& start) {
   }
   ATTN_RETURN_IF_ERROR(services_.auth->Check(*ctx_));
   ATTN_ASSIGN_OR_RETURN(LoadedModule m, services_.registry->Get(start.module()));
+  DType kv_dtype = m.module->config().kv_cache_dtype;
+  if (start.kv_cache_dtype() != pb::DTYPE_UNSPECIFIED) {
+    ATTN_ASSIGN_OR_RETURN(
+        kv_dtype, wire::KvCacheDTypeFromProto(start.kv_cache_dtype(), "start.kv_cache_dtype"));
+  }
   ATTN_RETURN_IF_ERROR(services_.admission->OpenStream());
   counted_ = true;
-  ATTN_ASSIGN_OR_RETURN(session_, DecodeSession::Create(m.module, start.batch(),
-                                                        start.max_tokens(), services_.kv_pool));
+  ATTN_ASSIGN_OR_RETURN(session_, DecodeSession::Create(m.module, start.batch(), start.max_tokens(),
+                                                        kv_dtype, services_.kv_pool));
   return absl::OkStatus();
 }
 
@@ -102,8 +107,7 @@ void DecodeReactor::RunChunk(int64_t request_bytes) {
       tokens.shape_size() == 3 ? std::clamp<int64_t>(tokens.shape(1), 0, kMaxConfigDim) : 0;
   absl::StatusOr<std::shared_ptr<Ticket>> ticket =
       services_.admission->Admit("DecodeChunk", ctx_, session_->StepWorkingBytes(t_new),
-                                 request_bytes,
-                                 Admission::Kind::kChunkOfOpenStream);
+                                 request_bytes, Admission::Kind::kChunkOfOpenStream);
   if (!ticket.ok()) return End(ticket.status());
   const absl::Status scheduled = services_.admission->Schedule(*ticket, [this, t = *ticket] {
     const absl::Status status = t->Compute([&] { return Step(t->queue_us()); });
@@ -126,8 +130,7 @@ absl::Status DecodeReactor::Step(int64_t queue_us) {
                                           OutputDim(session_->module().config())};
   ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
   ATTN_RETURN_IF_ERROR(CheckResponseSize(
-      "output",
-      static_cast<double>(NumElements(out_shape)) * DTypeSize(ToCoreDType(out_dtype)),
+      "output", static_cast<double>(NumElements(out_shape)) * DTypeSize(ToCoreDType(out_dtype)),
       services_.max_message_bytes));
   ATTN_ASSIGN_OR_RETURN(DecodeStepResult r, session_->Step(x));
   response_.Clear();

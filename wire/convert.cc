@@ -29,9 +29,9 @@ absl::StatusOr<int64_t> CheckShapeAndData(const pb::Tensor& t, absl::string_view
   const int64_t n = NumElements(t.shape());
   const int64_t want = NumBytes(t.shape(), DTypeSize(ToCoreDType(t.dtype())));
   if (want < 0) {
-    return Invalid(field, absl::StrCat("shape ", ShapeString(t.shape()), " of ",
-                                       pb::DType_Name(t.dtype()),
-                                       " has more bytes than int64 holds"));
+    return Invalid(field,
+                   absl::StrCat("shape ", ShapeString(t.shape()), " of ", pb::DType_Name(t.dtype()),
+                                " has more bytes than int64 holds"));
   }
   if (static_cast<int64_t>(t.data().size()) != want) {
     return Invalid(field, absl::StrCat("data expected ", want, " bytes (", n, " ",
@@ -51,6 +51,8 @@ pb::DType ToProtoDType(DType d) {
       return pb::DTYPE_BFLOAT16;
     case DType::kBool:
       return pb::DTYPE_BOOL;
+    case DType::kInt8:
+      return pb::DTYPE_INT8;
     case DType::kFloat32:
       return pb::DTYPE_FLOAT32;
   }
@@ -72,6 +74,8 @@ DType ToCoreDType(pb::DType d) {
       return DType::kBfloat16;
     case pb::DTYPE_BOOL:
       return DType::kBool;
+    case pb::DTYPE_INT8:
+      return DType::kInt8;
     default:
       return DType::kFloat32;
   }
@@ -169,11 +173,11 @@ absl::StatusOr<MaskSpec> MaskFromProto(const pb::Mask& m, absl::string_view fiel
   const pb::Tensor& keep = m.keep();
   const std::string keep_field = absl::StrCat(field, ".keep");
   if (!IsFloatDType(keep.dtype()) && keep.dtype() != pb::DTYPE_BOOL) {
-    return Invalid(keep_field, absl::StrCat("dtype expected one of DTYPE_BOOL, DTYPE_FLOAT32, "
-                                            "DTYPE_FLOAT16, DTYPE_BFLOAT16, got ",
-                                            pb::DType_IsValid(keep.dtype())
-                                                ? pb::DType_Name(keep.dtype())
-                                                : absl::StrCat(keep.dtype())));
+    return Invalid(keep_field,
+                   absl::StrCat("dtype expected one of DTYPE_BOOL, DTYPE_FLOAT32, "
+                                "DTYPE_FLOAT16, DTYPE_BFLOAT16, got ",
+                                pb::DType_IsValid(keep.dtype()) ? pb::DType_Name(keep.dtype())
+                                                                : absl::StrCat(keep.dtype())));
   }
   if (keep.shape_size() > 4) {
     return Invalid(keep_field, absl::StrCat("shape expected rank <= 4 (broadcastable to [B, Hq, "
@@ -195,10 +199,31 @@ absl::StatusOr<MaskSpec> MaskFromProto(const pb::Mask& m, absl::string_view fiel
   return mask;
 }
 
+absl::StatusOr<DType> KvCacheDTypeFromProto(pb::DType d, absl::string_view field) {
+  switch (d) {
+    case pb::DTYPE_UNSPECIFIED:
+    case pb::DTYPE_FLOAT32:
+      return DType::kFloat32;
+    case pb::DTYPE_BFLOAT16:
+      return DType::kBfloat16;
+    case pb::DTYPE_FLOAT16:
+      return DType::kFloat16;
+    case pb::DTYPE_INT8:
+      return DType::kInt8;
+    default:
+      return Invalid(field,
+                     absl::StrCat("expected DTYPE_FLOAT32, DTYPE_BFLOAT16, DTYPE_FLOAT16 or "
+                                  "DTYPE_INT8, got ",
+                                  pb::DType_IsValid(d) ? pb::DType_Name(d) : absl::StrCat(d)));
+  }
+}
+
 absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
   ModuleConfig config;
   config.d_model = c.d_model();
   config.bias = c.has_bias() ? c.bias() : true;
+  ATTN_ASSIGN_OR_RETURN(config.kv_cache_dtype,
+                        KvCacheDTypeFromProto(c.kv_cache_dtype(), "config.kv_cache_dtype"));
   switch (c.variant_case()) {
     case pb::ModuleConfig::kSelfAttention:
       config.variant = Variant::kSelfAttention;
@@ -242,6 +267,7 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
   out->Clear();
   out->set_d_model(c.d_model);
   if (c.variant != Variant::kMla) out->set_bias(c.bias);
+  if (c.kv_cache_dtype != DType::kFloat32) out->set_kv_cache_dtype(ToProtoDType(c.kv_cache_dtype));
   switch (c.variant) {
     case Variant::kSelfAttention:
       out->mutable_self_attention()->set_d_k(c.d_k);

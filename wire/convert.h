@@ -64,6 +64,10 @@ absl::StatusOr<MaskSpec> MaskFromProto(const pb::Mask& m, absl::string_view fiel
                                        int64_t max_elements);
 
 absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c);
+// A KV-cache dtype (ModuleConfig / DecodeStart.kv_cache_dtype):
+// UNSPECIFIED is FLOAT32; BOOL or an unknown value is INVALID_ARGUMENT
+// naming `field`.
+absl::StatusOr<DType> KvCacheDTypeFromProto(pb::DType d, absl::string_view field);
 void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out);
 
 // The core's DType of a wire dtype (DTYPE_UNSPECIFIED and unknown values:

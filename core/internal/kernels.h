@@ -49,8 +49,8 @@ struct KernelTable {
 
   // acc[i · dv + x] += Σ_{j < n} p[i][j] · v[j · v_stride + x] for i < nr
   // (1..7), x < dv.
-  void (*accumulate)(int64_t nr, const float* const* p, const float* v, int64_t v_stride,
-                     int64_t n, int64_t dv, float* acc);
+  void (*accumulate)(int64_t nr, const float* const* p, const float* v, int64_t v_stride, int64_t n,
+                     int64_t dv, float* acc);
 
   // As scores / accumulate, with K or V rows in a stored type, converted
   // to float32 in registers: s[i][j] = q[i] · key(j);

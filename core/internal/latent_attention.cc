@@ -101,8 +101,8 @@ class LatentAttention final : public AttentionModule {
     }
     const View4 qv = Strided(q.data(), in.batch, h, in.lq, dq, in.lq * h * dq, dq, h * dq);
     const View4 kv4 = Strided(k.data(), in.batch, h, in.lk, dq, in.lk * h * dq, dq, h * dq);
-    const View4 vv = Strided(kv.data() + dn, in.batch, h, in.lk, dv, in.lk * h * (dn + dv),
-                             dn + dv, h * (dn + dv));
+    const View4 vv = Strided(kv.data() + dn, in.batch, h, in.lk, dv, in.lk * h * (dn + dv), dn + dv,
+                             h * (dn + dv));
     MutView4 ov;
     ov.data = attn.data();
     ov.dims[0] = in.batch, ov.dims[1] = h, ov.dims[2] = in.lq, ov.dims[3] = dv;
@@ -123,8 +123,8 @@ class LatentAttention final : public AttentionModule {
     const View4 kv = Strided(latent.data(), in.batch, 1, in.lk, dl, in.lk * dl, in.lk * dl, dl);
     const View4 vv = Strided(latent.data(), in.batch, 1, in.lk, r, in.lk * dl, in.lk * dl, dl);
     Tensor out_latent({mq, h * r});
-    ATTN_RETURN_IF_ERROR(Sdpa(qv, kv, vv, mask, Scale(), LatentOutView(out_latent, in.batch, in.lq),
-                              weights));
+    ATTN_RETURN_IF_ERROR(
+        Sdpa(qv, kv, vv, mask, Scale(), LatentOutView(out_latent, in.batch, in.lq), weights));
     return ExpandLatent(out_latent, mq, attn);
   }
 
@@ -146,8 +146,7 @@ class LatentAttention final : public AttentionModule {
     ApplyRope(latent.data() + r, batch, t_new, 1, 0, dl, dr, Theta(), l0);
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t t = 0; t < t_new; ++t) {
-        std::memcpy(cache.K(b, 0, l0 + t), latent.data() + (b * t_new + t) * dl,
-                    dl * sizeof(float));
+        cache.StoreK(b, 0, l0 + t, latent.data() + (b * t_new + t) * dl);
       }
     }
     cache.Advance(t_new);
@@ -159,8 +158,8 @@ class LatentAttention final : public AttentionModule {
     Tensor attn({m, h * dv});
     ATTN_RETURN_IF_ERROR(ExpandLatent(out_latent, m, attn));
     Tensor y({batch, t_new, d});
-    ATTN_RETURN_IF_ERROR(Linear(attn.data(), m, h * dv, h * dv, W("o_proj.weight").data(), d,
-                                nullptr, y.data(), d));
+    ATTN_RETURN_IF_ERROR(
+        Linear(attn.data(), m, h * dv, h * dv, W("o_proj.weight").data(), d, nullptr, y.data(), d));
     return y;
   }
 
@@ -173,9 +172,9 @@ class LatentAttention final : public AttentionModule {
     Tensor qa({mq, h * dl});
     for (int64_t hh = 0; hh < h; ++hh) {
       // q_lat_h [mq, r] = q_nope_h [mq, dn] · W_UK_h [dn, r].
-      ATTN_RETURN_IF_ERROR(Matmul(
-          Mat::RowMajor(q.data() + hh * dq, mq, dn, h * dq),
-          Mat::RowMajor(wkvb + hh * (dn + dv) * r, dn, r, r), qa.data() + hh * dl, h * dl));
+      ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(q.data() + hh * dq, mq, dn, h * dq),
+                                  Mat::RowMajor(wkvb + hh * (dn + dv) * r, dn, r, r),
+                                  qa.data() + hh * dl, h * dl));
     }
     for (int64_t t = 0; t < mq; ++t) {
       for (int64_t hh = 0; hh < h; ++hh) {
@@ -199,22 +198,20 @@ class LatentAttention final : public AttentionModule {
   // attn [mq, H·dv] = per head out_latent_h · W_UV_hᵀ.
   absl::Status ExpandLatent(const Tensor& out_latent, int64_t mq, Tensor& attn) const {
     const ModuleConfig& c = config();
-    const int64_t h = c.num_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim,
-                  r = c.kv_lora_rank;
+    const int64_t h = c.num_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, r = c.kv_lora_rank;
     const float* wkvb = W("kv_b_proj.weight").data();
     for (int64_t hh = 0; hh < h; ++hh) {
       // out_h [mq, dv] = out_latent_h [mq, r] · W_UV_hᵀ, W_UV_h [dv, r].
-      ATTN_RETURN_IF_ERROR(Matmul(
-          Mat::RowMajor(out_latent.data() + hh * r, mq, r, h * r),
-          Mat::Transposed(wkvb + (hh * (dn + dv) + dn) * r, r, dv, r), attn.data() + hh * dv,
-          h * dv));
+      ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(out_latent.data() + hh * r, mq, r, h * r),
+                                  Mat::Transposed(wkvb + (hh * (dn + dv) + dn) * r, r, dv, r),
+                                  attn.data() + hh * dv, h * dv));
     }
     return absl::OkStatus();
   }
 
   float Scale() const {
-    return 1.0f / std::sqrt(static_cast<float>(config().qk_nope_head_dim +
-                                               config().qk_rope_head_dim));
+    return 1.0f /
+           std::sqrt(static_cast<float>(config().qk_nope_head_dim + config().qk_rope_head_dim));
   }
 
   static View4 Strided(const float* data, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
@@ -229,7 +226,8 @@ class LatentAttention final : public AttentionModule {
 
 }  // namespace
 
-std::unique_ptr<AttentionModule> MakeLatentAttention(const ModuleConfig& config, WeightMap weights) {
+std::unique_ptr<AttentionModule> MakeLatentAttention(const ModuleConfig& config,
+                                                     WeightMap weights) {
   return std::make_unique<LatentAttention>(config, std::move(weights));
 }
 

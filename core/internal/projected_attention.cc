@@ -57,9 +57,9 @@ class ProjectedAttention final : public AttentionModule {
     // Without an output projection (self_attention) attention writes the
     // layer's output itself.
     Tensor attn_owned;
-    float* attn = Destination(o_.empty() ? input.output : nullptr,
-                              o_.empty() ? result.output : attn_owned,
-                              {in.batch, in.lq, hq_ * dv_});
+    float* attn =
+        Destination(o_.empty() ? input.output : nullptr, o_.empty() ? result.output : attn_owned,
+                    {in.batch, in.lq, hq_ * dv_});
     float* weights = input.return_weights
                          ? Destination(input.weights, result.weights, {in.batch, hq_, in.lq, in.lk})
                          : nullptr;
@@ -67,8 +67,7 @@ class ProjectedAttention final : public AttentionModule {
                               HeadsView(k.data(), in.batch, hkv_, in.lk, dqk_),
                               HeadsView(v.data(), in.batch, hkv_, in.lk, dv_), input.mask, 0.0f,
                               MutHeadsView(attn, in.batch, hq_, in.lq, dv_), weights));
-    result.flops =
-        LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, MlaForm::kNaive);
+    result.flops = LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, MlaForm::kNaive);
     if (o_.empty()) return result;
     ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
     float* y = Destination(input.output, result.output, {in.batch, in.lq, d});
@@ -99,10 +98,8 @@ class ProjectedAttention final : public AttentionModule {
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t t = 0; t < t_new; ++t) {
         for (int64_t h = 0; h < hkv_; ++h) {
-          std::memcpy(cache.K(b, h, l0 + t), k.data() + ((b * t_new + t) * hkv_ + h) * dqk_,
-                      dqk_ * sizeof(float));
-          std::memcpy(cache.V(b, h, l0 + t), v.data() + ((b * t_new + t) * hkv_ + h) * dv_,
-                      dv_ * sizeof(float));
+          cache.StoreK(b, h, l0 + t, k.data() + ((b * t_new + t) * hkv_ + h) * dqk_);
+          cache.StoreV(b, h, l0 + t, v.data() + ((b * t_new + t) * hkv_ + h) * dv_);
         }
       }
     }
@@ -141,7 +138,8 @@ class ProjectedAttention final : public AttentionModule {
 
 }  // namespace
 
-std::unique_ptr<AttentionModule> MakeProjectedAttention(const ModuleConfig& config, WeightMap weights) {
+std::unique_ptr<AttentionModule> MakeProjectedAttention(const ModuleConfig& config,
+                                                        WeightMap weights) {
   return std::make_unique<ProjectedAttention>(config, std::move(weights));
 }
 

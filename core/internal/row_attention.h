@@ -41,11 +41,14 @@ inline constexpr int64_t kKeyBlock = 512;
 inline constexpr int64_t kGroupedBlockBytes = 256 << 10;
 
 // A run of rows of K or V that share one stride: rows j0 .. j0 + count - 1
-// at data + (j - j0) · stride.
+// at data + (j - j0) · stride elements of the caller's KvElem (float32 for
+// dense tensors); int8 rows' scales at scales + (j - j0) · scale_stride.
 struct RowRun {
-  const float* data;
+  const void* data;
   int64_t stride;
   int64_t count;
+  const float* scales = nullptr;
+  int64_t scale_stride = 0;
 };
 
 // Keys per online-softmax block for nr rows of Dk and Dv.
@@ -68,12 +71,15 @@ inline int64_t FewRowsScratch(int64_t nr, int64_t dk, int64_t dv) {
 // `weights_out`, `s[i]` rows hold at least kmax floats (the caller's weights
 // rows, normalised here); without, FewRowsKeyBlock(nr, dk, dv) floats each.
 // `acc` holds nr·dv.
+// The runs' rows are of type `elem`.
 template <typename KeyRuns, typename ValueRuns>
 void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, int64_t kmax,
                    const int64_t* visible, const uint8_t* const* keep, int64_t keep_stride,
                    float scale, KeyRuns keys, ValueRuns values, float* const* s, float* acc,
-                   float* const* out, bool weights_out) {
+                   float* const* out, bool weights_out, KvElem elem = KvElem::kF32) {
   const KernelTable& kernels = Kernels();
+  const auto scores_kv = kernels.scores_kv[static_cast<int>(elem)];
+  const auto accumulate_kv = kernels.accumulate_kv[static_cast<int>(elem)];
   // Rows per accumulate call: all of a few; groups of four past that.
   const int64_t group = nr < kFewRows ? nr : 4;
   // Scores of keys [j0, j1) into s[i][j0 - base, j1 - base), run by run.
@@ -83,7 +89,12 @@ void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, in
       RowRun run = keys(j0);
       run.count = std::min(run.count, j1 - j0);
       for (int64_t i = 0; i < nr; ++i) s_at[i] = s[i] + (j0 - base);
-      kernels.scores(nr, q, dk, run.data, run.stride, run.count, s_at);
+      if (elem == KvElem::kF32) {
+        kernels.scores(nr, q, dk, static_cast<const float*>(run.data), run.stride, run.count, s_at);
+      } else {
+        scores_kv(nr, q, dk, KvRows{run.data, run.stride, run.scales, run.scale_stride}, run.count,
+                  s_at);
+      }
       j0 += run.count;
     }
   };
@@ -95,8 +106,14 @@ void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, in
       run.count = std::min(run.count, j1 - j0);
       for (int64_t i = 0; i < nr; ++i) p_at[i] = s[i] + (j0 - base);
       for (int64_t g = 0; g < nr; g += group) {
-        kernels.accumulate(std::min(group, nr - g), p_at + g, run.data, run.stride, run.count, dv,
-                           acc + g * dv);
+        if (elem == KvElem::kF32) {
+          kernels.accumulate(std::min(group, nr - g), p_at + g, static_cast<const float*>(run.data),
+                             run.stride, run.count, dv, acc + g * dv);
+        } else {
+          accumulate_kv(std::min(group, nr - g), p_at + g,
+                        KvRows{run.data, run.stride, run.scales, run.scale_stride}, run.count, dv,
+                        acc + g * dv);
+        }
       }
       j0 += run.count;
     }

@@ -5,9 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "core/internal/kernels.h"
+#include "core/paged_attention.h"
+#include "core/sdpa.h"
 #include "tests/core/test_util.h"
 
 namespace attention {
@@ -94,7 +99,7 @@ TEST_P(DecodeVariants, ChunksEqualOneCausalForward) {
     session->reset();
     EXPECT_EQ((*pool)->used_blocks(), 0);  // every block back in the budget
   }
-  EXPECT_EQ(CacheLayout(c).FloatsPerToken() * 4, KvCacheBytesPerToken(c));
+  EXPECT_EQ(CacheLayout(c).BytesPerToken(), KvCacheBytesPerToken(c));
 }
 
 TEST(Decode, LongChunksMatchForwardToo) {
@@ -120,6 +125,101 @@ TEST(Decode, LongChunksMatchForwardToo) {
       t0 += n;
     }
   }
+}
+
+// Each cache dtype, every variant: the chunks' outputs against the float32
+// Forward (to the dtype's accuracy: rows rounded to bf16 or f16, or
+// quantised to int8), and the kernels over the stored rows against dense
+// float32 attention over the same rounded rows (to float32 rounding), with
+// each ISA's kernels this CPU has.
+TEST(Decode, EveryCacheDtypeMatchesForwardToItsAccuracy) {
+  const std::pair<DType, double> dtypes[] = {
+      {DType::kBfloat16, 1e-2}, {DType::kFloat16, 2e-3}, {DType::kInt8, 2e-2}};
+  for (Variant v :
+       {Variant::kSelfAttention, Variant::kMha, Variant::kGqa, Variant::kMqa, Variant::kMla}) {
+    SCOPED_TRACE(VariantFieldName(v));
+    std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(Make(v), 5);
+    const Tensor x = RandomTensor({2, 150, 128}, 9);
+    ForwardInput in;
+    in.query = &x;
+    in.mask.causal = true;
+    auto full = m->Forward(in);
+    ASSERT_OK(full);
+    for (const auto& [dtype, tolerance] : dtypes) {
+      SCOPED_TRACE(DTypeName(dtype));
+      auto pool = KvBlockPool::Create(1 << 24, 16 << 10);
+      ASSERT_OK(pool);
+      auto session = DecodeSession::Create(m, 2, 0, dtype, pool->get());
+      ASSERT_OK(session);
+      int64_t t0 = 0;
+      for (int64_t n : {70, 1, 1, 3, 9, 66}) {  // decode and GEMM paths, sealed and not
+        auto step = (*session)->Step(Slice(x, t0, n));
+        ASSERT_OK(step);
+        EXPECT_LT(RelError(step->output, Slice(full->output, t0, n)), tolerance) << t0;
+        t0 += n;
+      }
+      EXPECT_EQ((*session)->kv_cache_bytes(), 2 * 150 * KvCacheBytesPerToken(m->config(), dtype));
+    }
+  }
+}
+
+TEST(Decode, PagedAttentionReadsEveryCacheDtypeAsItsStoredRows) {
+  // 2 rows × 2 kv heads of 40 (odd widths for the kernels' tails), 8 query
+  // heads, 150 tokens in blocks that hold 25 tokens of all lanes (100 head
+  // rows): a sealed chunk of 100 tokens and 50 in the token-major one.
+  const int64_t batch = 2, hkv = 2, hq = 8, d = 40, lk = 150;
+  const std::string previous = internal::Kernels().isa;
+  for (const char* isa : {"avx2", "avx512"}) {
+    if (!internal::SelectKernels(isa)) continue;
+    SCOPED_TRACE(isa);
+    for (DType dtype : {DType::kFloat32, DType::kBfloat16, DType::kFloat16, DType::kInt8}) {
+      SCOPED_TRACE(DTypeName(dtype));
+      KvLayout layout;
+      layout.heads = hkv;
+      layout.k_width = layout.v_width = d;
+      layout.dtype = dtype;
+      auto pool =
+          KvBlockPool::Create(1 << 22, 25 * batch * hkv * layout.HeadRowBytes() / 64 * 64 + 64);
+      ASSERT_OK(pool);
+      auto cache = PagedKvCache::Create(layout, batch, 0, pool->get());
+      ASSERT_OK(cache);
+      PagedKvCache& c = **cache;
+      ASSERT_EQ(c.plan().rows_per_block, 100);
+      ASSERT_OK(c.Reserve(lk));
+      ASSERT_EQ(c.sealed_tokens(), 100);
+      const Tensor k = RandomTensor({batch, hkv, lk, d}, 1),
+                   v = RandomTensor({batch, hkv, lk, d}, 2);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t h = 0; h < hkv; ++h)
+          for (int64_t t = 0; t < lk; ++t) {
+            c.StoreK(b, h, t, k.data() + ((b * hkv + h) * lk + t) * d);
+            c.StoreV(b, h, t, v.data() + ((b * hkv + h) * lk + t) * d);
+          }
+      c.Advance(lk);
+      Tensor ks({batch, hkv, lk, d}), vs({batch, hkv, lk, d});  // the stored rows, as float32
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t h = 0; h < hkv; ++h)
+          for (int64_t t = 0; t < lk; ++t) {
+            c.LoadK(b, h, t, ks.data() + ((b * hkv + h) * lk + t) * d);
+            c.LoadV(b, h, t, vs.data() + ((b * hkv + h) * lk + t) * d);
+          }
+      for (int64_t t_new : {1, 2, 12}) {  // decode rows, and the GEMM path
+        SCOPED_TRACE(t_new);
+        const Tensor q = RandomTensor({batch, hq, t_new, d}, 3);
+        Tensor out({batch, hq, t_new, d}), want({batch, hq, t_new, d});
+        ASSERT_OK(PagedSdpa(View4::Dense(q.data(), batch, hq, t_new, d), c, 0.15f,
+                            MutView4::Dense(out.data(), batch, hq, t_new, d)));
+        MaskSpec causal;
+        causal.causal = true;
+        ASSERT_OK(Sdpa(View4::Dense(q.data(), batch, hq, t_new, d),
+                       View4::Dense(ks.data(), batch, hkv, lk, d),
+                       View4::Dense(vs.data(), batch, hkv, lk, d), causal, 0.15f,
+                       MutView4::Dense(want.data(), batch, hq, t_new, d), nullptr));
+        EXPECT_LT(RelError(out, want), 1e-5);
+      }
+    }
+  }
+  internal::SelectKernels(previous.c_str());
 }
 
 TEST(Decode, StreamsPastSeveralSealedChunksMatchForward) {

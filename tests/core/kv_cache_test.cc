@@ -3,11 +3,15 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
-#include <set>
+#include <limits>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "core/dtype.h"
 #include "tests/core/test_util.h"
 
 namespace attention {
@@ -118,71 +122,106 @@ TEST(PagedKvCache, ReservationPastTheBudgetIsRefusedBeforeAnyBookkeeping) {
   EXPECT_EQ((*pool)->used_blocks(), 0);
 }
 
+// What a row of `values` reads back as from a cache of `dtype`: the
+// conversion, or for int8 the symmetric absmax / 127 quantisation.
+std::vector<float> Stored(DType dtype, std::vector<float> values) {
+  if (dtype == DType::kInt8) {
+    float absmax = 0;
+    for (float v : values) absmax = std::max(absmax, std::fabs(v));
+    const float scale = absmax / 127.0f;
+    for (float& v : values) v = absmax > 0 ? std::nearbyint(v * (127.0f / absmax)) * scale : 0;
+    return values;
+  }
+  std::vector<uint8_t> bytes(values.size() * DTypeSize(dtype));
+  EncodeFromFloat(dtype, values.data(), static_cast<int64_t>(values.size()), bytes.data());
+  DecodeToFloat(dtype, bytes.data(), static_cast<int64_t>(values.size()), values.data());
+  return values;
+}
+
 // Writes tokens in chunks of the given sizes, as a decode session does
-// (Reserve, write, Advance), and checks after each that every row written
-// so far still reads back, that runs cover the rows they claim, and that
-// the cache holds exactly the blocks of its bytes.
-void WriteAndCheck(const KvLayout& layout, int64_t batch, int64_t block_bytes,
+// (Reserve, store, Advance), and checks after each that every row stored
+// so far still reads back (LoadK / LoadV and through its run), that runs
+// cover the rows they claim, and that the cache holds exactly the blocks of
+// its bytes.
+void WriteAndCheck(KvLayout layout, int64_t batch, int64_t block_bytes,
                    const std::vector<int64_t>& chunks) {
-  auto pool = KvBlockPool::Create(64 << 20, block_bytes);
-  ASSERT_OK(pool);
-  auto cache = PagedKvCache::Create(layout, batch, 0, pool->get());
-  ASSERT_OK(cache);
-  PagedKvCache& c = **cache;
-  const int64_t heads = layout.heads, kw = layout.k_width, vw = layout.v_width;
-  auto tag = [&](int64_t b, int64_t h, int64_t t, int64_t kv, int64_t x) {
-    return static_cast<float>((((b * heads + h) * 1000 + t) * 2 + kv) * 64 + x);
-  };
-  for (int64_t n : chunks) {
-    const int64_t l0 = c.length();
-    ASSERT_OK(c.Reserve(n));
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t h = 0; h < heads; ++h) {
-        for (int64_t t = l0; t < l0 + n; ++t) {
-          for (int64_t x = 0; x < kw; ++x) c.K(b, h, t)[x] = tag(b, h, t, 0, x);
-          if (!layout.v_in_k) {
-            for (int64_t x = 0; x < vw; ++x) c.V(b, h, t)[x] = tag(b, h, t, 1, x);
+  for (DType dtype : {DType::kFloat32, DType::kBfloat16, DType::kFloat16, DType::kInt8}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    layout.dtype = dtype;
+    auto pool = KvBlockPool::Create(64 << 20, block_bytes);
+    ASSERT_OK(pool);
+    auto cache = PagedKvCache::Create(layout, batch, 0, pool->get());
+    ASSERT_OK(cache);
+    PagedKvCache& c = **cache;
+    const int64_t heads = layout.heads, kw = layout.k_width, vw = layout.v_width;
+    // Distinct rows of varied magnitude: (b, h, t, K or V) in the values.
+    auto row = [&](int64_t b, int64_t h, int64_t t, int64_t kv, int64_t width) {
+      std::vector<float> r(static_cast<size_t>(width));
+      for (int64_t x = 0; x < width; ++x) {
+        r[x] = static_cast<float>((((b * heads + h) * 1000 + t) * 2 + kv) % 997 + 1) *
+               (x % 2 == 0 ? 0.01f : -0.003f) * static_cast<float>(x + 1);
+      }
+      return r;
+    };
+    std::vector<float> got(static_cast<size_t>(std::max(kw, vw)));
+    for (int64_t n : chunks) {
+      const int64_t l0 = c.length();
+      ASSERT_OK(c.Reserve(n));
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t h = 0; h < heads; ++h) {
+          for (int64_t t = l0; t < l0 + n; ++t) {
+            c.StoreK(b, h, t, row(b, h, t, 0, kw).data());
+            if (!layout.v_in_k) c.StoreV(b, h, t, row(b, h, t, 1, vw).data());
           }
         }
       }
-    }
-    c.Advance(n);
-    const int64_t len = c.length();
-    EXPECT_EQ(c.sealed_tokens() % c.plan().chunk_tokens, 0);
-    EXPECT_LE(c.sealed_tokens(), len);
-    EXPECT_EQ(c.blocks_held(), c.plan().BlocksFor(len)) << len;
-    std::set<const float*> rows;
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t h = 0; h < heads; ++h) {
-        for (int64_t t = 0; t < len; ++t) {
-          for (int64_t x = 0; x < kw; ++x) {
-            ASSERT_EQ(c.K(b, h, t)[x], tag(b, h, t, 0, x)) << b << " " << h << " " << t;
-          }
-          if (!layout.v_in_k) {
+      c.Advance(n);
+      const int64_t len = c.length();
+      EXPECT_EQ(c.sealed_tokens() % c.plan().chunk_tokens, 0);
+      EXPECT_LE(c.sealed_tokens(), len);
+      EXPECT_EQ(c.blocks_held(), c.plan().BlocksFor(len)) << len;
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t h = 0; h < heads; ++h) {
+          for (int64_t t = 0; t < len; ++t) {
+            const std::vector<float> k = Stored(dtype, row(b, h, t, 0, kw));
+            c.LoadK(b, h, t, got.data());
+            for (int64_t x = 0; x < kw; ++x) {
+              ASSERT_EQ(got[x], k[x]) << b << " " << h << " " << t << " " << x;
+            }
+            const std::vector<float> v = layout.v_in_k ? k : Stored(dtype, row(b, h, t, 1, vw));
+            c.LoadV(b, h, t, got.data());
             for (int64_t x = 0; x < vw; ++x) {
-              ASSERT_EQ(c.V(b, h, t)[x], tag(b, h, t, 1, x)) << b << " " << h << " " << t;
+              ASSERT_EQ(got[x], v[x]) << b << " " << h << " " << t << " " << x;
             }
           }
-          rows.insert(c.K(b, h, t));
-          rows.insert(c.V(b, h, t));
-        }
-        // Runs from every token cover the lane's rows in order.
-        for (int64_t t = 0; t < len;) {
-          const KvRun k = c.KRun(b, h, t), v = c.VRun(b, h, t);
-          ASSERT_GE(k.count, 1);
-          ASSERT_EQ(k.count, v.count);
-          if (t < c.sealed_tokens()) {  // sealed: contiguous runs
-            EXPECT_EQ(k.stride, kw);
+          // Runs from every token cover the lane's rows in order.
+          for (int64_t t = 0; t < len;) {
+            const KvRun k = c.KRun(b, h, t), v = c.VRun(b, h, t);
+            ASSERT_GE(k.count, 1);
+            ASSERT_EQ(k.count, v.count);
+            if (t < c.sealed_tokens()) {  // sealed: contiguous runs
+              EXPECT_EQ(k.stride, kw);
+            }
+            EXPECT_EQ(k.scales != nullptr, dtype == DType::kInt8);
+            for (int64_t i = 0; i < k.count && t + i < len; ++i) {
+              const int64_t es = DTypeSize(dtype);
+              std::vector<float> expect(static_cast<size_t>(kw));
+              c.LoadK(b, h, t + i, expect.data());
+              RowToFloat(dtype, static_cast<const uint8_t*>(k.data) + i * k.stride * es,
+                         k.scales != nullptr ? k.scales[i * k.scale_stride] : 1.0f, kw, got.data());
+              ASSERT_EQ(std::vector<float>(got.begin(), got.begin() + kw), expect) << t << "+" << i;
+              c.LoadV(b, h, t + i, expect.data());
+              RowToFloat(dtype, static_cast<const uint8_t*>(v.data) + i * v.stride * es,
+                         v.scales != nullptr ? v.scales[i * v.scale_stride] : 1.0f, vw, got.data());
+              ASSERT_EQ(std::vector<float>(got.begin(), got.begin() + vw),
+                        std::vector<float>(expect.begin(), expect.begin() + vw))
+                  << t << "+" << i;
+            }
+            t += k.count;
           }
-          for (int64_t i = 0; i < k.count && t + i < len; ++i) {
-            ASSERT_EQ(k.data + i * k.stride, c.K(b, h, t + i)) << t << "+" << i;
-            ASSERT_EQ(v.data + i * v.stride, c.V(b, h, t + i)) << t << "+" << i;
-          }
-          t += k.count;
         }
       }
     }
-    EXPECT_EQ(rows.size(), static_cast<size_t>(batch * heads * len * (layout.v_in_k ? 1 : 2)));
   }
 }
 
@@ -205,6 +244,49 @@ TEST(PagedKvCache, LatentRowsAreTheirOwnValues) {
   latent.v_width = 8;
   latent.v_in_k = true;
   WriteAndCheck(latent, 2, 2048, {1, 30, 42, 1, 1, 64});
+}
+
+TEST(PagedKvCache, NarrowTypesHoldMoreTokensInABudget) {
+  // demo-gqa's cache (2 kv heads of 64) in 1 MiB of 64 KiB blocks.
+  for (auto [dtype, at_least] : {std::pair{DType::kBfloat16, 1.95},
+                                 std::pair{DType::kFloat16, 1.95}, std::pair{DType::kInt8, 3.5}}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    auto fits = [](DType d) {
+      KvLayout l = Heads(2, 64);
+      l.dtype = d;
+      auto pool = KvBlockPool::Create(1 << 20, 64 << 10);
+      auto cache = PagedKvCache::Create(l, 1, 0, pool->get());
+      int64_t tokens = 0;
+      while ((*cache)->Reserve(1).ok()) {
+        (*cache)->Advance(1);
+        ++tokens;
+      }
+      return tokens;
+    };
+    const int64_t f32 = fits(DType::kFloat32), narrow = fits(dtype);
+    EXPECT_GE(static_cast<double>(narrow), at_least * static_cast<double>(f32))
+        << narrow << " vs " << f32;
+  }
+}
+
+TEST(PagedKvCache, Int8RowsWithNaNOrInfinityReadBackAsNaN) {
+  KvLayout l = Heads(1, 4);
+  l.dtype = DType::kInt8;
+  auto pool = KvBlockPool::Create(1 << 16, 4096);
+  ASSERT_OK(pool);
+  auto cache = PagedKvCache::Create(l, 1, 0, pool->get());
+  ASSERT_OK(cache);
+  ASSERT_OK((*cache)->Reserve(3));
+  const float inf = std::numeric_limits<float>::infinity();
+  const float rows[3][4] = {{1, 2, NAN, 4}, {1, -inf, 0, 0}, {0, 0, 0, 0}};
+  for (int t = 0; t < 3; ++t) (*cache)->StoreK(0, 0, t, rows[t]);
+  float got[4];
+  for (int t = 0; t < 2; ++t) {
+    (*cache)->LoadK(0, 0, t, got);
+    for (float g : got) EXPECT_TRUE(std::isnan(g)) << t;
+  }
+  (*cache)->LoadK(0, 0, 2, got);  // all zero: scale 0, values 0
+  for (float g : got) EXPECT_EQ(g, 0.0f);
 }
 
 TEST(PagedKvCache, AOneTokenStreamOfManyLanesTakesOneBlock) {

@@ -25,7 +25,9 @@ pb::Tensor Floats(std::vector<int64_t> shape, pb::DType dtype = pb::DTYPE_FLOAT3
     t.add_shape(d);
     n *= d;
   }
-  const int size = dtype == pb::DTYPE_FLOAT32 ? 4 : dtype == pb::DTYPE_BOOL ? 1 : 2;
+  const int size = dtype == pb::DTYPE_FLOAT32                           ? 4
+                   : dtype == pb::DTYPE_BOOL || dtype == pb::DTYPE_INT8 ? 1
+                                                                        : 2;
   t.set_data(std::string(static_cast<size_t>(std::max<int64_t>(n, 0)) * size, '\0'));
   return t;
 }
@@ -103,55 +105,106 @@ std::vector<BadRequest> Table() {
   using grpc::StatusCode;
   const auto kInvalid = StatusCode::INVALID_ARGUMENT;
   return {
-      {"AttendWithoutQuery", Attend([](auto& r) { r.clear_query(); }), kInvalid,
+      {"AttendWithoutQuery",
+       Attend([](auto& r) { r.clear_query(); }),
+       kInvalid,
        {"query: required"}},
       {"QueryDtypeUnspecified",
-       Attend([](auto& r) { r.mutable_query()->set_dtype(pb::DTYPE_UNSPECIFIED); }), kInvalid,
+       Attend([](auto& r) { r.mutable_query()->set_dtype(pb::DTYPE_UNSPECIFIED); }),
+       kInvalid,
        {"query: dtype expected DTYPE_FLOAT32", "got DTYPE_UNSPECIFIED"}},
-      {"QueryDtypeBool", Attend([](auto& r) { *r.mutable_query() = Floats({2, 4, 3, 8}, pb::DTYPE_BOOL); }),
-       kInvalid, {"query: dtype", "got DTYPE_BOOL"}},
-      {"QueryRank3", Attend([](auto& r) { *r.mutable_query() = Floats({2, 4, 24}); }), kInvalid,
+      {"QueryDtypeBool",
+       Attend([](auto& r) {
+         *r.mutable_query() = Floats({2, 4, 3, 8}, pb::DTYPE_BOOL);
+       }),
+       kInvalid,
+       {"query: dtype", "got DTYPE_BOOL"}},
+      {"QueryDtypeInt8",
+       Attend([](auto& r) {
+         *r.mutable_query() = Floats({2, 4, 3, 8}, pb::DTYPE_INT8);
+       }),
+       kInvalid,
+       {"query: dtype", "got DTYPE_INT8"}},
+      {"OutputDtypeInt8",
+       Attend([](auto& r) { r.set_output_dtype(pb::DTYPE_INT8); }),
+       kInvalid,
+       {"output_dtype", "got DTYPE_INT8"}},
+      {"QueryRank3",
+       Attend([](auto& r) {
+         *r.mutable_query() = Floats({2, 4, 24});
+       }),
+       kInvalid,
        {"query: shape expected rank 4 [B, Hq, Lq, Dk], got [2, 4, 24]"}},
       {"QueryDataShort",
-       Attend([](auto& r) { r.mutable_query()->mutable_data()->pop_back(); }), kInvalid,
+       Attend([](auto& r) { r.mutable_query()->mutable_data()->pop_back(); }),
+       kInvalid,
        {"query: data expected 768 bytes", "got 767"}},
-      {"KeyZeroDim", Attend([](auto& r) { *r.mutable_key() = Floats({2, 2, 0, 8}); }), kInvalid,
+      {"KeyZeroDim",
+       Attend([](auto& r) {
+         *r.mutable_key() = Floats({2, 2, 0, 8});
+       }),
+       kInvalid,
        {"key: shape[2] expected >= 1, got 0"}},
-      {"HkvDoesNotDivideHq", Attend([](auto& r) { *r.mutable_key() = Floats({2, 3, 9, 8});
-                                                  *r.mutable_value() = Floats({2, 3, 9, 8}); }),
-       kInvalid, {"key: dim 1 (Hkv) must divide", "Hq = 4", "Hkv = 3"}},
-      {"KeyDkMismatch", Attend([](auto& r) { *r.mutable_key() = Floats({2, 2, 9, 7}); }), kInvalid,
+      {"HkvDoesNotDivideHq",
+       Attend([](auto& r) {
+         *r.mutable_key() = Floats({2, 3, 9, 8});
+         *r.mutable_value() = Floats({2, 3, 9, 8});
+       }),
+       kInvalid,
+       {"key: dim 1 (Hkv) must divide", "Hq = 4", "Hkv = 3"}},
+      {"KeyDkMismatch",
+       Attend([](auto& r) {
+         *r.mutable_key() = Floats({2, 2, 9, 7});
+       }),
+       kInvalid,
        {"key: dim 3 (Dk, as query) expected 8, got 7"}},
-      {"ValueLkMismatch", Attend([](auto& r) { *r.mutable_value() = Floats({2, 2, 8, 8}); }),
-       kInvalid, {"value: dim 2 (Lk, as key) expected 9, got 8"}},
-      {"KeyLengthsCount", Attend([](auto& r) { r.mutable_mask()->add_key_lengths(3); }), kInvalid,
+      {"ValueLkMismatch",
+       Attend([](auto& r) {
+         *r.mutable_value() = Floats({2, 2, 8, 8});
+       }),
+       kInvalid,
+       {"value: dim 2 (Lk, as key) expected 9, got 8"}},
+      {"KeyLengthsCount",
+       Attend([](auto& r) { r.mutable_mask()->add_key_lengths(3); }),
+       kInvalid,
        {"mask.key_lengths: expected 2 entries", "got 1"}},
       {"KeyLengthOutOfRange",
        Attend([](auto& r) {
          r.mutable_mask()->add_key_lengths(3);
          r.mutable_mask()->add_key_lengths(10);
        }),
-       kInvalid, {"mask.key_lengths[1]: expected 1..9", "got 10"}},
+       kInvalid,
+       {"mask.key_lengths[1]: expected 1..9", "got 10"}},
       {"KeepNotBroadcastable",
-       Attend([](auto& r) { *r.mutable_mask()->mutable_keep() = Floats({4, 9}, pb::DTYPE_BOOL); }),
-       kInvalid, {"mask.keep: shape [4, 9] does not broadcast", "[2, 4, 3, 9]"}},
+       Attend([](auto& r) {
+         *r.mutable_mask()->mutable_keep() = Floats({4, 9}, pb::DTYPE_BOOL);
+       }),
+       kInvalid,
+       {"mask.keep: shape [4, 9] does not broadcast", "[2, 4, 3, 9]"}},
       {"KeepDataLength",
        Attend([](auto& r) {
          *r.mutable_mask()->mutable_keep() = Floats({3, 9}, pb::DTYPE_BOOL);
          r.mutable_mask()->mutable_keep()->mutable_data()->append("x");
        }),
-       kInvalid, {"mask.keep: data expected 27 bytes", "got 28"}},
+       kInvalid,
+       {"mask.keep: data expected 27 bytes", "got 28"}},
       {"KeepRank5",
        Attend([](auto& r) {
          *r.mutable_mask()->mutable_keep() = Floats({1, 2, 4, 3, 9}, pb::DTYPE_BOOL);
        }),
-       kInvalid, {"mask.keep: shape expected rank <= 4", "got [1, 2, 4, 3, 9]"}},
-      {"OutputDtypeBool", Attend([](auto& r) { r.set_output_dtype(pb::DTYPE_BOOL); }), kInvalid,
+       kInvalid,
+       {"mask.keep: shape expected rank <= 4", "got [1, 2, 4, 3, 9]"}},
+      {"OutputDtypeBool",
+       Attend([](auto& r) { r.set_output_dtype(pb::DTYPE_BOOL); }),
+       kInvalid,
        {"output_dtype: expected", "got DTYPE_BOOL"}},
       {"OutputDtypeUnknown",
-       Attend([](auto& r) { r.set_output_dtype(static_cast<pb::DType>(42)); }), kInvalid,
+       Attend([](auto& r) { r.set_output_dtype(static_cast<pb::DType>(42)); }),
+       kInvalid,
        {"output_dtype: expected", "got 42"}},
-      {"ScaleNaN", Attend([](auto& r) { r.set_scale(std::nanf("")); }), kInvalid,
+      {"ScaleNaN",
+       Attend([](auto& r) { r.set_scale(std::nanf("")); }),
+       kInvalid,
        {"scale: expected a finite number", "got nan"}},
       {"TensorOverLimit",
        Attend([](auto& r) {
@@ -167,7 +220,8 @@ std::vector<BadRequest> Table() {
            r.mutable_query()->add_shape(d);
          }
        }),
-       kInvalid, {"query: shape", "more elements than int64 holds"}},
+       kInvalid,
+       {"query: shape", "more elements than int64 holds"}},
       {"WeightsOverLimit",
        Attend([](auto& r) {
          *r.mutable_query() = Floats({1, 1, 2048, 1});
@@ -175,13 +229,24 @@ std::vector<BadRequest> Table() {
          *r.mutable_value() = Floats({1, 1, 4096, 1});
          r.set_return_weights(true);
        }),
-       StatusCode::RESOURCE_EXHAUSTED, {"weights: shape [1, 1, 2048, 4096] has 8388608 elements"}},
-      {"ForwardUnknownModule", Forward([](auto& r) { r.set_module("nope"); }),
-       StatusCode::NOT_FOUND, {"module: no module named 'nope'", "demo-gqa"}},
-      {"ForwardWrongDModel", Forward([](auto& r) { *r.mutable_query() = Floats({1, 4, 256}); }),
-       kInvalid, {"query: expected [B, L, d_model = 512]", "got [1, 4, 256]"}},
-      {"ForwardKeyBatch", Forward([](auto& r) { *r.mutable_key() = Floats({2, 4, 512}); }),
-       kInvalid, {"key: dim 0 (B) expected 1", "got 2"}},
+       StatusCode::RESOURCE_EXHAUSTED,
+       {"weights: shape [1, 1, 2048, 4096] has 8388608 elements"}},
+      {"ForwardUnknownModule",
+       Forward([](auto& r) { r.set_module("nope"); }),
+       StatusCode::NOT_FOUND,
+       {"module: no module named 'nope'", "demo-gqa"}},
+      {"ForwardWrongDModel",
+       Forward([](auto& r) {
+         *r.mutable_query() = Floats({1, 4, 256});
+       }),
+       kInvalid,
+       {"query: expected [B, L, d_model = 512]", "got [1, 4, 256]"}},
+      {"ForwardKeyBatch",
+       Forward([](auto& r) {
+         *r.mutable_key() = Floats({2, 4, 512});
+       }),
+       kInvalid,
+       {"key: dim 0 (B) expected 1", "got 2"}},
       {"ForwardMlaValueDiffers",
        Forward([](auto& r) {
          r.set_module("demo-mla");
@@ -189,56 +254,70 @@ std::vector<BadRequest> Table() {
          *r.mutable_value() = Floats({1, 4, 512});
          (*r.mutable_value()->mutable_data())[0] = 1;
        }),
-       kInvalid, {"value: mla derives keys and values from one latent"}},
+       kInvalid,
+       {"value: mla derives keys and values from one latent"}},
       {"ForwardBadKeyLengths",
-       Forward([](auto& r) { r.mutable_mask()->add_key_lengths(5); }), kInvalid,
+       Forward([](auto& r) { r.mutable_mask()->add_key_lengths(5); }),
+       kInvalid,
        {"mask.key_lengths[0]: expected 1..4", "got 5"}},
-      {"LoadWithoutVariant", Load([](auto& r) { r.mutable_config()->clear_mha(); }), kInvalid,
+      {"LoadWithoutVariant",
+       Load([](auto& r) { r.mutable_config()->clear_mha(); }),
+       kInvalid,
        {"config.variant: expected one of self_attention, mha, gqa, mqa, mla, got none"}},
       {"LoadGqaHeads",
        Load([](auto& r) {
          r.mutable_config()->mutable_gqa()->set_num_q_heads(8);
          r.mutable_config()->mutable_gqa()->set_num_kv_heads(3);
        }),
-       kInvalid, {"config.gqa.num_kv_heads: must divide num_q_heads = 8, got 3"}},
+       kInvalid,
+       {"config.gqa.num_kv_heads: must divide num_q_heads = 8, got 3"}},
       {"LoadMissingWeight",
        Load([](auto& r) {
          auto w = MhaWeights(32);
          w.erase("W_o.weight");
          r.mutable_weights()->insert(w.begin(), w.end());
        }),
-       kInvalid, {"weights: missing tensor 'W_o.weight' (expected shape [32, 32])"}},
+       kInvalid,
+       {"weights: missing tensor 'W_o.weight' (expected shape [32, 32])"}},
       {"LoadMisShapedWeight",
        Load([](auto& r) {
          auto w = MhaWeights(32);
          w["W_q.weight"] = Floats({32, 31});
          r.mutable_weights()->insert(w.begin(), w.end());
        }),
-       kInvalid, {"weights['W_q.weight']: expected shape [32, 32], got [32, 31]"}},
+       kInvalid,
+       {"weights['W_q.weight']: expected shape [32, 32], got [32, 31]"}},
       {"LoadUnexpectedWeight",
        Load([](auto& r) {
          auto w = MhaWeights(32);
          w["rotary.inv_freq"] = Floats({4});
          r.mutable_weights()->insert(w.begin(), w.end());
        }),
-       kInvalid, {"weights: unexpected tensor 'rotary.inv_freq'"}},
+       kInvalid,
+       {"weights: unexpected tensor 'rotary.inv_freq'"}},
       {"LoadWeightDtypeBool",
        Load([](auto& r) {
          auto w = MhaWeights(32);
          w["W_q.weight"] = Floats({32, 32}, pb::DTYPE_BOOL);
          r.mutable_weights()->insert(w.begin(), w.end());
        }),
-       kInvalid, {"weights['W_q.weight']: dtype expected", "got DTYPE_BOOL"}},
-      {"LoadEmptyName", Load([](auto& r) { r.set_name(""); }), kInvalid,
+       kInvalid,
+       {"weights['W_q.weight']: dtype expected", "got DTYPE_BOOL"}},
+      {"LoadEmptyName",
+       Load([](auto& r) { r.set_name(""); }),
+       kInvalid,
        {"name: expected 1..256 bytes, got 0"}},
-      {"LoadTakenName", Load([](auto& r) { r.set_name("demo-mha"); }),
-       StatusCode::ALREADY_EXISTS, {"name: a module named 'demo-mha' is already loaded"}},
+      {"LoadTakenName",
+       Load([](auto& r) { r.set_name("demo-mha"); }),
+       StatusCode::ALREADY_EXISTS,
+       {"name: a module named 'demo-mha' is already loaded"}},
       {"LoadHugeModule",
        Load([](auto& r) {
          r.mutable_config()->set_d_model(8192);
          r.mutable_config()->mutable_mha()->set_num_heads(8);
        }),
-       StatusCode::RESOURCE_EXHAUSTED, {"weights['W_q.weight']: shape [8192, 8192]"}},
+       StatusCode::RESOURCE_EXHAUSTED,
+       {"weights['W_q.weight']: shape [8192, 8192]"}},
       {"UnloadUnknown",
        [](pb::AttentionService::Stub& stub) {
          grpc::ClientContext ctx;
@@ -247,7 +326,8 @@ std::vector<BadRequest> Table() {
          pb::UnloadModuleResponse resp;
          return stub.UnloadModule(&ctx, req, &resp);
        },
-       StatusCode::NOT_FOUND, {"name: no module named 'ghost'"}},
+       StatusCode::NOT_FOUND,
+       {"name: no module named 'ghost'"}},
       {"EstimateNegativeSeqLen",
        [](pb::AttentionService::Stub& stub) {
          grpc::ClientContext ctx;
@@ -257,7 +337,8 @@ std::vector<BadRequest> Table() {
          pb::EstimateResponse resp;
          return stub.Estimate(&ctx, req, &resp);
        },
-       kInvalid, {"seq_len: expected 0..", "got -1"}},
+       kInvalid,
+       {"seq_len: expected 0..", "got -1"}},
   };
 }
 

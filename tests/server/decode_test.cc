@@ -284,5 +284,55 @@ TEST_F(DecodeTest, AHeadTokenLargerThanABlockIsRefusedAtStartNamingTheFlag) {
   ASSERT_OK((*other)->Close());
 }
 
+TEST_F(DecodeTest, CacheDtypesFromTheModuleOrTheStream) {
+  // demo-gqa with an int8 cache: 2 kv heads × (64 + 64 + 8) bytes per token.
+  ModuleConfig c;
+  c.variant = Variant::kGqa;
+  c.d_model = 512;
+  c.num_heads = 8;
+  c.num_kv_heads = 2;
+  c.kv_cache_dtype = DType::kInt8;
+  auto info = client_->LoadModule("gqa-int8", client::ConfigToProto(c), {}, 2);
+  ASSERT_OK(info);
+  EXPECT_EQ(info->kv_cache_bytes_per_token(), 272);
+  EXPECT_EQ(info->config().kv_cache_dtype(), pb::DTYPE_INT8);
+  auto estimate = client_->Estimate(client::ConfigToProto(c), 1, 100);
+  ASSERT_OK(estimate);
+  EXPECT_EQ(estimate->kv_cache_bytes(), 27200);
+
+  const Tensor x = RandomTensor({1, 20, 512}, 4);
+  auto f32 = client_->StartDecode("gqa-int8", 1, 0, pb::DTYPE_FLOAT32);
+  auto int8 = client_->StartDecode("gqa-int8", 1);
+  auto bf16 = client_->StartDecode("gqa-int8", 1, 0, pb::DTYPE_BFLOAT16);
+  ASSERT_OK(f32);
+  ASSERT_OK(int8);
+  ASSERT_OK(bf16);
+  auto a = (*f32)->Step(x);
+  auto b = (*int8)->Step(x);
+  auto h = (*bf16)->Step(x);
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  ASSERT_OK(h);
+  EXPECT_EQ(a->kv_cache_bytes, 20 * 1024);
+  EXPECT_EQ(b->kv_cache_bytes, 20 * 272);
+  EXPECT_EQ(h->kv_cache_bytes, 20 * 512);
+  EXPECT_LT(RelError(b->output, a->output), 2e-2);
+  EXPECT_LT(RelError(h->output, a->output), 1e-2);
+  for (auto* s : {&*f32, &*int8, &*bf16}) ASSERT_OK((*s)->Close());
+
+  // A cache dtype that is none: INVALID_ARGUMENT naming the field.
+  auto bad = client_->StartDecode("gqa-int8", 1, 0, pb::DTYPE_BOOL);
+  absl::Status s = bad.ok() ? (*bad)->Step(x).status() : bad.status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_TRUE(absl::StartsWith(s.message(), "start.kv_cache_dtype")) << s;
+  pb::ModuleConfig bool_cache = client::ConfigToProto(c);
+  bool_cache.set_kv_cache_dtype(pb::DTYPE_BOOL);
+  auto refused = client_->LoadModule("gqa-bool", bool_cache, {}, 2);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "config.kv_cache_dtype"))
+      << refused.status();
+  EXPECT_TRUE(WaitForBlocks(0));
+}
+
 }  // namespace
 }  // namespace attention

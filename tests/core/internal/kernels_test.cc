@@ -56,8 +56,8 @@ class KernelsTest : public testing::TestWithParam<std::string> {
 
 TEST_P(KernelsTest, SoftmaxRowMatchesReferenceOnEveryPath) {
   ASSERT_EQ(Kernels().isa, GetParam());
-  const std::vector<uint8_t> keep = {1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1,
-                                     1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1};
+  const std::vector<uint8_t> keep = {1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1,
+                                     1, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1};
   const std::vector<uint8_t> none(keep.size(), 0);
   struct Case {
     int64_t n, visible;
@@ -65,20 +65,20 @@ TEST_P(KernelsTest, SoftmaxRowMatchesReferenceOnEveryPath) {
     const uint8_t* keep;
   };
   const Case cases[] = {
-      {37, 37, 0.3f, nullptr},     // fast path, vector tail
-      {37, 20, 0.3f, nullptr},     // fast path, masked tail is exact zeros
-      {37, 0, 0.3f, nullptr},      // fully masked: uniform
-      {37, 37, -0.5f, nullptr},    // negative scale: general path
-      {37, 30, 0.7f, keep.data()}, // keep mask
-      {37, 37, 0.7f, none.data()}, // keep masks everything: uniform
-      {5, 5, 1.0f, nullptr},       // shorter than a vector
+      {37, 37, 0.3f, nullptr},      // fast path, vector tail
+      {37, 20, 0.3f, nullptr},      // fast path, masked tail is exact zeros
+      {37, 0, 0.3f, nullptr},       // fully masked: uniform
+      {37, 37, -0.5f, nullptr},     // negative scale: general path
+      {37, 30, 0.7f, keep.data()},  // keep mask
+      {37, 37, 0.7f, none.data()},  // keep masks everything: uniform
+      {5, 5, 1.0f, nullptr},        // shorter than a vector
   };
   for (const Case& c : cases) {
     for (bool normalize : {true, false}) {
       std::vector<float> s = Random(static_cast<size_t>(c.n), 7, 3.0f);
       const std::vector<double> want = ReferenceSoftmax(s, c.scale, c.visible, c.keep);
-      const float sum = Kernels().softmax_row(s.data(), c.n, c.scale, c.visible, c.keep, 1,
-                                              normalize);
+      const float sum =
+          Kernels().softmax_row(s.data(), c.n, c.scale, c.visible, c.keep, 1, normalize);
       ASSERT_GE(sum, 1.0f);
       for (int64_t j = 0; j < c.n; ++j) {
         const double got = normalize ? s[j] : s[j] / sum;
@@ -130,8 +130,12 @@ TEST_P(KernelsTest, ScoresAndAccumulateMatchPlainLoops) {
   for (int64_t nr = 1; nr <= 7; ++nr) {
     // n = 23 fits one key block; 300 spans several, with a partial last
     // block and a tail below a step of keys.
-    for (auto [d, n] : {std::pair<int64_t, int64_t>{1, 23}, {13, 23}, {64, 23}, {72, 23},
-                        {128, 300}, {520, 300}}) {
+    for (auto [d, n] : {std::pair<int64_t, int64_t>{1, 23},
+                        {13, 23},
+                        {64, 23},
+                        {72, 23},
+                        {128, 300},
+                        {520, 300}}) {
       const int64_t stride = d + 3;
       const std::vector<float> q = Random(nr * d, 1), k = Random(n * stride, 2);
       std::vector<float> s(nr * n, -1.0f);
