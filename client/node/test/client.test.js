@@ -267,7 +267,8 @@ test('loadModule + forward: MHA (d_model 16, 2 heads) with JS-built weights', as
     name: 'js-mha', config: { d_model: dModel, mha: { num_heads: heads } }, stateDict: sd,
   });
   assert.equal(info.name, 'js-mha');
-  assert.deepEqual(info.config, { d_model: dModel, mha: { num_heads: heads } });
+  assert.deepEqual(info.config,
+                   { d_model: dModel, mha: { num_heads: heads }, kv_cache_dtype: 'DTYPE_UNSPECIFIED' });
   assert.equal(info.parameterCount, 4 * (dModel * dModel + dModel));
   assert.equal(info.kvCacheBytesPerToken, 2 * dModel * 4);
   assert.ok((await client.listModules()).some((m) => m.name === 'js-mha'));
