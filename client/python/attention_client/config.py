@@ -92,5 +92,21 @@ def _set(msg, field, value, path):
             setattr(msg, field.name, int(value))
         except ValueError:
             raise ConfigError(path, "%d is out of range" % int(value)) from None
+    elif field.cpp_type in (field.CPPTYPE_DOUBLE, field.CPPTYPE_FLOAT):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise ConfigError(path, "expected a number, got %r" % (value,))
+        setattr(msg, field.name, float(value))
+    elif field.enum_type is not None:
+        # An enum by its name, with or without the prefix, any case:
+        # "DTYPE_INT8", "int8".
+        names = {v.name: v.number for v in field.enum_type.values}
+        key = value.upper() if isinstance(value, str) else None
+        prefix = field.enum_type.values[0].name.split("_")[0] + "_"
+        number = names.get(key, names.get(prefix + key)) if key is not None else None
+        if number is None:
+            raise ConfigError(path, "expected one of %s, got %r"
+                              % (", ".join(n[len(prefix):].lower() for n in names
+                                           if not n.endswith("UNSPECIFIED")), value))
+        setattr(msg, field.name, number)
     else:
         raise ConfigError(path, "fields of this type are not part of a module config")

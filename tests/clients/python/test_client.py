@@ -207,3 +207,14 @@ def test_server_info_and_health(client):
     assert client.health() == "SERVING"
     names = {m.name for m in client.list_modules()}
     assert {"demo-sa", "demo-mha", "demo-gqa", "demo-mqa", "demo-mla"} <= names
+
+
+def test_kv_cache_dtype_counts_the_stored_bytes(client, rng):
+    # GQA d_model 32, 4 / 2 heads of 8: int8 K and V of 2 heads plus their scales.
+    config = {"d_model": 32, "gqa": {"num_q_heads": 4, "num_kv_heads": 2}, "kv_cache_dtype": "int8"}
+    info = client.load_module("py-int8", config, seed=3)
+    assert info.config["kv_cache_dtype"] == "DTYPE_INT8"
+    assert info.kv_cache_bytes_per_token == 2 * (8 + 8 + 8)
+    steps = list(client.decode("py-int8", [rng.standard_normal((1, 3, 32)).astype(np.float32)]))
+    assert steps[0].kv_cache_bytes == 3 * info.kv_cache_bytes_per_token
+    client.unload_module("py-int8")

@@ -20,6 +20,12 @@ from attention_client import ConfigError, attention_pb2, module_config
     ({"d_model": 2 ** 70, "mha": {"num_heads": 4}}, "d_model", "out of range"),
     ({"d_model": 64, "mha": {"num_heads": 4}, "gqa": {"num_q_heads": 4, "num_kv_heads": 2}},
      "gqa", "mha is already set"),
+    ({"d_model": 64, "mha": {"num_heads": 4}, "kv_cache_dtype": "int9"}, "kv_cache_dtype",
+     "expected one of float32, float16, bfloat16"),
+    ({"d_model": 64, "mha": {"num_heads": 4}, "kv_cache_dtype": 5}, "kv_cache_dtype",
+     "expected one of"),
+    ({"d_model": 64, "mla": {"num_heads": 4, "rope_theta": "1e4"}}, "mla.rope_theta",
+     "expected a number"),
 ])
 def test_bad_config_names_the_field(config, field, says):
     with pytest.raises(ConfigError) as info:
@@ -53,3 +59,13 @@ def test_load_module_and_estimate_refuse_a_typo_and_the_server_keeps_serving(cli
         client.estimate(bad, batch=1, seq_len=1)
     assert "py-typo" not in [m.name for m in client.list_modules()]
     assert client.health() == "SERVING"
+
+
+def test_enums_by_name_and_numbers_as_floats():
+    msg = module_config({"d_model": 64, "mla": {"num_heads": 4, "rope_theta": 5e5},
+                         "kv_cache_dtype": "int8"})
+    assert msg.kv_cache_dtype == attention_pb2.DTYPE_INT8
+    assert msg.mla.rope_theta == 5e5
+    assert module_config({"d_model": 64, "mha": {"num_heads": 4},
+                          "kv_cache_dtype": "DTYPE_BFLOAT16"}).kv_cache_dtype == \
+        attention_pb2.DTYPE_BFLOAT16
