@@ -50,11 +50,7 @@ const char* VariantFieldName(Variant variant) {
 
 absl::Status ValidateConfig(const ModuleConfig& c) {
   ATTN_RETURN_IF_ERROR(CheckRange("config.d_model", c.d_model, 1));
-  if (!IsKvCacheDType(c.kv_cache_dtype)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.kv_cache_dtype: expected FLOAT32, BFLOAT16, FLOAT16 or INT8, got ",
-                     DTypeName(c.kv_cache_dtype)));
-  }
+  ATTN_RETURN_IF_ERROR(CheckKvCacheDType(c.kv_cache_dtype, "config.kv_cache_dtype"));
   switch (c.variant) {
     case Variant::kSelfAttention:
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "d_k"), c.d_k, 1));
@@ -188,9 +184,13 @@ int64_t ParameterCount(const ModuleConfig& c) {
   return n;
 }
 
-bool IsKvCacheDType(DType dtype) {
-  return dtype == DType::kFloat32 || dtype == DType::kBfloat16 || dtype == DType::kFloat16 ||
-         dtype == DType::kInt8;
+absl::Status CheckKvCacheDType(DType dtype, absl::string_view field) {
+  if (dtype == DType::kFloat32 || dtype == DType::kBfloat16 || dtype == DType::kFloat16 ||
+      dtype == DType::kInt8) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": expected FLOAT32, BFLOAT16, FLOAT16 or INT8, got ", DTypeName(dtype)));
 }
 
 int64_t KvCacheBytesPerToken(const ModuleConfig& c, DType kv_dtype) {

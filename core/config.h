@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "core/dtype.h"
 
 namespace attention {
@@ -101,9 +102,9 @@ int64_t ParameterCount(const ModuleConfig& config);
 int64_t KvCacheBytesPerToken(const ModuleConfig& config, DType kv_dtype);
 // In config.kv_cache_dtype.
 int64_t KvCacheBytesPerToken(const ModuleConfig& config);
-// Whether `dtype` is a KV-cache storage type (FLOAT32, BFLOAT16, FLOAT16,
-// INT8).
-bool IsKvCacheDType(DType dtype);
+// OK if `dtype` is a KV-cache storage type (FLOAT32, BFLOAT16, FLOAT16,
+// INT8), else INVALID_ARGUMENT naming `field`.
+absl::Status CheckKvCacheDType(DType dtype, absl::string_view field);
 
 }  // namespace attention
 

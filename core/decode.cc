@@ -20,11 +20,7 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
 absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
     std::shared_ptr<const AttentionModule> module, int64_t batch, int64_t max_tokens,
     DType kv_dtype, KvBlockPool* pool) {
-  if (!IsKvCacheDType(kv_dtype)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("start.kv_cache_dtype: expected FLOAT32, BFLOAT16, FLOAT16 or INT8, got ",
-                     DTypeName(kv_dtype)));
-  }
+  ATTN_RETURN_IF_ERROR(CheckKvCacheDType(kv_dtype, "start.kv_cache_dtype"));
   if (batch < 1 || batch > kMaxConfigDim) {
     return absl::InvalidArgumentError(
         absl::StrCat("start.batch: expected 1..", kMaxConfigDim, ", got ", batch));

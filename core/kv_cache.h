@@ -67,7 +67,7 @@ struct KvLayout {
 };
 
 // The cache layout of a valid config in `kv_dtype` (a KV-cache dtype:
-// IsKvCacheDType); BytesPerToken() equals KvCacheBytesPerToken(config,
+// CheckKvCacheDType); BytesPerToken() equals KvCacheBytesPerToken(config,
 // kv_dtype).
 KvLayout CacheLayout(const ModuleConfig& config, DType kv_dtype);
 // In config.kv_cache_dtype.
