@@ -189,8 +189,8 @@ absl::Status CheckKvCacheDType(DType dtype, absl::string_view field) {
       dtype == DType::kInt8) {
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      field, ": expected FLOAT32, BFLOAT16, FLOAT16 or INT8, got ", DTypeName(dtype)));
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": expected FLOAT32, BFLOAT16, FLOAT16 or INT8, got ", DTypeName(dtype)));
 }
 
 int64_t KvCacheBytesPerToken(const ModuleConfig& c, DType kv_dtype) {
