@@ -114,6 +114,7 @@ absl::StatusOr<AttendResult> AttentionClient::Attend(const Tensor& query, const 
   req.set_scale(options.scale);
   req.set_return_weights(options.return_weights);
   req.set_output_dtype(options.output_dtype);
+  req.set_compute_dtype(options.compute_dtype);
   pb::AttendResponse resp;
   grpc::ClientContext ctx;
   PrepareContext(&ctx);

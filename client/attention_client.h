@@ -59,6 +59,7 @@ struct AttendOptions {
   bool return_weights = false;
   DType wire_dtype = DType::kFloat32;              // how q, k, v are sent
   pb::DType output_dtype = pb::DTYPE_UNSPECIFIED;  // as the query
+  pb::DType compute_dtype = pb::DTYPE_UNSPECIFIED;  // FLOAT32, or BFLOAT16
 };
 
 struct AttendResult {

@@ -14,7 +14,8 @@ constexpr char kUsage[] =
 const std::vector<std::string>& ModuleConfigFlags() {
   static const auto* flags = new std::vector<std::string>{
       "variant", "d_model", "bias", "heads", "kv_heads", "d_k", "d_v", "q_lora_rank",
-      "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_theta"};
+      "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_theta",
+      "compute_dtype", "kv_cache_dtype"};
   return *flags;
 }
 
@@ -47,7 +48,7 @@ const std::vector<CliCommand>& CliCommands() {
        "--q --k --v as float .npy files (then the shape flags must stay unset); --out writes the "
        "output.",
        {"b", "hq", "hkv", "lq", "lk", "dk", "dv", "seed", "q", "k", "v", "causal", "key_lengths",
-        "keep", "scale", "dtype", "output_dtype", "out", "weights_out"}},
+        "keep", "scale", "dtype", "output_dtype", "compute_dtype", "out", "weights_out"}},
       {"forward",
        "A whole layer: --module on a random [--b, --lq, d_model] input or --query (and --key, "
        "--value) float .npy files; --out writes the output.",
@@ -56,7 +57,7 @@ const std::vector<CliCommand>& CliCommands() {
       {"estimate", "Parameters, KV bytes and FLOPs of a config at --batch and --seq_len.",
        Concat({"batch", "seq_len"}, ModuleConfigFlags())},
       {"decode", "Streams --lq random tokens through --module in chunks of --chunk.",
-       {"module", "b", "lq", "chunk", "seed"}},
+       {"module", "b", "lq", "chunk", "seed", "kv_cache_dtype"}},
       {"compare",
        "The variant comparison at --d_model/--heads/--seq: parameters, KV bytes, measured "
        "prefill and decode latency, quality proxy; a Markdown table on stdout and --svg FILE.",

@@ -79,6 +79,11 @@ ABSL_FLAG(int64_t, qk_nope_head_dim, 32, "mla");
 ABSL_FLAG(int64_t, qk_rope_head_dim, 16, "mla");
 ABSL_FLAG(int64_t, v_head_dim, 32, "mla");
 ABSL_FLAG(double, rope_theta, 0, "mla RoPE base (0: 10000)");
+ABSL_FLAG(std::string, compute_dtype, "",
+          "load, estimate, attend: precision of the matrix products, f32 or bf16 (default f32)");
+ABSL_FLAG(std::string, kv_cache_dtype, "",
+          "load, estimate: the module's KV cache, f32, bf16, f16 or int8 (default f32); decode: "
+          "the stream's (default: the module's)");
 ABSL_FLAG(std::string, weights_dir, "", "load: directory of NAME.npy state_dict files");
 ABSL_FLAG(bool, replace, false, "load: replace a module of the same name");
 ABSL_FLAG(int64_t, batch, 1, "estimate: batch");
@@ -94,6 +99,21 @@ ABSL_FLAG(std::string, svg, "", "compare: write the chart here");
 
 namespace attention::client {
 namespace {
+
+// A dtype flag: "" is UNSPECIFIED; int8 only where `int8` (KV caches).
+absl::StatusOr<pb::DType> DTypeFlag(const std::string& s, absl::string_view flag, bool int8) {
+  if (s.empty()) return pb::DTYPE_UNSPECIFIED;
+  if (int8 && (s == "int8" || s == "i8")) return pb::DTYPE_INT8;
+  absl::StatusOr<DType> d = wire::ParseDType(s, flag);
+  if (!d.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": expected f32, bf16",
+                                                   int8 ? ", f16 or int8" : "", ", got '", s, "'"));
+  }
+  if (!int8 && *d == DType::kFloat16) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": expected f32 or bf16, got '", s, "'"));
+  }
+  return wire::ToProtoDType(*d);
+}
 
 absl::StatusOr<pb::DType> OutputDType() {
   const std::string s = absl::GetFlag(FLAGS_output_dtype);
@@ -215,7 +235,14 @@ absl::StatusOr<pb::ModuleConfig> ConfigFromFlags() {
     return absl::InvalidArgumentError(absl::StrCat(
         "--variant: expected self_attention, mha, gqa, mqa or mla, got '", v, "'"));
   }
-  return ConfigToProto(c);
+  pb::ModuleConfig config = ConfigToProto(c);
+  ATTN_ASSIGN_OR_RETURN(pb::DType compute,
+                        DTypeFlag(absl::GetFlag(FLAGS_compute_dtype), "--compute_dtype", false));
+  ATTN_ASSIGN_OR_RETURN(pb::DType kv,
+                        DTypeFlag(absl::GetFlag(FLAGS_kv_cache_dtype), "--kv_cache_dtype", true));
+  config.set_compute_dtype(compute);
+  config.set_kv_cache_dtype(kv);
+  return config;
 }
 
 absl::Status TlsAndTokenFromFlags(ClientOptions& options) {
@@ -350,7 +377,10 @@ absl::Status Run(const std::string& command) {
       return absl::NotFoundError(
           absl::StrCat("--module: no module named '", absl::GetFlag(FLAGS_module), "' is loaded"));
     }
-    ATTN_ASSIGN_OR_RETURN(auto stream, client->StartDecode(absl::GetFlag(FLAGS_module), b));
+    ATTN_ASSIGN_OR_RETURN(pb::DType kv,
+                          DTypeFlag(absl::GetFlag(FLAGS_kv_cache_dtype), "--kv_cache_dtype", true));
+    ATTN_ASSIGN_OR_RETURN(auto stream,
+                          client->StartDecode(absl::GetFlag(FLAGS_module), b, 0, kv));
     const int64_t chunk = absl::GetFlag(FLAGS_chunk);
     ATTN_RETURN_IF_ERROR(CheckMessageSize("chunk [B, chunk, d_model]", "--b, --chunk",
                                           static_cast<double>(b) * chunk * d_model, 4,
@@ -406,6 +436,8 @@ absl::Status Run(const std::string& command) {
     o.return_weights = want_weights;
     o.wire_dtype = wire_dtype;
     o.output_dtype = out_dtype;
+    ATTN_ASSIGN_OR_RETURN(o.compute_dtype, DTypeFlag(absl::GetFlag(FLAGS_compute_dtype),
+                                                     "--compute_dtype", false));
     ATTN_ASSIGN_OR_RETURN(AttendResult r, client->Attend(q, k, v, o));
     std::printf("variant: %s\n", r.variant.c_str());
     PrintTensor("output", r.output, r.output_dtype);

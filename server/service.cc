@@ -263,9 +263,10 @@ int64_t AttentionServiceImpl::EstimateAttend(const pb::AttendRequest& r) const {
   }
   for (const pb::Tensor* t : {&q, &k, &v}) {
     const int64_t n = Elements(*t);
-    if (t->dtype() != pb::DTYPE_FLOAT32 && (limit <= 0 || n <= limit)) {
-      floats += static_cast<double>(n);
-    }
+    if (limit > 0 && n > limit) continue;
+    // Decoded to float32 unless sent so; rounded copies for bf16 compute.
+    if (t->dtype() != pb::DTYPE_FLOAT32) floats += static_cast<double>(n);
+    if (r.compute_dtype() == pb::DTYPE_BFLOAT16) floats += static_cast<double>(n);
   }
   return static_cast<int64_t>(floats * 4 + static_cast<double>(options_.compute_threads) * (4 << 20));
 }
@@ -368,6 +369,8 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
     ATTN_ASSIGN_OR_RETURN(View4 k, ViewFromProto(req->key(), "key", kKeySpec, limit, &k_store));
     ATTN_ASSIGN_OR_RETURN(View4 v, ViewFromProto(req->value(), "value", kValueSpec, limit, &v_store));
     ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromProto(req->mask(), "mask", limit));
+    ATTN_ASSIGN_OR_RETURN(const DType compute,
+                          wire::ComputeDTypeFromProto(req->compute_dtype(), "compute_dtype"));
     ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
     const std::vector<int64_t> out_shape = {q.dims[0], q.dims[1], q.dims[2], v.dims[3]};
     const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};
@@ -384,12 +387,12 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
                                            out_shape[3]);
       float* weights =
           req->return_weights() ? AddFloatTensor(tensors, kWeights, w_shape) : nullptr;
-      ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), out, weights));
+      ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), out, weights, compute));
     } else {
       Tensor out(out_shape), weights;
       if (req->return_weights()) weights = Tensor(w_shape);
       ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), MutView4::Of(out),
-                                req->return_weights() ? weights.data() : nullptr));
+                                req->return_weights() ? weights.data() : nullptr, compute));
       AddEncodedTensor(tensors, kOutput, out, out_dtype);
       if (req->return_weights()) AddEncodedTensor(tensors, kWeights, weights, out_dtype);
     }

@@ -218,12 +218,39 @@ absl::StatusOr<DType> KvCacheDTypeFromProto(pb::DType d, absl::string_view field
   }
 }
 
+absl::StatusOr<DType> ComputeDTypeFromProto(pb::DType d, absl::string_view field) {
+  DType dtype = DType::kFloat32;
+  switch (d) {
+    case pb::DTYPE_UNSPECIFIED:
+    case pb::DTYPE_FLOAT32:
+      return DType::kFloat32;
+    case pb::DTYPE_BFLOAT16:
+      return DType::kBfloat16;
+    case pb::DTYPE_FLOAT16:
+      dtype = DType::kFloat16;
+      break;
+    case pb::DTYPE_BOOL:
+      dtype = DType::kBool;
+      break;
+    case pb::DTYPE_INT8:
+      dtype = DType::kInt8;
+      break;
+    default:
+      return Invalid(field, absl::StrCat("expected DTYPE_FLOAT32 or DTYPE_BFLOAT16, got ",
+                                         pb::DType_IsValid(d) ? pb::DType_Name(d) : absl::StrCat(d)));
+  }
+  ATTN_RETURN_IF_ERROR(CheckComputeDType(dtype, field));
+  return dtype;
+}
+
 absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
   ModuleConfig config;
   config.d_model = c.d_model();
   config.bias = c.has_bias() ? c.bias() : true;
   ATTN_ASSIGN_OR_RETURN(config.kv_cache_dtype,
                         KvCacheDTypeFromProto(c.kv_cache_dtype(), "config.kv_cache_dtype"));
+  ATTN_ASSIGN_OR_RETURN(config.compute_dtype,
+                        ComputeDTypeFromProto(c.compute_dtype(), "config.compute_dtype"));
   switch (c.variant_case()) {
     case pb::ModuleConfig::kSelfAttention:
       config.variant = Variant::kSelfAttention;
@@ -268,6 +295,7 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
   out->set_d_model(c.d_model);
   if (c.variant != Variant::kMla) out->set_bias(c.bias);
   if (c.kv_cache_dtype != DType::kFloat32) out->set_kv_cache_dtype(ToProtoDType(c.kv_cache_dtype));
+  if (c.compute_dtype != DType::kFloat32) out->set_compute_dtype(ToProtoDType(c.compute_dtype));
   switch (c.variant) {
     case Variant::kSelfAttention:
       out->mutable_self_attention()->set_d_k(c.d_k);

@@ -68,6 +68,10 @@ absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c);
 // UNSPECIFIED is FLOAT32; BOOL or an unknown value is INVALID_ARGUMENT
 // naming `field`.
 absl::StatusOr<DType> KvCacheDTypeFromProto(pb::DType d, absl::string_view field);
+// A compute dtype (ModuleConfig.compute_dtype, AttendRequest.compute_dtype):
+// UNSPECIFIED/FLOAT32 or BFLOAT16; FLOAT16 is FAILED_PRECONDITION (no CPU
+// float16 matmul), anything else INVALID_ARGUMENT, naming `field`.
+absl::StatusOr<DType> ComputeDTypeFromProto(pb::DType d, absl::string_view field);
 void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out);
 
 // The core's DType of a wire dtype (DTYPE_UNSPECIFIED and unknown values:

@@ -299,10 +299,11 @@ class AttentionClient {
   // causal (bottom-right aligned), keyLengths (one per batch row), keep
   // ({data, shape} broadcastable mask, nonzero keeps), scale (0: 1/sqrt(Dk)),
   // returnWeights, dtype (wire dtype of the inputs, default "float32"),
-  // outputDtype (default: the query's).
+  // outputDtype (default: the query's), computeDtype ('bfloat16': products
+  // in bf16 with float32 accumulation; default float32).
   // Resolves to {output, weights (null unless returnWeights), variant, timing}.
   async attend({ query, key, value, causal = false, keyLengths, keep, scale = 0,
-    returnWeights = false, dtype = 'float32', outputDtype, timeoutMs } = {}) {
+    returnWeights = false, dtype = 'float32', outputDtype, computeDtype, timeoutMs } = {}) {
     const req = {
       query: toTensor(query, dtype, 'query'),
       key: toTensor(key, dtype, 'key'),
@@ -311,6 +312,7 @@ class AttentionClient {
       scale,
       return_weights: returnWeights,
       output_dtype: dtypeEnum(outputDtype),
+      compute_dtype: dtypeEnum(computeDtype),
     };
     const resp = await this._unary('Attend', req, timeoutMs);
     return {

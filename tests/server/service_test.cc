@@ -324,6 +324,60 @@ TEST_F(ServerTest, SeededModuleEqualsCoreInitAndHalfWire) {
   EXPECT_LT(RelError(half->output, want->output), 5e-3);
 }
 
+// compute_dtype BFLOAT16 over the wire: a module keeps it in its config and
+// answers within 1e-2 of the float32 module of the same seed; Attend takes
+// it per call; FLOAT16 is FAILED_PRECONDITION and BOOL INVALID_ARGUMENT,
+// naming the field; the server goes on serving.
+TEST_F(ServerTest, Bf16ComputeModulesAndAttend) {
+  for (Variant v : {Variant::kGqa, Variant::kMla}) {
+    SCOPED_TRACE(VariantFieldName(v));
+    ModuleConfig c = Config(v);
+    ASSERT_OK(client_->LoadModule("f32", client::ConfigToProto(c), {}, 7, /*replace=*/true));
+    c.compute_dtype = DType::kBfloat16;
+    auto info = client_->LoadModule("bf16", client::ConfigToProto(c), {}, 7, /*replace=*/true);
+    ASSERT_OK(info);
+    EXPECT_EQ(info->config().compute_dtype(), pb::DTYPE_BFLOAT16);
+    const Tensor x = RandomTensor({2, 6, c.d_model}, 4);
+    ForwardOptions o;
+    o.mask.causal = true;
+    auto want = client_->Forward("f32", x, o);
+    auto got = client_->Forward("bf16", x, o);
+    ASSERT_OK(want);
+    ASSERT_OK(got);
+    EXPECT_LT(RelError(got->output, want->output), 1e-2);
+    EXPECT_GT(RelError(got->output, want->output), 1e-7);
+  }
+
+  const Tensor q = RandomTensor({1, 4, 5, 16}, 1), k = RandomTensor({1, 2, 9, 16}, 2),
+               vv = RandomTensor({1, 2, 9, 16}, 3);
+  client::AttendOptions ao;
+  ao.mask.causal = true;
+  auto f32 = client_->Attend(q, k, vv, ao);
+  ao.compute_dtype = pb::DTYPE_BFLOAT16;
+  auto bf16 = client_->Attend(q, k, vv, ao);
+  ASSERT_OK(f32);
+  ASSERT_OK(bf16);
+  EXPECT_LT(RelError(bf16->output, f32->output), 1e-2);
+  EXPECT_GT(RelError(bf16->output, f32->output), 1e-7);
+  ao.compute_dtype = pb::DTYPE_INT8;
+  auto bad = client_->Attend(q, k, vv, ao);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  EXPECT_TRUE(absl::StartsWith(bad.status().message(), "compute_dtype")) << bad.status();
+
+  pb::ModuleConfig half = client::ConfigToProto(Config(Variant::kMha));
+  half.set_compute_dtype(pb::DTYPE_FLOAT16);
+  auto refused = client_->LoadModule("half", half, {}, 1);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_TRUE(absl::StartsWith(refused.status().message(), "config.compute_dtype"))
+      << refused.status();
+  half.set_compute_dtype(pb::DTYPE_BOOL);
+  refused = client_->LoadModule("half", half, {}, 1);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_TRUE(absl::StartsWith(refused.status().message(), "config.compute_dtype"))
+      << refused.status();
+  ASSERT_OK(client_->Attend(q, k, vv, {}));
+}
+
 TEST_F(ServerTest, DemoModulesAnswerForward) {
   for (const char* name : {"demo-sa", "demo-mha", "demo-gqa", "demo-mqa", "demo-mla"}) {
     SCOPED_TRACE(name);
@@ -384,6 +438,24 @@ TEST_F(ModuleMemoryTest, ModulesPastTheBudgetAreRefusedBeforeTheirWeightsExist) 
   auto after = client_->GetServerInfo();
   ASSERT_OK(after);
   EXPECT_EQ(after->load().reserved_memory_bytes(), 0);
+}
+
+// bf16 compute holds the matrices in 2 bytes: the budget counts 8 MiB for
+// a d_model 1024 module, and a second one fits in bf16 where the float32
+// one (16 MiB) does not.
+TEST_F(ModuleMemoryTest, Bf16ModulesTakeHalfTheBudget) {
+  auto before = client_->GetServerInfo();
+  ASSERT_OK(before);
+  pb::ModuleConfig bf16 = Mha(1024);
+  bf16.set_compute_dtype(pb::DTYPE_BFLOAT16);
+  ASSERT_OK(client_->LoadModule("m1", bf16));
+  auto after = client_->GetServerInfo();
+  ASSERT_OK(after);
+  EXPECT_EQ(after->load().module_memory_bytes() - before->load().module_memory_bytes(),
+            (int64_t{8} << 20) + 4 * 4 * 1024);
+  EXPECT_EQ(client_->LoadModule("m2", Mha(1024)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  ASSERT_OK(client_->LoadModule("m2", bf16));
 }
 
 }  // namespace

@@ -246,6 +246,21 @@ test('attend: GQA (Hq=8, Hkv=2) with a causal mask matches the JS reference', as
   assert.ok(r.timing.flops > 0);
 });
 
+test('attend: computeDtype bfloat16 stays within 1e-2 of float32, and is not float32', async () => {
+  const rand = rng(5);
+  const query = randTensor(rand, [1, 4, 6, 16]);
+  const key = randTensor(rand, [1, 2, 9, 16]);
+  const value = randTensor(rand, [1, 2, 9, 16]);
+  const ref = attentionRef(query, key, value, { causal: true });
+  const r = await client.attend({ query, key, value, causal: true, computeDtype: 'bfloat16' });
+  assertClose(r.output, ref.output, 1e-2, 'bf16 output');
+  let differs = false;
+  for (let i = 0; i < ref.output.data.length; i++) {
+    if (Math.abs(r.output.data[i] - ref.output.data[i]) > 1e-6) differs = true;
+  }
+  assert.ok(differs, 'bf16 rounding had no effect');
+});
+
 test('attend: FLOAT16 on the wire', async () => {
   const rand = rng(2);
   const query = randTensor(rand, [1, 4, 4, 8]);
@@ -267,8 +282,10 @@ test('loadModule + forward: MHA (d_model 16, 2 heads) with JS-built weights', as
     name: 'js-mha', config: { d_model: dModel, mha: { num_heads: heads } }, stateDict: sd,
   });
   assert.equal(info.name, 'js-mha');
-  assert.deepEqual(info.config,
-                   { d_model: dModel, mha: { num_heads: heads }, kv_cache_dtype: 'DTYPE_UNSPECIFIED' });
+  assert.deepEqual(info.config, {
+    d_model: dModel, mha: { num_heads: heads },
+    kv_cache_dtype: 'DTYPE_UNSPECIFIED', compute_dtype: 'DTYPE_UNSPECIFIED',
+  });
   assert.equal(info.parameterCount, 4 * (dModel * dModel + dModel));
   assert.equal(info.kvCacheBytesPerToken, 2 * dModel * 4);
   assert.ok((await client.listModules()).some((m) => m.name === 'js-mha'));

@@ -120,6 +120,22 @@ def _mask(causal, key_lengths, keep):
     return mask
 
 
+def _dtype_field(value, field):
+    """A DType enum field (compute_dtype, kv_cache_dtype) from None, an enum
+    value or a name ("bfloat16", "bf16", "int8", "DTYPE_INT8", np.float16...)."""
+    if value is None:
+        return pb2.DTYPE_UNSPECIFIED
+    if isinstance(value, int):
+        return value
+    name = str(value).lower()
+    if name in ("int8", "i8", "dtype_int8"):
+        return pb2.DTYPE_INT8
+    try:
+        return dtype_enum(value)
+    except ValueError:
+        raise ValueError("%s: unsupported dtype %r" % (field, value)) from None
+
+
 class AttentionClient:
     """Client of the attention.v1 AttentionService.
 
@@ -185,20 +201,23 @@ class AttentionClient:
     # -- Attend -----------------------------------------------------------
 
     def attend(self, q, k, v, causal=False, key_lengths=None, keep=None, scale=0.0,
-               return_weights=False, dtype=np.float32, output_dtype=None, timeout=None):
+               return_weights=False, dtype=np.float32, output_dtype=None, compute_dtype=None,
+               timeout=None):
         """Scaled-dot-product attention over projected heads.
 
         q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv]; query head
         h uses kv head h // (Hq // Hkv). `causal` is bottom-right aligned,
         `key_lengths` gives one valid length per batch row, `keep` is a
         broadcastable mask (nonzero keeps). `scale` 0 means 1/sqrt(Dk).
-        Returns AttendResult(output, weights, variant, timing).
+        `compute_dtype` "bfloat16" computes the products in bf16 (None:
+        float32). Returns AttendResult(output, weights, variant, timing).
         """
         req = pb2.AttendRequest(
             query=to_tensor(q, dtype, "query"), key=to_tensor(k, dtype, "key"),
             value=to_tensor(v, dtype, "value"),
             scale=float(scale), return_weights=bool(return_weights),
-            output_dtype=dtype_enum(output_dtype))
+            output_dtype=dtype_enum(output_dtype),
+            compute_dtype=_dtype_field(compute_dtype, "compute_dtype"))
         mask = _mask(causal, key_lengths, keep)
         if mask is not None:
             req.mask.CopyFrom(mask)
@@ -261,15 +280,19 @@ class AttentionClient:
         weights = from_tensor(resp.weights) if resp.HasField("weights") else None
         return ForwardResult(from_tensor(resp.output), weights, _timing(resp.timing))
 
-    def decode(self, module, chunks, batch=None, max_tokens=0, dtype=np.float32, timeout=None):
+    def decode(self, module, chunks, batch=None, max_tokens=0, dtype=np.float32,
+               kv_cache_dtype=None, timeout=None):
         """Streams token chunks through a module's KV cache.
 
         `chunks` is an iterable (a generator works: chunks are sent as they
         are produced) of arrays [B, T, d_model]; `batch` defaults to the
         first chunk's B. Yields one DecodeStep(output, cached_tokens,
         kv_cache_bytes, timing) per chunk. Closing the generator early
-        cancels the stream (the server frees its cache).
+        cancels the stream (the server frees its cache). `kv_cache_dtype`
+        ("bfloat16", "float16", "int8"; None: the module's) sets this
+        stream's cache.
         """
+        kv_enum = _dtype_field(kv_cache_dtype, "kv_cache_dtype")
         it = iter(chunks)
         try:
             first = _as_array(next(it))
@@ -282,7 +305,8 @@ class AttentionClient:
         def requests():
             try:
                 yield pb2.DecodeRequest(start=pb2.DecodeStart(
-                    module=module, batch=int(batch), max_tokens=int(max_tokens)))
+                    module=module, batch=int(batch), max_tokens=int(max_tokens),
+                    kv_cache_dtype=kv_enum))
                 yield pb2.DecodeRequest(tokens=to_tensor(first, dtype, "tokens"))
                 for chunk in it:
                     yield pb2.DecodeRequest(tokens=to_tensor(chunk, dtype, "tokens"))

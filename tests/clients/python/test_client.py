@@ -3,6 +3,7 @@ server: Attend, modules (LoadModule, Forward, Decode, Estimate) and server info.
 
 import grpc
 import numpy as np
+import pytest
 
 from attention_client import round_to_bfloat16
 from reference import (assert_close, attention_layer_ref, attention_ref, attention_state_dict,
@@ -25,6 +26,27 @@ def test_attend_gqa_causal_fp32(client, rng):
     assert_close(r.weights, weights, atol=1e-5)
     assert r.timing.flops > 0
     assert r.timing.compute_us >= 0
+
+
+def test_attend_bf16_compute_within_its_bound(client, rng):
+    B, Hq, Hkv, Lq, Lk, Dk, Dv = 1, 4, 2, 6, 9, 16, 16
+    q, k, v = randn(rng, B, Hq, Lq, Dk), randn(rng, B, Hkv, Lk, Dk), randn(rng, B, Hkv, Lk, Dv)
+    out, _ = attention_ref(q, k, v, causal=True)
+    r = client.attend(q, k, v, causal=True, compute_dtype="bfloat16")
+    err = np.max(np.abs(r.output - out)) / np.max(np.abs(out))
+    assert 1e-7 < err < 1e-2
+    with pytest.raises(ValueError, match="compute_dtype"):
+        client.attend(q, k, v, compute_dtype="complex")
+
+
+def test_decode_with_an_int8_cache(client, rng):
+    x = randn(rng, 1, 7, 512)
+    f32 = [s.output for s in client.decode("demo-gqa", [x[:, :4], x[:, 4:]])]
+    steps = list(client.decode("demo-gqa", [x[:, :4], x[:, 4:]], kv_cache_dtype="int8"))
+    # demo-gqa: 2 kv heads x (64 + 64 bytes + 8 of scales) per token.
+    assert steps[-1].kv_cache_bytes == 7 * 272
+    for got, want in zip(steps, f32):
+        assert np.max(np.abs(got.output - want)) / np.max(np.abs(want)) < 2e-2
 
 
 def test_attend_gqa_causal_fp16(client, rng):
@@ -180,7 +202,8 @@ def test_decode_matches_forward(client, rng):
 def test_random_init_and_estimate(client, rng):
     config = {"d_model": 32, "gqa": {"num_q_heads": 4, "num_kv_heads": 2}, "bias": False}
     info = client.load_module("py-rand", config, seed=7)
-    assert info.config == {**config, "kv_cache_dtype": "DTYPE_UNSPECIFIED"}  # float32
+    assert info.config == {**config, "kv_cache_dtype": "DTYPE_UNSPECIFIED",
+                           "compute_dtype": "DTYPE_UNSPECIFIED"}  # float32
     est = client.estimate(config, batch=2, seq_len=10)
     assert est.parameters == info.parameter_count
     assert est.kv_cache_bytes_per_token == info.kv_cache_bytes_per_token
