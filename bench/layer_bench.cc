@@ -46,6 +46,8 @@ std::vector<std::pair<DType, DType>> DecodeDTypes(const Options& opt) {
     for (const DType kv : {DType::kBfloat16, DType::kFloat16, DType::kInt8})
       pairs.push_back({kv, DType::kFloat32});
   }
+  // bf16 weights and cache: the narrow layer.
+  if (Wants(opt, DType::kBfloat16)) pairs.push_back({DType::kBfloat16, DType::kBfloat16});
   return pairs;
 }
 
@@ -55,6 +57,7 @@ absl::StatusOr<DecodeRow> MeasureDecode(const std::string& name, ModuleConfig co
                                         DType kv_dtype, DType compute, int64_t batch, int64_t lk,
                                         Probes& probes, double min_time) {
   config.kv_cache_dtype = kv_dtype;
+  config.compute_dtype = compute;
   auto module = AttentionModule::CreateRandom(config, 1);
   if (!module.ok()) return module.status();
   const int64_t per_token = KvCacheBytesPerToken(config);
@@ -91,7 +94,9 @@ absl::StatusOr<DecodeRow> MeasureDecode(const std::string& name, ModuleConfig co
   if (!status.ok()) return status;
   // The attention alone: one query row per head over the lk cached.
   const int64_t hq = NumQueryHeads(config);
-  const std::vector<float> q = RandomBuffer(batch * hq * layout.k_width, 6);
+  std::vector<float> q = RandomBuffer(batch * hq * layout.k_width, 6);
+  // As the layer's bf16 query projection would leave it (no cost change).
+  if (compute == DType::kBfloat16) RoundToBfloat16(q.data(), static_cast<int64_t>(q.size()));
   std::vector<float> out(static_cast<size_t>(batch * hq * layout.v_width));
   const Interleaved attention = TimeInterleaved(
       [&] {
@@ -121,6 +126,38 @@ absl::StatusOr<DecodeRow> MeasureDecode(const std::string& name, ModuleConfig co
   r.attention_roof =
       RoofOf(kv_bytes, flops, attention.bandwidth_gbs, attention.gemm_gflops, r.attention_seconds);
   return r;
+}
+
+// The core's own time for the end-to-end row of the performance issue: a
+// causal self-attention Forward of the server's demo-gqa layer (d_model 512,
+// 8 query / 2 kv heads, biases) on [1, 2048, 512], in process: what the
+// server's timing.compute_us measures for the same call, less conversion.
+absl::StatusOr<ForwardRow> MeasureForward(DType compute, double min_time) {
+  ModuleConfig config;
+  config.variant = Variant::kGqa;
+  config.d_model = 512;
+  config.num_heads = 8;
+  config.num_kv_heads = 2;
+  config.compute_dtype = compute;
+  auto module = AttentionModule::CreateRandom(config, 3);
+  if (!module.ok()) return module.status();
+  const int64_t b = 1, l = 2048;
+  const Tensor x({b, l, config.d_model}, RandomBuffer(b * l * config.d_model, 7));
+  ForwardInput in;
+  in.query = &x;
+  in.mask.causal = true;
+  std::vector<float> out(static_cast<size_t>(b * l * config.d_model));
+  in.output = out.data();  // as the server does: into the response's buffer
+  absl::Status status;
+  const Timing t = TimeRuns([&] { status = (*module)->Forward(in).status(); }, min_time);
+  if (!status.ok()) return status;
+  const double flops = LayerFlops(config, b, l, l, l, true, MlaForm::kNaive);
+  ForwardRow row;
+  row.name = "forward_gqa_d512_l2048_causal";
+  row.compute = compute;
+  row.timing = t;
+  row.gflops = flops / t.best / 1e9;
+  return row;
 }
 
 }  // namespace
@@ -155,33 +192,17 @@ int RunLayerDecode(const Options& opt, Probes& probes, Report& report) {
   return 0;
 }
 
-// The core's own time for the end-to-end row of the performance issue: a
-// causal self-attention Forward of the server's demo-gqa layer (d_model 512,
-// 8 query / 2 kv heads, biases) on [1, 2048, 512], in process: what the
-// server's timing.compute_us measures for the same call, less conversion.
 int RunLayerForward(const Options& opt, Report& report) {
-  ModuleConfig config;
-  config.variant = Variant::kGqa;
-  config.d_model = 512;
-  config.num_heads = 8;
-  config.num_kv_heads = 2;
-  auto module = AttentionModule::CreateRandom(config, 3);
-  if (!module.ok()) return 1;
-  const int64_t b = 1, l = 2048;
-  const Tensor x({b, l, config.d_model}, RandomBuffer(b * l * config.d_model, 7));
-  ForwardInput in;
-  in.query = &x;
-  in.mask.causal = true;
-  std::vector<float> out(static_cast<size_t>(b * l * config.d_model));
-  in.output = out.data();  // as the server does: into the response's buffer
-  absl::Status status;
-  const Timing t = TimeRuns([&] { status = (*module)->Forward(in).status(); }, opt.min_time);
-  if (!status.ok()) {
-    std::fprintf(stderr, "layer forward: %s\n", status.ToString().c_str());
-    return 1;
+  for (const DType compute : {DType::kFloat32, DType::kBfloat16}) {
+    if (!Wants(opt, compute)) continue;
+    absl::StatusOr<ForwardRow> row = MeasureForward(compute, opt.min_time);
+    if (!row.ok()) {
+      std::fprintf(stderr, "layer forward (%s): %s\n", ShortDTypeName(compute),
+                   row.status().ToString().c_str());
+      return 1;
+    }
+    report.AddForward(*row);
   }
-  const double flops = LayerFlops(config, b, l, l, l, true, MlaForm::kNaive);
-  report.AddForward({"forward_gqa_d512_l2048_causal", t, flops / t.best / 1e9});
   return 0;
 }
 

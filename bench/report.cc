@@ -44,7 +44,8 @@ class MarkdownReport : public Report {
         "dtype and the bandwidth probe, and compares it with their rates in that window.\n"
         "roof: the binding one of two lower bounds on the row's time, its bytes (K and V as\n"
         "stored, Q and the output) at that bandwidth or its FLOPs at that GEMM rate; vs roof:\n"
-        "that bound over the measured time. bf16 rows use the bf16 GEMM rate%s)\n\n",
+        "that bound over the measured time. bf16 rows: Sdpa in compute bf16 (rounded copies\n"
+        "of Q, K and V, made inside the timed call), against the bf16 GEMM rate%s)\n\n",
         probes.gemm_bf16_gflops ? "" : ", here the f32 one: no bf16 GEMM on this machine");
     std::printf(
         "| workload | dtype | ms | median ms | GFLOP/s | GEMM GFLOP/s | vs GEMM | KV GB/s | "
@@ -75,7 +76,8 @@ class MarkdownReport : public Report {
         "\n## layer decode, d_model 4096, B = %lld, one token per row after %lld cached\n\n",
         static_cast<long long>(batch), static_cast<long long>(lk));
     std::printf(
-        "Per KV-cache dtype and compute dtype: the whole layer's step (layer vs f32: its "
+        "Per KV-cache dtype and compute dtype (compute bf16: the module holds its weights in "
+        "bf16): the whole layer's step (layer vs f32: its "
         "tokens/s over the all-f32 row's), and its attention alone (PagedSdpa over the paged "
         "cache, timed alternating with the probes; KV GB/s of stored bytes; roof and vs roof as "
         "above; vs f32: the attention's speed over the all-f32 row's).\n\n");
@@ -100,15 +102,22 @@ class MarkdownReport : public Report {
   }
 
   void AddForward(const ForwardRow& row) override {
-    std::printf(
-        "\n## layer forward (demo-gqa: d_model 512, 8 / 2 heads), B = 1, L = 2048, causal\n\n");
-    std::printf("| layer | ms | median ms | GFLOP/s |\n|---|---:|---:|---:|\n");
-    std::printf("| %s | %.3f | %.3f | %.1f |\n", row.name.c_str(), row.timing.best * 1e3,
-                row.timing.median * 1e3, row.gflops);
+    if (!forward_begun_) {
+      std::printf(
+          "\n## layer forward (demo-gqa: d_model 512, 8 / 2 heads), B = 1, L = 2048, "
+          "causal\n\n");
+      std::printf("| layer | compute | ms | median ms | GFLOP/s |\n|---|---|---:|---:|---:|\n");
+      forward_begun_ = true;
+    }
+    std::printf("| %s | %s | %.3f | %.3f | %.1f |\n", row.name.c_str(), ShortDTypeName(row.compute),
+                row.timing.best * 1e3, row.timing.median * 1e3, row.gflops);
     std::fflush(stdout);
   }
 
   bool End() override { return std::fflush(stdout) == 0 && !std::ferror(stdout); }
+
+ private:
+  bool forward_begun_ = false;
 };
 
 // ordered_json keeps the keys in the documented order, for people reading it.
@@ -187,6 +196,7 @@ class JsonReport : public Report {
 
   void AddForward(const ForwardRow& row) override {
     root_["layer_forward"].push_back({{"name", row.name},
+                                      {"compute_dtype", ShortDTypeName(row.compute)},
                                       {"ms", row.timing.best * 1e3},
                                       {"median_ms", row.timing.median * 1e3},
                                       {"gflops", row.gflops}});

@@ -64,6 +64,7 @@ struct DecodeRow {
 
 struct ForwardRow {
   std::string name;
+  DType compute = DType::kFloat32;
   Timing timing;
   double gflops = 0;
 };

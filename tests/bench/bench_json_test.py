@@ -81,12 +81,27 @@ class BenchJsonTest(unittest.TestCase):
         self.assertEqual(reference[0]["attention_vs_f32"], 1.0)
         self.assertEqual(report["layer_forward"], [])
 
+    def test_bf16_rows_beside_the_all_f32_reference(self):
+        report = run_bench("--filter", "mqa", "--decode_batch", "1", "--dtype", "bf16")
+        self.assertEqual([(w["name"], w["dtype"]) for w in report["workloads"]],
+                         [("mqa_decode_b8_h32kv1_lk4096_d128", "bf16")])
+        for w in report["workloads"]:
+            self.assertKeys(w, WORKLOAD)
+        rows = report["layer_decode"]
+        self.assertEqual([(r["kv_dtype"], r["compute_dtype"]) for r in rows],
+                         [("f32", "f32"), ("bf16", "bf16")])
+        for row in rows:
+            self.assertKeys(row, DECODE)
+            self.assertIsInstance(row["layer_vs_f32"], NUMBER)
+        self.assertEqual(rows[0]["layer_vs_f32"], 1.0)
+
     def test_layer_forward_row(self):
         report = run_bench("--filter", "forward")
         self.assertEqual(report["workloads"], [])
         self.assertEqual(report["layer_decode"], [])
-        self.assertEqual(len(report["layer_forward"]), 1)
-        self.assertKeys(report["layer_forward"][0], FORWARD)
+        self.assertEqual([r["compute_dtype"] for r in report["layer_forward"]], ["f32", "bf16"])
+        for row in report["layer_forward"]:
+            self.assertKeys(row, FORWARD)
 
     def test_forced_avx2_kernels_report_no_bf16_gemm(self):
         report = run_bench("--filter", "no_such_workload", env={"ATTN_ISA": "avx2"})
