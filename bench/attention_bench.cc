@@ -24,10 +24,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <ctime>
 #include <fstream>
-#include <random>
 #include <string>
 #include <vector>
 
