@@ -28,7 +28,6 @@ noted in the output). torch < 2.0 has no SDPA at all: its math path
 """
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -54,15 +53,13 @@ def flops(b, hq, lq, lk, dk, dv, causal):
 
 
 def run_ours(bench, threads, min_time):
-    out = subprocess.run([bench, "--threads", str(threads), "--min_time", str(min_time),
-                          "--filter", "_b"],
+    out = subprocess.run([bench, "--json", "--threads", str(threads), "--min_time", str(min_time),
+                          "--filter", "_b", "--dtype", "f32"],
                          check=True, capture_output=True, text=True).stdout
-    gemm = float(re.search(r"onednn_sgemm_1024: ([\d.]+)", out).group(1))
-    rows = {}
-    for line in out.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 3 and cells[0] in {w[0] for w in WORKLOADS}:
-            rows[cells[0]] = {"ms": float(cells[1]), "gflops": float(cells[2])}
+    report = json.loads(out)
+    gemm = report["probes"]["gemm_f32_gflops"]
+    rows = {w["name"]: {"ms": w["ms"], "gflops": w["gflops"]} for w in report["workloads"]
+            if w["dtype"] == "f32"}
     return gemm, rows
 
 
