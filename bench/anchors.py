@@ -7,7 +7,9 @@ rounds and keeping each one's fastest time:
   ours   `attention_bench --json --filter NAME --dtype DT --threads N` (its "ms":
          the fastest of its own runs)
   torch  torch.nn.functional.scaled_dot_product_attention, torch.set_num_threads(N),
-         enable_gqa=True where Hkv < Hq; MLA decode: value = key[..., :Dv], Hkv = 1
+         enable_gqa=True where Hkv < Hq; MLA decode: value = key[..., :Dv], Hkv = 1,
+         and a second line with the Hq heads given as Hq query rows of the one kv
+         head (the same attention, which torch runs on its fused path)
   ORT    onnxruntime's CPU contrib ops (com.microsoft), intra_op_num_threads = N:
          MultiHeadAttention for MHA, GroupQueryAttention for GQA/MQA prefill and
          decode with the KV buffer shared through IOBinding (one OrtValue bound as
