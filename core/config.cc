@@ -51,6 +51,7 @@ const char* VariantFieldName(Variant variant) {
 absl::Status ValidateConfig(const ModuleConfig& c) {
   ATTN_RETURN_IF_ERROR(CheckRange("config.d_model", c.d_model, 1));
   ATTN_RETURN_IF_ERROR(CheckKvCacheDType(c.kv_cache_dtype, "config.kv_cache_dtype"));
+  ATTN_RETURN_IF_ERROR(CheckComputeDType(c.compute_dtype, "config.compute_dtype"));
   switch (c.variant) {
     case Variant::kSelfAttention:
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "d_k"), c.d_k, 1));
@@ -182,6 +183,29 @@ int64_t ParameterCount(const ModuleConfig& c) {
   int64_t n = 0;
   for (const WeightSpec& s : ExpectedWeights(c)) n += NumElements(s.shape);
   return n;
+}
+
+int64_t ParameterBytes(const ModuleConfig& c) {
+  int64_t bytes = 0;
+  const int64_t matrix_size = c.compute_dtype == DType::kBfloat16 ? 2 : 4;
+  for (const WeightSpec& s : ExpectedWeights(c)) {
+    const int64_t n = NumElements(s.shape);
+    const int64_t size = s.shape.size() == 2 ? matrix_size : 4;
+    if (n > (INT64_MAX - bytes) / size) return INT64_MAX;
+    bytes += n * size;
+  }
+  return bytes;
+}
+
+absl::Status CheckComputeDType(DType dtype, absl::string_view field) {
+  if (dtype == DType::kFloat32 || dtype == DType::kBfloat16) return absl::OkStatus();
+  if (dtype == DType::kFloat16) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        field, ": FLOAT16 compute needs avx512_fp16 and a float16 matmul, which oneDNN 2.6 "
+        "does not run on CPUs; use BFLOAT16 or FLOAT32"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": expected FLOAT32 or BFLOAT16, got ", DTypeName(dtype)));
 }
 
 absl::Status CheckKvCacheDType(DType dtype, absl::string_view field) {

@@ -59,6 +59,10 @@ struct ModuleConfig {
   // How Decode caches K and V (mla: the latent): kFloat32, kBfloat16,
   // kFloat16 or kInt8 (kv_cache.h).
   DType kv_cache_dtype = DType::kFloat32;
+  // Matrix products: kFloat32, or kBfloat16 (weights held in bf16; the
+  // products' operands rounded to bf16, accumulation, softmax and norms in
+  // float32).
+  DType compute_dtype = DType::kFloat32;
 };
 
 // How mla attends (the other variants have one form).
@@ -94,6 +98,9 @@ struct WeightSpec {
 std::vector<WeightSpec> ExpectedWeights(const ModuleConfig& config);
 // Values in ExpectedWeights(config).
 int64_t ParameterCount(const ModuleConfig& config);
+// Bytes those values take as a module of `config` holds them: 4 each, or
+// with bf16 compute 2 for the matrices (biases and norms stay float32).
+int64_t ParameterBytes(const ModuleConfig& config);
 // Bytes the KV cache holds per token (one batch row) in `kv_dtype`:
 // Hkv·(Dk + Dv) elements (MHA 2·H·d_head, GQA 2·Hkv·d_head, MQA 2·d_head,
 // self_attention d_k + d_v), MLA kv_lora_rank + qk_rope_head_dim; times the
@@ -105,6 +112,10 @@ int64_t KvCacheBytesPerToken(const ModuleConfig& config);
 // OK if `dtype` is a KV-cache storage type (FLOAT32, BFLOAT16, FLOAT16,
 // INT8), else INVALID_ARGUMENT naming `field`.
 absl::Status CheckKvCacheDType(DType dtype, absl::string_view field);
+// OK for FLOAT32 and BFLOAT16; FLOAT16 is FAILED_PRECONDITION (this build's
+// oneDNN has no float16 matmul on CPUs: the message names the ISA it needs);
+// anything else INVALID_ARGUMENT. Each names `field`.
+absl::Status CheckComputeDType(DType dtype, absl::string_view field);
 
 }  // namespace attention
 

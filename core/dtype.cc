@@ -124,11 +124,60 @@ void FloatToHalf(const float* in, uint16_t* out, int64_t n) {
 }
 
 void Bfloat16ToFloat(const uint16_t* in, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = Bfloat16ToFloat(in[i]);
+  int64_t i = 0;
+#ifdef __AVX2__
+  for (; i + 8 <= n; i += 8) {
+    const __m256i w =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_slli_epi32(w, 16));
+  }
+#endif
+  for (; i < n; ++i) out[i] = Bfloat16ToFloat(in[i]);
 }
 
 void FloatToBfloat16(const float* in, uint16_t* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = FloatToBfloat16(in[i]);
+  int64_t i = 0;
+#ifdef __AVX2__
+  // Round to nearest even on the integer bits, as the scalar version; NaN
+  // lanes are quieted instead.
+  const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+  const __m256i quiet = _mm256_set1_epi32(0x400000);
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+  for (; i + 16 <= n; i += 16) {
+    __m256i r[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i + 8 * h));
+      const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs_mask), inf);
+      const __m256i rounded = _mm256_add_epi32(
+          x, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(x, 16), one)));
+      r[h] = _mm256_srli_epi32(
+          _mm256_blendv_epi8(rounded, _mm256_or_si256(x, quiet), nan), 16);
+    }
+    // packus works within 128-bit lanes: reorder the 64-bit quarters after.
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), packed);
+  }
+#endif
+  for (; i < n; ++i) out[i] = FloatToBfloat16(in[i]);
+}
+
+void RoundToBfloat16(float* x, int64_t n) {
+  int64_t i = 0;
+#ifdef __AVX2__
+  const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+  const __m256i quiet = _mm256_set1_epi32(0x400000), high = _mm256_set1_epi32(-65536);
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(v, abs_mask), inf);
+    const __m256i rounded = _mm256_add_epi32(
+        v, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(v, 16), one)));
+    const __m256i r = _mm256_and_si256(_mm256_blendv_epi8(rounded, _mm256_or_si256(v, quiet), nan),
+                                       high);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + i), r);
+  }
+#endif
+  for (; i < n; ++i) x[i] = Bfloat16ToFloat(FloatToBfloat16(x[i]));
 }
 
 void DecodeToFloat(DType dtype, const void* bytes, int64_t n, float* out) {

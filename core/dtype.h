@@ -30,6 +30,9 @@ void HalfToFloat(const uint16_t* in, float* out, int64_t n);
 void FloatToHalf(const float* in, uint16_t* out, int64_t n);
 void Bfloat16ToFloat(const uint16_t* in, float* out, int64_t n);
 void FloatToBfloat16(const float* in, uint16_t* out, int64_t n);
+// x[i] = Bfloat16ToFloat(FloatToBfloat16(x[i])) in place: float32 values
+// that a bfloat16 holds exactly (what bf16 compute's operands are).
+void RoundToBfloat16(float* x, int64_t n);
 
 // Decodes n little-endian elements of `dtype` at `bytes` into float32
 // (BOOL: 1.0f for nonzero). `bytes` need not be aligned.

@@ -7,6 +7,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/dtype.h"
+#include "core/internal/gemm.h"
 #include "core/internal/latent_attention.h"
 #include "core/internal/projected_attention.h"
 #include "core/status_macros.h"
@@ -56,6 +58,44 @@ std::unique_ptr<AttentionModule> MakeModule(const ModuleConfig& config, WeightMa
 }
 
 }  // namespace
+
+AttentionModule::AttentionModule(ModuleConfig config, WeightMap weights)
+    : config_(config), weights_(std::move(weights)) {
+  if (config_.compute_dtype != DType::kBfloat16) return;
+  for (auto it = weights_.begin(); it != weights_.end();) {
+    if (it->second.rank() != 2) {
+      ++it;
+      continue;
+    }
+    Bf16Matrix m{it->second.shape(), std::vector<uint16_t>(it->second.size())};
+    FloatToBfloat16(it->second.data(), m.values.data(), it->second.size());
+    bf16_.emplace(it->first, std::move(m));
+    it = weights_.erase(it);
+  }
+}
+
+WeightMap AttentionModule::weights() const {
+  WeightMap out = weights_;
+  for (const auto& [name, m] : bf16_) {
+    Tensor t(m.shape);
+    Bfloat16ToFloat(m.values.data(), t.data(), t.size());
+    out.emplace(name, std::move(t));
+  }
+  return out;
+}
+
+int64_t AttentionModule::parameter_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& [name, t] : weights_) bytes += 4 * t.size();
+  for (const auto& [name, m] : bf16_) bytes += 2 * static_cast<int64_t>(m.values.size());
+  return bytes;
+}
+
+internal::WeightRef AttentionModule::Matrix(const std::string& name) const {
+  auto it = bf16_.find(name);
+  if (it != bf16_.end()) return {nullptr, it->second.values.data()};
+  return {weights_.at(name).data(), nullptr};
+}
 
 absl::StatusOr<std::unique_ptr<AttentionModule>> AttentionModule::Create(const ModuleConfig& config,
                                                                          WeightMap weights) {

@@ -30,6 +30,9 @@
 #include "core/tensor.h"
 
 namespace attention {
+namespace internal {
+struct WeightRef;
+}  // namespace internal
 
 using WeightMap = std::map<std::string, Tensor>;
 
@@ -70,8 +73,12 @@ class AttentionModule {
   AttentionModule& operator=(const AttentionModule&) = delete;
 
   const ModuleConfig& config() const { return config_; }
-  // Canonical names (W_q, not w_q) to tensors.
-  const WeightMap& weights() const { return weights_; }
+  // Canonical names (W_q, not w_q) to tensors, in float32: a bf16-compute
+  // module's matrices are widened from the bfloat16 it holds.
+  WeightMap weights() const;
+  // Bytes the parameters take as held (bf16 compute: matrices 2 bytes per
+  // value, biases and norms 4).
+  int64_t parameter_bytes() const;
   int64_t parameter_count() const { return ParameterCount(config_); }
   int64_t kv_cache_bytes_per_token() const { return KvCacheBytesPerToken(config_); }
 
@@ -89,13 +96,23 @@ class AttentionModule {
   virtual absl::StatusOr<Tensor> DecodeStep(PagedKvCache& cache, const Tensor& tokens) const = 0;
 
  protected:
-  AttentionModule(ModuleConfig config, WeightMap weights)
-      : config_(config), weights_(std::move(weights)) {}
+  // With config.compute_dtype bf16 the matrices (2-D weights) are rounded
+  // to bfloat16 and held only so.
+  AttentionModule(ModuleConfig config, WeightMap weights);
+  // A bias or norm weight (float32 always).
   const Tensor& W(const std::string& name) const { return weights_.at(name); }
+  // A matrix, in the dtype it is held in.
+  internal::WeightRef Matrix(const std::string& name) const;
+  bool bf16_compute() const { return config_.compute_dtype == DType::kBfloat16; }
 
  private:
+  struct Bf16Matrix {
+    std::vector<int64_t> shape;
+    std::vector<uint16_t> values;
+  };
   ModuleConfig config_;
-  WeightMap weights_;
+  WeightMap weights_;                       // all, or (bf16) all but the matrices
+  std::map<std::string, Bf16Matrix> bf16_;  // bf16 compute: the matrices
 };
 
 }  // namespace attention

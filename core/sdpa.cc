@@ -139,6 +139,48 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
   return error;
 }
 
+namespace {
+
+// A dense copy of a view's elements, rounded to bfloat16.
+std::vector<float> RoundedCopy(const View4& v) {
+  const int64_t d3 = v.dims[3];
+  std::vector<float> out(static_cast<size_t>(v.dims[0] * v.dims[1] * v.dims[2] * d3));
+  float* dst = out.data();
+  for (int64_t i = 0; i < v.dims[0]; ++i)
+    for (int64_t j = 0; j < v.dims[1]; ++j)
+      for (int64_t k = 0; k < v.dims[2]; ++k, dst += d3) std::copy_n(v.Row(i, j, k), d3, dst);
+  RoundToBfloat16(out.data(), static_cast<int64_t>(out.size()));
+  return out;
+}
+
+absl::Status CheckSdpaComputeDType(DType compute) {
+  if (compute == DType::kFloat32 || compute == DType::kBfloat16) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("compute_dtype: expected FLOAT32 or BFLOAT16, got ", DTypeName(compute)));
+}
+
+template <typename Fn>
+absl::Status SdpaIn(Fn fn, const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
+                    float scale, const MutView4& out, float* weights, DType compute) {
+  ATTN_RETURN_IF_ERROR(CheckSdpaComputeDType(compute));
+  if (compute == DType::kFloat32) return fn(q, k, v, mask, scale, out, weights);
+  ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
+  const std::vector<float> qr = RoundedCopy(q), kr = RoundedCopy(k), vr = RoundedCopy(v);
+  return fn(View4::Dense(qr.data(), q.dims[0], q.dims[1], q.dims[2], q.dims[3]),
+            View4::Dense(kr.data(), k.dims[0], k.dims[1], k.dims[2], k.dims[3]),
+            View4::Dense(vr.data(), v.dims[0], v.dims[1], v.dims[2], v.dims[3]), mask, scale, out,
+            weights);
+}
+
+}  // namespace
+
+absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
+                  float scale, const MutView4& out, float* weights, DType compute) {
+  using SdpaFn = absl::Status (*)(const View4&, const View4&, const View4&, const MaskSpec&, float,
+                                 const MutView4&, float*);
+  return SdpaIn(static_cast<SdpaFn>(Sdpa), q, k, v, mask, scale, out, weights, compute);
+}
+
 absl::Status SdpaReference(const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
                            float scale, const MutView4& out, float* weights) {
   ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
@@ -206,8 +248,9 @@ absl::StatusOr<AttentionResult> AttendWith(Fn fn, const Tensor& q, const Tensor&
   AttentionResult result;
   result.output = Tensor({q.dim(0), q.dim(1), q.dim(2), v.dim(3)});
   if (options.return_weights) result.weights = Tensor({q.dim(0), q.dim(1), q.dim(2), k.dim(2)});
-  ATTN_RETURN_IF_ERROR(fn(qv, kv, vv, mask, options.scale, MutView4::Of(result.output),
-                          options.return_weights ? result.weights.data() : nullptr));
+  ATTN_RETURN_IF_ERROR(SdpaIn(fn, qv, kv, vv, mask, options.scale, MutView4::Of(result.output),
+                              options.return_weights ? result.weights.data() : nullptr,
+                              options.compute_dtype));
   return result;
 }
 
@@ -215,7 +258,9 @@ absl::StatusOr<AttentionResult> AttendWith(Fn fn, const Tensor& q, const Tensor&
 
 absl::StatusOr<AttentionResult> Attend(const Tensor& query, const Tensor& key, const Tensor& value,
                                        const MaskSpec& mask, const SdpaOptions& options) {
-  return AttendWith(Sdpa, query, key, value, mask, options);
+  using SdpaFn = absl::Status (*)(const View4&, const View4&, const View4&, const MaskSpec&, float,
+                                 const MutView4&, float*);
+  return AttendWith(static_cast<SdpaFn>(Sdpa), query, key, value, mask, options);
 }
 
 absl::StatusOr<AttentionResult> AttendReference(const Tensor& query, const Tensor& key,

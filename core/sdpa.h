@@ -46,6 +46,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/cost_model.h"  // SdpaFlops, the cost of these functions
+#include "core/dtype.h"
 #include "core/tensor.h"
 
 namespace attention {
@@ -63,6 +64,7 @@ struct MaskSpec {
 struct SdpaOptions {
   float scale = 0.0f;  // 0: 1/sqrt(Dk)
   bool return_weights = false;
+  DType compute_dtype = DType::kFloat32;  // or kBfloat16 (Sdpa's `compute`)
 };
 
 // Checks shapes and mask against each other (see the header comment).
@@ -76,6 +78,12 @@ absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& val
 // probabilities.
 absl::Status Sdpa(const View4& query, const View4& key, const View4& value, const MaskSpec& mask,
                   float scale, const MutView4& output, float* weights);
+// The same in a compute dtype: kFloat32 is the above; kBfloat16 rounds the
+// products' operands (query, key, value) to bfloat16 first and accumulates,
+// and takes the softmax, in float32. Another dtype is INVALID_ARGUMENT
+// naming "compute_dtype".
+absl::Status Sdpa(const View4& query, const View4& key, const View4& value, const MaskSpec& mask,
+                  float scale, const MutView4& output, float* weights, DType compute);
 
 // The plain reference: loops in double precision, no oneDNN. Same contract.
 absl::Status SdpaReference(const View4& query, const View4& key, const View4& value,

@@ -117,10 +117,11 @@ absl::StatusOr<DerivedModule> LowRankMla(const AttentionModule& mha, int64_t r, 
   }
   // W = [W_k; W_v], [2d, d].
   Tensor w({2 * d, d});
-  std::copy(mha.weights().at("W_k.weight").values().begin(),
-            mha.weights().at("W_k.weight").values().end(), w.data());
-  std::copy(mha.weights().at("W_v.weight").values().begin(),
-            mha.weights().at("W_v.weight").values().end(), w.data() + d * d);
+  const WeightMap weights = mha.weights();
+  std::copy(weights.at("W_k.weight").values().begin(), weights.at("W_k.weight").values().end(),
+            w.data());
+  std::copy(weights.at("W_v.weight").values().begin(), weights.at("W_v.weight").values().end(),
+            w.data() + d * d);
   // Randomized subspace iteration for the top-r left subspace Q [2d, r].
   Tensor omega({d, r});
   std::mt19937_64 gen(seed);
@@ -168,7 +169,8 @@ absl::StatusOr<DerivedModule> LowRankMla(const AttentionModule& mha, int64_t r, 
   out.config.v_head_dim = dh;
   const float qscale = std::sqrt(static_cast<float>(dh + dr) / static_cast<float>(dh));
   Tensor q_proj({h * (dh + dr), d});
-  const float* wq = mha.weights().at("W_q.weight").data();
+  const WeightMap mha_weights = mha.weights();
+  const float* wq = mha_weights.at("W_q.weight").data();
   for (int64_t hh = 0; hh < h; ++hh)
     for (int64_t i = 0; i < dh; ++i)
       for (int64_t j = 0; j < d; ++j) {
@@ -189,7 +191,7 @@ absl::StatusOr<DerivedModule> LowRankMla(const AttentionModule& mha, int64_t r, 
   out.weights.emplace("kv_a_proj_with_mqa.weight", std::move(kv_a));
   out.weights.emplace("kv_a_layernorm.weight", std::move(norm));
   out.weights.emplace("kv_b_proj.weight", std::move(kv_b));
-  out.weights.emplace("o_proj.weight", mha.weights().at("W_o.weight"));
+  out.weights.emplace("o_proj.weight", mha_weights.at("W_o.weight"));
   return out;
 }
 

@@ -15,10 +15,7 @@ LoadedModule MakeLoadedModule(const std::string& name, const ::attention::v1::Mo
   return loaded;
 }
 
-int64_t ModuleBytes(const ModuleConfig& config) {
-  const int64_t n = ParameterCount(config);
-  return n > INT64_MAX / 4 ? INT64_MAX : n * 4;
-}
+int64_t ModuleBytes(const ModuleConfig& config) { return ParameterBytes(config); }
 
 absl::Status ModuleRegistry::CheckFitsLocked(const std::string& name, int64_t bytes) const {
   if (budget_ <= 0) return absl::OkStatus();

@@ -27,7 +27,7 @@ struct LoadedModule {
 LoadedModule MakeLoadedModule(const std::string& name, const ::attention::v1::ModuleConfig& config,
                               std::unique_ptr<AttentionModule> module);
 
-// Bytes a module of `config` holds: its float32 parameters.
+// Bytes a module of `config` holds: its parameters as held (ParameterBytes).
 int64_t ModuleBytes(const ModuleConfig& config);
 
 class ModuleRegistry {

@@ -1,6 +1,10 @@
 #include "core/internal/gemm.h"
 
+#include <immintrin.h>
 #include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include <algorithm>
 #include <memory>
@@ -11,6 +15,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include <mutex>
+#include "core/dtype.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace attention::internal {
@@ -19,7 +24,8 @@ namespace {
 using Key = std::tuple<int64_t, int64_t, int64_t,  // M N K
                        int64_t, int64_t,           // A strides
                        int64_t, int64_t,           // B strides
-                       int64_t, bool, bool>;       // ldc, bias, accumulate
+                       int64_t, bool, bool,        // ldc, bias, accumulate
+                       bool>;                      // bf16 A and B
 
 struct Entry {
   dnnl::matmul primitive;
@@ -56,10 +62,11 @@ class PrimitiveCache {
   }
 
   static dnnl::matmul::primitive_desc Describe(const Key& key) {
-    const auto [m, n, k, ars, acs, brs, bcs, ldc, bias, accumulate] = key;
+    const auto [m, n, k, ars, acs, brs, bcs, ldc, bias, accumulate, bf16] = key;
     using dt = dnnl::memory::data_type;
-    dnnl::memory::desc a_md({m, k}, dt::f32, {ars, acs});
-    dnnl::memory::desc b_md({k, n}, dt::f32, {brs, bcs});
+    const dt in_type = bf16 ? dt::bf16 : dt::f32;
+    dnnl::memory::desc a_md({m, k}, in_type, {ars, acs});
+    dnnl::memory::desc b_md({k, n}, in_type, {brs, bcs});
     dnnl::memory::desc c_md({m, n}, dt::f32, {ldc, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -129,11 +136,180 @@ Mat Canonical(Mat m) {
 }
 
 Key MakeKey(const Mat& a, const Mat& b, int64_t ldc, bool bias, bool accumulate) {
-  return Key{a.rows, b.cols, a.cols, a.row_stride, a.col_stride, b.row_stride, b.col_stride, ldc,
-             bias, accumulate};
+  return Key{a.rows,       b.cols, a.cols, a.row_stride, a.col_stride, b.row_stride,
+             b.col_stride, ldc,    bias,   accumulate,   b.bf16 != nullptr};
+}
+
+// Runs a cached primitive; a_data and b_data are float32 or bf16 as the key
+// says.
+absl::Status RunPrimitive(const Key& key, const void* a_data, const void* b_data, float* c,
+                          const float* bias) {
+  try {
+    std::shared_ptr<const Entry> entry = Cache().Get(key);
+    ThreadState& state = State();
+    if (state.scratchpad.size() < entry->scratchpad_bytes) {
+      state.scratchpad.resize(entry->scratchpad_bytes);
+    }
+    dnnl::memory a_mem(entry->src, Engine(), const_cast<void*>(a_data));
+    dnnl::memory b_mem(entry->weights, Engine(), const_cast<void*>(b_data));
+    dnnl::memory c_mem(entry->dst, Engine(), c);
+    dnnl::memory s_mem(entry->scratchpad, Engine(), state.scratchpad.data());
+    std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, a_mem},
+                                                  {DNNL_ARG_WEIGHTS, b_mem},
+                                                  {DNNL_ARG_DST, c_mem},
+                                                  {DNNL_ARG_SCRATCHPAD, s_mem}};
+    if (bias != nullptr) {
+      args.emplace(DNNL_ARG_BIAS,
+                   dnnl::memory(entry->bias, Engine(), const_cast<float*>(bias)));
+    }
+    entry->primitive.execute(state.stream, args);
+    state.stream.wait();
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat("oneDNN matmul [", std::get<0>(key), "x",
+                                            std::get<2>(key), "]·[", std::get<2>(key), "x",
+                                            std::get<1>(key), "] failed: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+// A's elements rounded to bfloat16, dense [rows, cols], in float32.
+std::vector<float> RoundedRows(const Mat& a) {
+  std::vector<float> out(static_cast<size_t>(a.rows * a.cols));
+  for (int64_t r = 0; r < a.rows; ++r) {
+    float* dst = out.data() + r * a.cols;
+    if (a.col_stride == 1) {
+      std::memcpy(dst, a.data + r * a.row_stride, a.cols * sizeof(float));
+    } else {
+      for (int64_t c = 0; c < a.cols; ++c) dst[c] = a.data[r * a.row_stride + c * a.col_stride];
+    }
+  }
+  RoundToBfloat16(out.data(), static_cast<int64_t>(out.size()));
+  return out;
+}
+
+// Rows of A at most this many go to SmallRowsBf16 (decode's projections).
+constexpr int64_t kSmallRowsMax = 16;
+
+// C[M, N] (+)= A[M, K] · B for a bf16 B[k, n] = w[n · ldw + k] (an nn.Linear
+// weight) and A already rounded (dense, [M, K]). Reads each weight once:
+// four weight rows at a time are widened into an L1 buffer a chunk of K at
+// a time, and every row of A takes its products from there; each (m, n)
+// keeps eight float32 partial sums in lanes, summed at the end.
+void SmallRowsBf16(const float* a, int64_t m, int64_t k, const uint16_t* w, int64_t ldw, int64_t n,
+                   float* c, int64_t ldc, const float* bias, bool accumulate) {
+  constexpr int64_t kRows = 4, kChunk = 512;
+  const int64_t blocks = (n + kRows - 1) / kRows;
+  const bool parallel = !omp_in_parallel() && blocks > 1 && m * n * k > (int64_t{1} << 18);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t n0 = blk * kRows, nr = std::min(kRows, n - n0);
+    alignas(32) float wbuf[kRows][kChunk];
+    __m256 acc[kSmallRowsMax][kRows];
+    float tail[kSmallRowsMax][kRows] = {};
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < kRows; ++j) acc[i][j] = _mm256_setzero_ps();
+    for (int64_t k0 = 0; k0 < k; k0 += kChunk) {
+      const int64_t kc = std::min(kChunk, k - k0), kv = kc & ~int64_t{7};
+      for (int64_t j = 0; j < kRows; ++j) {
+        if (j < nr) {
+          Bfloat16ToFloat(w + (n0 + j) * ldw + k0, wbuf[j], kc);
+        } else {
+          std::memset(wbuf[j], 0, kc * sizeof(float));
+        }
+      }
+      for (int64_t i = 0; i < m; ++i) {
+        const float* x = a + i * k + k0;
+        __m256 s0 = acc[i][0], s1 = acc[i][1], s2 = acc[i][2], s3 = acc[i][3];
+        for (int64_t t = 0; t < kv; t += 8) {
+          const __m256 xv = _mm256_loadu_ps(x + t);
+          s0 = _mm256_fmadd_ps(xv, _mm256_load_ps(wbuf[0] + t), s0);
+          s1 = _mm256_fmadd_ps(xv, _mm256_load_ps(wbuf[1] + t), s1);
+          s2 = _mm256_fmadd_ps(xv, _mm256_load_ps(wbuf[2] + t), s2);
+          s3 = _mm256_fmadd_ps(xv, _mm256_load_ps(wbuf[3] + t), s3);
+        }
+        acc[i][0] = s0, acc[i][1] = s1, acc[i][2] = s2, acc[i][3] = s3;
+        for (int64_t t = kv; t < kc; ++t) {
+          for (int64_t j = 0; j < kRows; ++j) tail[i][j] += x[t] * wbuf[j][t];
+        }
+      }
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < nr; ++j) {
+        alignas(32) float lanes[8];
+        _mm256_store_ps(lanes, acc[i][j]);
+        float sum = tail[i][j];
+        for (float x : lanes) sum += x;
+        float* out = c + i * ldc + n0 + j;
+        if (bias != nullptr) sum += bias[n0 + j];
+        *out = accumulate ? *out + sum : sum;
+      }
+    }
+  }
+}
+
+// A bf16 product without native bf16 matmuls: B widened to float32 a panel
+// of columns at a time (about 4 MiB), each multiplied by the rounded A on
+// the float32 path.
+absl::Status WidenedBf16(const std::vector<float>& a, int64_t m, int64_t k, const Mat& b, float* c,
+                         int64_t ldc, const float* bias, bool accumulate) {
+  const int64_t panel = std::max<int64_t>(16, (int64_t{1} << 20) / std::max<int64_t>(k, 1));
+  std::vector<float> wide(static_cast<size_t>(std::min(panel, b.cols) * k));
+  for (int64_t n0 = 0; n0 < b.cols; n0 += panel) {
+    const int64_t nc = std::min(panel, b.cols - n0);
+    // wide holds the panel transposed: [nc, k], column j of B as row j.
+    for (int64_t j = 0; j < nc; ++j) {
+      const uint16_t* col = b.bf16 + (n0 + j) * b.col_stride;
+      float* dst = wide.data() + j * k;
+      if (b.row_stride == 1) {
+        Bfloat16ToFloat(col, dst, k);
+      } else {
+        for (int64_t t = 0; t < k; ++t) dst[t] = Bfloat16ToFloat(col[t * b.row_stride]);
+      }
+    }
+    absl::Status st = Matmul(Mat::RowMajor(a.data(), m, k, k), Mat::Transposed(wide.data(), k, nc, k),
+                             c + n0, ldc, bias == nullptr ? nullptr : bias + n0, accumulate);
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MatmulBf16(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias,
+                        bool accumulate) {
+  const std::vector<float> rounded = RoundedRows(a);
+  if (a.rows <= kSmallRowsMax && b.row_stride == 1 && b.col_stride >= b.rows) {
+    SmallRowsBf16(rounded.data(), a.rows, a.cols, b.bf16, b.col_stride, b.cols, c, ldc, bias,
+                  accumulate);
+    return absl::OkStatus();
+  }
+  if (!Bf16MatmulAvailable()) return WidenedBf16(rounded, a.rows, a.cols, b, c, ldc, bias, accumulate);
+  std::vector<uint16_t> a16(rounded.size());
+  FloatToBfloat16(rounded.data(), a16.data(), static_cast<int64_t>(rounded.size()));
+  const Mat dense_a = Mat::RowMajor(a16.data(), a.rows, a.cols, a.cols);
+  return RunPrimitive(MakeKey(Canonical(dense_a), b, ldc, bias != nullptr, accumulate), a16.data(),
+                      b.bf16, c, bias);
 }
 
 }  // namespace
+
+bool Bf16MatmulAvailable() {
+  static const bool available = [] {
+    const char* forced = std::getenv("ATTN_ISA");
+    if (forced != nullptr && std::strcmp(forced, "avx2") == 0) return false;
+    const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+    if (isa != dnnl::cpu_isa::avx512_core_bf16 && isa != dnnl::cpu_isa::avx512_core_amx) {
+      return false;
+    }
+    try {
+      const uint16_t probe[16] = {};
+      const Mat m = Mat::RowMajor(probe, 4, 4, 4);
+      (void)PrimitiveCache::Describe(MakeKey(m, m, 4, false, false));
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return available;
+}
 
 absl::Status Matmul(const Mat& a_in, const Mat& b_in, float* c, int64_t ldc, const float* bias,
                     bool accumulate) {
@@ -143,6 +319,7 @@ absl::Status Matmul(const Mat& a_in, const Mat& b_in, float* c, int64_t ldc, con
     return absl::InternalError(absl::StrCat("matmul: inner dimensions differ: ", a.cols, " vs ",
                                             b.rows));
   }
+  if (b.bf16 != nullptr) return MatmulBf16(a, b, c, ldc, bias, accumulate);
   // Few rows against a transposed B (decode's Q·Kᵀ with the G heads of a
   // group, one job of a parallel team): oneDNN's sgemm beats the matmul
   // primitive's brgemm there. Only inside an active team, where sgemm runs
@@ -162,37 +339,18 @@ absl::Status Matmul(const Mat& a_in, const Mat& b_in, float* c, int64_t ldc, con
     }
     return absl::OkStatus();
   }
-  try {
-    const Key key = MakeKey(a, b, ldc, bias != nullptr, accumulate);
-    std::shared_ptr<const Entry> entry = Cache().Get(key);
-    ThreadState& state = State();
-    if (state.scratchpad.size() < entry->scratchpad_bytes) {
-      state.scratchpad.resize(entry->scratchpad_bytes);
-    }
-    dnnl::memory a_mem(entry->src, Engine(), const_cast<float*>(a.data));
-    dnnl::memory b_mem(entry->weights, Engine(), const_cast<float*>(b.data));
-    dnnl::memory c_mem(entry->dst, Engine(), c);
-    dnnl::memory s_mem(entry->scratchpad, Engine(), state.scratchpad.data());
-    std::unordered_map<int, dnnl::memory> args = {{DNNL_ARG_SRC, a_mem},
-                                                  {DNNL_ARG_WEIGHTS, b_mem},
-                                                  {DNNL_ARG_DST, c_mem},
-                                                  {DNNL_ARG_SCRATCHPAD, s_mem}};
-    if (bias != nullptr) {
-      args.emplace(DNNL_ARG_BIAS,
-                   dnnl::memory(entry->bias, Engine(), const_cast<float*>(bias)));
-    }
-    entry->primitive.execute(state.stream, args);
-    state.stream.wait();
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(absl::StrCat("oneDNN matmul [", a.rows, "x", a.cols, "]·[", b.rows,
-                                            "x", b.cols, "] failed: ", e.what()));
-  }
-  return absl::OkStatus();
+  return RunPrimitive(MakeKey(a, b, ldc, bias != nullptr, accumulate), a.data, b.data, c, bias);
 }
 
 absl::Status Linear(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, int64_t n,
                     const float* bias, float* y, int64_t ldy) {
   return Matmul(Mat::RowMajor(x, m, k, ldx), Mat::Transposed(w, k, n, k), y, ldy, bias);
+}
+
+absl::Status Linear(const float* x, int64_t m, int64_t k, int64_t ldx, WeightRef w, int64_t n,
+                    const float* bias, float* y, int64_t ldy) {
+  if (w.bf16 == nullptr) return Linear(x, m, k, ldx, w.f32, n, bias, y, ldy);
+  return Matmul(Mat::RowMajor(x, m, k, ldx), Mat::Transposed(w.bf16, k, n, k), y, ldy, bias);
 }
 
 std::string MatmulImplName(const Mat& a, const Mat& b, int64_t ldc, bool bias, bool accumulate) {

@@ -1,4 +1,5 @@
-// Private: float32 matrix products on oneDNN matmul primitives.
+// Private: float32 matrix products on oneDNN matmul primitives, and the
+// same with bfloat16 B (a layer's weights held in bf16).
 //
 // Primitives are built once per distinct problem (dims, strides, bias) and
 // kept in a process-wide cache; execution uses a per-thread stream and a
@@ -16,11 +17,13 @@
 namespace attention::internal {
 
 // A 2-D matrix: element (r, c) at data[r * row_stride + c * col_stride].
-// Exactly one of the strides is 1 (row-major or transposed storage).
+// Exactly one of the strides is 1 (row-major or transposed storage). With
+// `bf16` set instead of `data` the elements are bfloat16 there.
 struct Mat {
   const float* data = nullptr;
   int64_t rows = 0, cols = 0;
   int64_t row_stride = 0, col_stride = 1;
+  const uint16_t* bf16 = nullptr;
 
   static Mat RowMajor(const float* data, int64_t rows, int64_t cols, int64_t ld) {
     return {data, rows, cols, ld, 1};
@@ -29,10 +32,29 @@ struct Mat {
   static Mat Transposed(const float* data, int64_t rows, int64_t cols, int64_t ld) {
     return {data, rows, cols, 1, ld};
   }
+  static Mat RowMajor(const uint16_t* bf16, int64_t rows, int64_t cols, int64_t ld) {
+    return {nullptr, rows, cols, ld, 1, bf16};
+  }
+  static Mat Transposed(const uint16_t* bf16, int64_t rows, int64_t cols, int64_t ld) {
+    return {nullptr, rows, cols, 1, ld, bf16};
+  }
+};
+
+// An nn.Linear weight [N, K], row-major and dense, held in float32 or in
+// bfloat16 (exactly one set).
+struct WeightRef {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
 };
 
 // C[M, N] = A[M, K] · B[K, N] (+ bias[N] broadcast over rows), or with
 // `accumulate` C += A · B. C is row-major with leading dimension ldc.
+// A bfloat16 B makes it a bf16 product: A's elements are rounded to
+// bfloat16 first (as a bf16 GEMM's source), products accumulate in
+// float32. Where oneDNN has a native bf16 matmul (Bf16MatmulAvailable) it
+// runs that, except for a few rows (decode) against an nn.Linear weight,
+// which a kernel of ours reads once, converting in registers; elsewhere B is
+// widened to float32 a panel at a time for the float32 matmul.
 absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias = nullptr,
                     bool accumulate = false);
 
@@ -40,6 +62,13 @@ absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const flo
 // dense) and optional bias b [N]. x has leading dimension ldx, y has ldy.
 absl::Status Linear(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, int64_t n,
                     const float* bias, float* y, int64_t ldy);
+// The same for a weight held in either dtype (bf16: as Matmul says).
+absl::Status Linear(const float* x, int64_t m, int64_t k, int64_t ldx, WeightRef w, int64_t n,
+                    const float* bias, float* y, int64_t ldy);
+
+// Whether oneDNN runs bf16 matmuls natively here (avx512_core_bf16 or AMX,
+// and the kernels not forced to AVX2 by ATTN_ISA=avx2). Decided once.
+bool Bf16MatmulAvailable();
 
 // The implementation oneDNN picked for a problem, e.g. "gemm:jit" (for
 // benchmarks and diagnostics).

@@ -6,6 +6,7 @@
 
 #include "core/cancellation.h"
 #include "core/cost_model.h"
+#include "core/dtype.h"
 #include "core/internal/gemm.h"
 #include "core/internal/layer_inputs.h"
 #include "core/internal/layer_ops.h"
@@ -39,13 +40,15 @@ class LatentAttention final : public AttentionModule {
     Tensor q({mq, h * dq});
     ATTN_RETURN_IF_ERROR(ProjectQuery(*in.query, q));
     ApplyRope(q.data() + dn, in.batch, in.lq, h, dq, h * dq, dr, Theta(), 0);
+    Round(q);
 
     // Latent: [B·Lk, r + dr] = [RMSNorm(c_KV) | RoPE(k_rope)].
     Tensor latent({mk, r + dr});
-    ATTN_RETURN_IF_ERROR(Linear(in.key->data, mk, d, d, W("kv_a_proj_with_mqa.weight").data(),
+    ATTN_RETURN_IF_ERROR(Linear(in.key->data, mk, d, d, Matrix("kv_a_proj_with_mqa.weight"),
                                 r + dr, nullptr, latent.data(), r + dr));
     RmsNormRows(latent.data(), mk, r, r + dr, W("kv_a_layernorm.weight").data());
     ApplyRope(latent.data() + r, in.batch, in.lk, 1, 0, r + dr, dr, Theta(), 0);
+    Round(latent);
 
     ATTN_RETURN_IF_ERROR(PollCancellation(CurrentCancellation()));
     float* weights = input.return_weights
@@ -59,26 +62,45 @@ class LatentAttention final : public AttentionModule {
     }
     float* y = Destination(input.output, result.output, {in.batch, in.lq, d});
     ATTN_RETURN_IF_ERROR(
-        Linear(attn.data(), mq, h * dv, h * dv, W("o_proj.weight").data(), d, nullptr, y, d));
+        Linear(attn.data(), mq, h * dv, h * dv, Matrix("o_proj.weight"), d, nullptr, y, d));
     result.flops = LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, input.mla_form);
     return result;
   }
 
  private:
+  // bf16 compute: the attention's operands (queries, latents, keys and
+  // values) rounded to bf16, as a bf16 matmul's outputs would be stored.
+  void Round(Tensor& t) const {
+    if (bf16_compute()) RoundToBfloat16(t.data(), t.size());
+  }
+
+  // kv_b_proj [H·(dn+dv), r]: (W_UK_h; W_UV_h) per head, as a Mat over its
+  // rows from `row` on, row-major or transposed, in its held dtype.
+  Mat KvB(int64_t row, int64_t rows, int64_t cols, bool transposed) const {
+    const int64_t r = config().kv_lora_rank;
+    const WeightRef w = Matrix("kv_b_proj.weight");
+    if (w.bf16 != nullptr) {
+      const uint16_t* p = w.bf16 + row * r;
+      return transposed ? Mat::Transposed(p, rows, cols, r) : Mat::RowMajor(p, rows, cols, r);
+    }
+    const float* p = w.f32 + row * r;
+    return transposed ? Mat::Transposed(p, rows, cols, r) : Mat::RowMajor(p, rows, cols, r);
+  }
+
   float Theta() const { return config().rope_theta == 0 ? 10000.0f : config().rope_theta; }
 
   absl::Status ProjectQuery(const ConstTensorRef& x, Tensor& q) const {
     const ModuleConfig& c = config();
     const int64_t m = x.dim(0) * x.dim(1), d = c.d_model, n = q.dim(1);
     if (c.q_lora_rank == 0) {
-      return Linear(x.data, m, d, d, W("q_proj.weight").data(), n, nullptr, q.data(), n);
+      return Linear(x.data, m, d, d, Matrix("q_proj.weight"), n, nullptr, q.data(), n);
     }
     const int64_t qr = c.q_lora_rank;
     Tensor cq({m, qr});
     ATTN_RETURN_IF_ERROR(
-        Linear(x.data, m, d, d, W("q_a_proj.weight").data(), qr, nullptr, cq.data(), qr));
+        Linear(x.data, m, d, d, Matrix("q_a_proj.weight"), qr, nullptr, cq.data(), qr));
     RmsNormRows(cq.data(), m, qr, qr, W("q_a_layernorm.weight").data());
-    return Linear(cq.data(), m, qr, qr, W("q_b_proj.weight").data(), n, nullptr, q.data(), n);
+    return Linear(cq.data(), m, qr, qr, Matrix("q_b_proj.weight"), n, nullptr, q.data(), n);
   }
 
   // Per-head K = [k_nope_h | k_rope] and V from kv_b_proj(c_KV).
@@ -89,8 +111,9 @@ class LatentAttention final : public AttentionModule {
     const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, dq = dn + dr;
     const int64_t mk = in.batch * in.lk;
     Tensor kv({mk, h * (dn + dv)});
-    ATTN_RETURN_IF_ERROR(Linear(latent.data(), mk, r, r + dr, W("kv_b_proj.weight").data(),
+    ATTN_RETURN_IF_ERROR(Linear(latent.data(), mk, r, r + dr, Matrix("kv_b_proj.weight"),
                                 h * (dn + dv), nullptr, kv.data(), h * (dn + dv)));
+    Round(kv);
     Tensor k({mk, h * dq});
     for (int64_t t = 0; t < mk; ++t) {
       for (int64_t hh = 0; hh < h; ++hh) {
@@ -139,11 +162,13 @@ class LatentAttention final : public AttentionModule {
     Tensor q({m, h * dq});
     ATTN_RETURN_IF_ERROR(ProjectQuery(&x, q));
     ApplyRope(q.data() + dn, batch, t_new, h, dq, h * dq, dr, Theta(), l0);
+    Round(q);
     Tensor latent({m, dl});
-    ATTN_RETURN_IF_ERROR(Linear(x.data(), m, d, d, W("kv_a_proj_with_mqa.weight").data(), dl,
+    ATTN_RETURN_IF_ERROR(Linear(x.data(), m, d, d, Matrix("kv_a_proj_with_mqa.weight"), dl,
                                 nullptr, latent.data(), dl));
     RmsNormRows(latent.data(), m, r, dl, W("kv_a_layernorm.weight").data());
     ApplyRope(latent.data() + r, batch, t_new, 1, 0, dl, dr, Theta(), l0);
+    Round(latent);
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t t = 0; t < t_new; ++t) {
         cache.StoreK(b, 0, l0 + t, latent.data() + (b * t_new + t) * dl);
@@ -159,7 +184,7 @@ class LatentAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(ExpandLatent(out_latent, m, attn));
     Tensor y({batch, t_new, d});
     ATTN_RETURN_IF_ERROR(
-        Linear(attn.data(), m, h * dv, h * dv, W("o_proj.weight").data(), d, nullptr, y.data(), d));
+        Linear(attn.data(), m, h * dv, h * dv, Matrix("o_proj.weight"), d, nullptr, y.data(), d));
     return y;
   }
 
@@ -168,13 +193,11 @@ class LatentAttention final : public AttentionModule {
     const ModuleConfig& c = config();
     const int64_t h = c.num_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
     const int64_t dv = c.v_head_dim, r = c.kv_lora_rank, dq = dn + dr, dl = r + dr;
-    const float* wkvb = W("kv_b_proj.weight").data();  // [H·(dn+dv), r]
     Tensor qa({mq, h * dl});
     for (int64_t hh = 0; hh < h; ++hh) {
       // q_lat_h [mq, r] = q_nope_h [mq, dn] · W_UK_h [dn, r].
       ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(q.data() + hh * dq, mq, dn, h * dq),
-                                  Mat::RowMajor(wkvb + hh * (dn + dv) * r, dn, r, r),
-                                  qa.data() + hh * dl, h * dl));
+                                  KvB(hh * (dn + dv), dn, r, false), qa.data() + hh * dl, h * dl));
     }
     for (int64_t t = 0; t < mq; ++t) {
       for (int64_t hh = 0; hh < h; ++hh) {
@@ -182,6 +205,7 @@ class LatentAttention final : public AttentionModule {
                     dr * sizeof(float));
       }
     }
+    Round(qa);
     return qa;
   }
 
@@ -199,12 +223,11 @@ class LatentAttention final : public AttentionModule {
   absl::Status ExpandLatent(const Tensor& out_latent, int64_t mq, Tensor& attn) const {
     const ModuleConfig& c = config();
     const int64_t h = c.num_heads, dn = c.qk_nope_head_dim, dv = c.v_head_dim, r = c.kv_lora_rank;
-    const float* wkvb = W("kv_b_proj.weight").data();
     for (int64_t hh = 0; hh < h; ++hh) {
       // out_h [mq, dv] = out_latent_h [mq, r] · W_UV_hᵀ, W_UV_h [dv, r].
       ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(out_latent.data() + hh * r, mq, r, h * r),
-                                  Mat::Transposed(wkvb + (hh * (dn + dv) + dn) * r, r, dv, r),
-                                  attn.data() + hh * dv, h * dv));
+                                  KvB(hh * (dn + dv) + dn, r, dv, true), attn.data() + hh * dv,
+                                  h * dv));
     }
     return absl::OkStatus();
   }

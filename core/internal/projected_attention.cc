@@ -6,6 +6,7 @@
 
 #include "core/cancellation.h"
 #include "core/cost_model.h"
+#include "core/dtype.h"
 #include "core/internal/gemm.h"
 #include "core/internal/layer_inputs.h"
 #include "core/kv_cache.h"
@@ -72,7 +73,7 @@ class ProjectedAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
     float* y = Destination(input.output, result.output, {in.batch, in.lq, d});
     ATTN_RETURN_IF_ERROR(
-        Linear(attn, mq, hq_ * dv_, hq_ * dv_, W(o_ + ".weight").data(), d, Bias(o_), y, d));
+        Linear(attn, mq, hq_ * dv_, hq_ * dv_, Matrix(o_ + ".weight"), d, Bias(o_), y, d));
     return result;
   }
 
@@ -81,10 +82,15 @@ class ProjectedAttention final : public AttentionModule {
     return config().bias ? W(prefix + ".bias").data() : nullptr;
   }
 
+  // y = x · Wᵀ + b. With bf16 compute y is rounded to bf16 too: it is the
+  // operand of the attention's products (and what Decode caches).
   absl::Status Project(const ConstTensorRef& x, const std::string& prefix, int64_t n,
                        Tensor& y) const {
     const int64_t m = x.dim(0) * x.dim(1), k = x.dim(2);
-    return Linear(x.data, m, k, k, W(prefix + ".weight").data(), n, Bias(prefix), y.data(), n);
+    ATTN_RETURN_IF_ERROR(
+        Linear(x.data, m, k, k, Matrix(prefix + ".weight"), n, Bias(prefix), y.data(), n));
+    if (bf16_compute()) RoundToBfloat16(y.data(), y.size());
+    return absl::OkStatus();
   }
 
   absl::StatusOr<Tensor> DecodeStep(PagedKvCache& cache, const Tensor& x) const override {
@@ -111,7 +117,7 @@ class ProjectedAttention final : public AttentionModule {
     if (o_.empty()) return attn;
     const int64_t d = config().d_model;
     Tensor y({batch, t_new, d});
-    ATTN_RETURN_IF_ERROR(Linear(attn.data(), m, hq_ * dv_, hq_ * dv_, W(o_ + ".weight").data(), d,
+    ATTN_RETURN_IF_ERROR(Linear(attn.data(), m, hq_ * dv_, hq_ * dv_, Matrix(o_ + ".weight"), d,
                                 Bias(o_), y.data(), d));
     return y;
   }

@@ -163,6 +163,55 @@ TEST(Decode, EveryCacheDtypeMatchesForwardToItsAccuracy) {
   }
 }
 
+// bf16 compute rounds what Decode caches to bf16 already, so a float32 or
+// bf16 cache holds it exactly and the stream equals the bf16 Forward (mla:
+// its absorbed form, which rounds where Decode does) up to the summation
+// order, which a later rounding to bf16 (the output projection's input) can
+// turn into a bf16 step on a few elements: 1e-3. The narrower caches stay
+// within their own bounds. The bf16 layer stays within 1e-2 of the float32
+// one.
+TEST(Decode, Bf16ComputeStreamsEqualTheBf16Forward) {
+  const std::pair<DType, double> dtypes[] = {{DType::kFloat32, 1e-3},
+                                             {DType::kBfloat16, 1e-3},
+                                             {DType::kFloat16, 2e-3},
+                                             {DType::kInt8, 2e-2}};
+  for (Variant v :
+       {Variant::kSelfAttention, Variant::kMha, Variant::kGqa, Variant::kMqa, Variant::kMla}) {
+    SCOPED_TRACE(VariantFieldName(v));
+    ModuleConfig config = Make(v);
+    config.compute_dtype = DType::kBfloat16;
+    std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(config, 5);
+    std::shared_ptr<const AttentionModule> f32 = *AttentionModule::CreateRandom(Make(v), 5);
+    const Tensor x = RandomTensor({2, 150, 128}, 9);
+    ForwardInput in;
+    in.query = &x;
+    in.mask.causal = true;
+    auto full = m->Forward(in);
+    ASSERT_OK(full);
+    auto full_f32 = f32->Forward(in);
+    ASSERT_OK(full_f32);
+    EXPECT_LT(RelError(full->output, full_f32->output), 1e-2);
+    EXPECT_GT(RelError(full->output, full_f32->output), 1e-6);
+    in.mla_form = MlaForm::kAbsorbed;
+    full = m->Forward(in);
+    ASSERT_OK(full);
+    for (const auto& [dtype, tolerance] : dtypes) {
+      SCOPED_TRACE(DTypeName(dtype));
+      auto pool = KvBlockPool::Create(1 << 24, 16 << 10);
+      ASSERT_OK(pool);
+      auto session = DecodeSession::Create(m, 2, 0, dtype, pool->get());
+      ASSERT_OK(session);
+      int64_t t0 = 0;
+      for (int64_t n : {70, 1, 1, 3, 9, 66}) {
+        auto step = (*session)->Step(Slice(x, t0, n));
+        ASSERT_OK(step);
+        EXPECT_LT(RelError(step->output, Slice(full->output, t0, n)), tolerance) << t0;
+        t0 += n;
+      }
+    }
+  }
+}
+
 TEST(Decode, PagedAttentionReadsEveryCacheDtypeAsItsStoredRows) {
   // 2 rows × 2 kv heads of 40 (odd widths for the kernels' tails), 8 query
   // heads, 150 tokens in blocks that hold 25 tokens of all lanes (100 head

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <random>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -74,6 +77,31 @@ TEST(Dtype, BulkConversionsEqualScalar) {
     EXPECT_EQ(h[i], FloatToHalf(values[i])) << values[i];
     EXPECT_EQ(b[i], FloatToBfloat16(values[i])) << values[i];
     EXPECT_EQ(Bits(back_h[i]), Bits(HalfToFloat(h[i])));
+  }
+}
+
+// The vector loops of FloatToBfloat16 and RoundToBfloat16 (16 and 8 lanes)
+// equal the scalar rounding on every kind of value: ties, values that round
+// up into the next binade or to infinity, subnormals, infinities and NaNs
+// (quieted, sign kept).
+TEST(Dtype, Bfloat16VectorRoundingEqualsScalar) {
+  std::vector<uint32_t> bits = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xff7fffffu,
+                                0x00000001u, 0x807fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u,
+                                0x7f800001u, 0xff800123u, 0x00008000u, 0x3f7fffffu, 0x0u,
+                                0x80000000u, 0x477fe000u};
+  std::mt19937 gen(3);
+  for (int i = 0; i < 4000; ++i) bits.push_back(static_cast<uint32_t>(gen()));
+  std::vector<float> values(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) std::memcpy(&values[i], &bits[i], 4);
+  const int64_t n = static_cast<int64_t>(values.size());
+  std::vector<uint16_t> b(n);
+  FloatToBfloat16(values.data(), b.data(), n);
+  std::vector<float> rounded = values;
+  RoundToBfloat16(rounded.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t want = FloatToBfloat16(values[i]);
+    EXPECT_EQ(b[i], want) << std::hex << bits[i];
+    EXPECT_EQ(Bits(rounded[i]), static_cast<uint32_t>(want) << 16) << std::hex << bits[i];
   }
 }
 

@@ -88,7 +88,8 @@ TEST(ModuleInit, SameSeedSameWeightsOtherSeedOther) {
     }
   }
   // nn.Linear's bound: |w| <= 1/sqrt(in_features).
-  for (float x : (*a)->weights().at("kv_b_proj.weight").values()) EXPECT_LE(std::abs(x), 0.25f);
+  const WeightMap a_weights = (*a)->weights();
+  for (float x : a_weights.at("kv_b_proj.weight").values()) EXPECT_LE(std::abs(x), 0.25f);
   EXPECT_EQ((*a)->weights().at("kv_a_layernorm.weight").values(), std::vector<float>(16, 1.0f));
 }
 

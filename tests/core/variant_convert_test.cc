@@ -72,8 +72,9 @@ TEST(VariantConvert, FullRankLatentReconstructsTheKvProjection) {
   Tensor rec({64, 32});
   ASSERT_OK(internal::Matmul(internal::Mat::RowMajor(kv_b.data(), 64, 32, 32),
                              internal::Mat::RowMajor(kv_a.data(), 32, 32, 32), rec.data(), 32));
-  const Tensor& wk = (*mha)->weights().at("W_k.weight");
-  const Tensor& wv = (*mha)->weights().at("W_v.weight");
+  const WeightMap mha_weights = (*mha)->weights();
+  const Tensor& wk = mha_weights.at("W_k.weight");
+  const Tensor& wv = mha_weights.at("W_v.weight");
   Tensor want({64, 32});
   for (int64_t h = 0; h < 4; ++h)
     for (int64_t i = 0; i < 8; ++i)

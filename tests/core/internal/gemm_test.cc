@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/dtype.h"
 
 #include "tests/core/test_util.h"
 
@@ -27,6 +28,77 @@ std::vector<float> Naive(const Mat& a, const Mat& b, const float* bias) {
       c[i * b.cols + j] = static_cast<float>(s);
     }
   return c;
+}
+
+float RoundBf16(float x) { return Bfloat16ToFloat(FloatToBfloat16(x)); }
+
+// A bf16 B: A's elements are rounded to bf16, B's are bf16, products
+// accumulate in float32. Checked against double sums of the rounded
+// operands, on every path: few rows (our kernel; K and N with tails), many
+// rows (oneDNN bf16 where native, widened panels elsewhere), a row-major B
+// (the widened path or oneDNN), with bias, accumulation and strided A, both
+// outside and inside a parallel region.
+TEST(Gemm, Bf16WeightsMatchDoubleSumsOfTheRoundedOperands) {
+  struct Shape {
+    int64_t m, k, n;
+    bool transposed;
+  };
+  for (const Shape& s : {Shape{1, 13, 5, true}, Shape{3, 1030, 7, true}, Shape{16, 64, 64, true},
+                         Shape{17, 100, 9, true}, Shape{40, 300, 37, true}, Shape{2, 24, 11, false},
+                         Shape{33, 70, 18, false}}) {
+    for (bool inside : {false, true}) {
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(absl::StrCat(s.m, "x", s.k, "x", s.n, s.transposed ? " T" : " N",
+                                  inside ? " in team" : "", accumulate ? " +=" : ""));
+        const int64_t lda = s.k + 3;
+        const Tensor a = RandomTensor({s.m, lda}, 4);
+        const Tensor bf = RandomTensor({s.k * s.n}, 5);
+        std::vector<uint16_t> b16(bf.size());
+        FloatToBfloat16(bf.data(), b16.data(), bf.size());
+        const Tensor bias = RandomTensor({s.n}, 6);
+        const Mat am = Mat::RowMajor(a.data(), s.m, s.k, lda);
+        const Mat bm = s.transposed ? Mat::Transposed(b16.data(), s.k, s.n, s.k)
+                                    : Mat::RowMajor(b16.data(), s.k, s.n, s.n);
+        std::vector<float> c(s.m * s.n, 0.5f), want(s.m * s.n);
+        for (int64_t i = 0; i < s.m; ++i)
+          for (int64_t j = 0; j < s.n; ++j) {
+            double sum = bias.data()[j] + (accumulate ? 0.5 : 0.0);
+            for (int64_t t = 0; t < s.k; ++t) {
+              sum += static_cast<double>(RoundBf16(a.data()[i * lda + t])) *
+                     Bfloat16ToFloat(b16[t * bm.row_stride + j * bm.col_stride]);
+            }
+            want[i * s.n + j] = static_cast<float>(sum);
+          }
+        absl::Status status;
+#pragma omp parallel num_threads(2) if (inside)
+        {
+          if (omp_get_thread_num() == 0) {
+            status = Matmul(am, bm, c.data(), s.n, bias.data(), accumulate);
+          }
+        }
+        ASSERT_OK(status);
+        EXPECT_LT(RelError(c.data(), want.data(), s.m * s.n), 1e-5);
+      }
+    }
+  }
+}
+
+TEST(Gemm, Bf16LinearEqualsTheFloatLinearOfRoundedOperands) {
+  const int64_t m = 5, k = 96, n = 40;
+  const Tensor x = RandomTensor({m, k}, 7), w = RandomTensor({n, k}, 8), b = RandomTensor({n}, 9);
+  std::vector<uint16_t> w16(w.size());
+  FloatToBfloat16(w.data(), w16.data(), w.size());
+  Tensor xr = x, wr = w;
+  RoundToBfloat16(xr.data(), xr.size());
+  RoundToBfloat16(wr.data(), wr.size());
+  std::vector<float> got(m * n), want(m * n);
+  ASSERT_OK(Linear(x.data(), m, k, k, WeightRef{nullptr, w16.data()}, n, b.data(), got.data(), n));
+  ASSERT_OK(Linear(xr.data(), m, k, k, wr.data(), n, b.data(), want.data(), n));
+  EXPECT_LT(RelError(got.data(), want.data(), m * n), 1e-5);
+  // And the float32 weight through the same entry point is the float32 Linear.
+  ASSERT_OK(Linear(x.data(), m, k, k, WeightRef{w.data(), nullptr}, n, b.data(), got.data(), n));
+  ASSERT_OK(Linear(x.data(), m, k, k, w.data(), n, b.data(), want.data(), n));
+  EXPECT_EQ(got, want);
 }
 
 TEST(Gemm, TransposedStridedOperandsMatchNaive) {
