@@ -1,12 +1,13 @@
 # The two commands of the README:
 #   make serve   install what is missing, build Release, start the server
 #   make test    install what is missing, build, run every test
+#   make anchors our attention against PyTorch and ONNX Runtime (docs/PERFORMANCE.md)
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test serve bench sanitize sanitize-core sanitize-thread fuzz golden format clean image image-test
+.PHONY: all deps build test serve bench anchors sanitize sanitize-core sanitize-thread fuzz golden format clean image image-test
 
 all: build
 
@@ -33,6 +34,14 @@ serve: build
 
 bench: build
 	@$(BUILD_DIR)/bin/attention_bench
+
+# attention_bench against PyTorch SDPA and ONNX Runtime at 2 threads; the
+# venv (build/venv-bench, torch from PyPI) is created on the first run.
+anchors: deps
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD_DIR) -j$(JOBS) --target attention_bench
+	@VENV=$(BUILD_DIR)/venv-bench scripts/setup-bench-venv.sh
+	@$(BUILD_DIR)/venv-bench/bin/python bench/anchors.py --bench $(BUILD_DIR)/bin/attention_bench --threads 2
 
 # Address + undefined-behaviour sanitizers over the whole test suite.
 sanitize: deps

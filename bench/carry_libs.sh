@@ -4,7 +4,7 @@
 # can be installed (the device machine):
 #   bench/carry_libs.sh out/carry
 #   (there) LD_LIBRARY_PATH=out/carry/lib out/carry/attention_bench
-#           python3 bench/compare_pytorch.py --bench out/carry/attention_bench --threads 2,16
+#           python3 bench/anchors.py --bench out/carry/attention_bench --threads 2,16
 set -euo pipefail
 dir=${1:?usage: bench/carry_libs.sh DIR}
 bin=${BENCH:-build/bin/attention_bench}
