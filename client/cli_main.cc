@@ -31,7 +31,8 @@
 #include "flags/help.h"
 #include "wire/convert.h"
 
-ABSL_FLAG(std::string, target, "127.0.0.1:50051", "server address (host:port, dns:///name:port, or a comma list)");
+ABSL_FLAG(std::string, target, "127.0.0.1:50051",
+          "server address (host:port, dns:///name:port, or a comma list)");
 ABSL_FLAG(double, timeout_s, 0, "per-call deadline in seconds (0: none)");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA file to trust: connect with TLS");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate file (mutual TLS)");
@@ -59,10 +60,12 @@ ABSL_FLAG(std::string, weights_out, "", "also ask for the attention weights and 
 // Masks and options.
 ABSL_FLAG(bool, causal, false, "causal mask (bottom-right aligned)");
 ABSL_FLAG(std::string, key_lengths, "", "comma list, one per batch row");
-ABSL_FLAG(std::string, keep, "", "keep-mask .npy broadcastable to [B, H, Lq, Lk]: bool, int or float, nonzero keeps");
+ABSL_FLAG(std::string, keep, "",
+          "keep-mask .npy broadcastable to [B, H, Lq, Lk]: bool, int or float, nonzero keeps");
 ABSL_FLAG(double, scale, 0, "attend: score scale (0: 1/sqrt(Dk))");
 ABSL_FLAG(std::string, dtype, "f32", "wire dtype of inputs: f32, f16 or bf16");
-ABSL_FLAG(std::string, output_dtype, "", "wire dtype of outputs: f32, f16, bf16 (default: as inputs)");
+ABSL_FLAG(std::string, output_dtype, "",
+          "wire dtype of outputs: f32, f16, bf16 (default: as inputs)");
 // Modules.
 ABSL_FLAG(std::string, module, "demo-gqa", "forward: module name");
 ABSL_FLAG(std::string, name, "", "load/unload: module name");
@@ -106,8 +109,8 @@ absl::StatusOr<pb::DType> DTypeFlag(const std::string& s, absl::string_view flag
   if (int8 && (s == "int8" || s == "i8")) return pb::DTYPE_INT8;
   absl::StatusOr<DType> d = wire::ParseDType(s, flag);
   if (!d.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": expected f32, bf16",
-                                                   int8 ? ", f16 or int8" : "", ", got '", s, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": expected f32, bf16", int8 ? ", f16 or int8" : "", ", got '", s, "'"));
   }
   if (!int8 && *d == DType::kFloat16) {
     return absl::InvalidArgumentError(absl::StrCat(flag, ": expected f32 or bf16, got '", s, "'"));
@@ -135,9 +138,9 @@ Tensor Random(std::vector<int64_t> shape, uint64_t seed) {
 absl::StatusOr<Tensor> ReadFloatNpy(absl::string_view flag, const std::string& path) {
   ATTN_ASSIGN_OR_RETURN(NpyArray raw, ReadNpy(path));
   if (raw.descr.size() < 2 || raw.descr[1] != 'f') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", flag, ": ", path, " holds '", raw.descr,
-        "' elements; inputs must be float16, float32 or float64 .npy"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": ", path, " holds '", raw.descr,
+                     "' elements; inputs must be float16, float32 or float64 .npy"));
   }
   return ReadNpyAsFloat(path);
 }
@@ -232,8 +235,8 @@ absl::StatusOr<pb::ModuleConfig> ConfigFromFlags() {
     c.v_head_dim = absl::GetFlag(FLAGS_v_head_dim);
     c.rope_theta = absl::GetFlag(FLAGS_rope_theta);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--variant: expected self_attention, mha, gqa, mqa or mla, got '", v, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--variant: expected self_attention, mha, gqa, mqa or mla, got '", v, "'"));
   }
   pb::ModuleConfig config = ConfigToProto(c);
   ATTN_ASSIGN_OR_RETURN(pb::DType compute,
@@ -273,7 +276,8 @@ absl::Status Run(const std::string& command) {
     options.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   }
   ATTN_RETURN_IF_ERROR(TlsAndTokenFromFlags(options));
-  ATTN_ASSIGN_OR_RETURN(auto client, AttentionClient::Connect(absl::GetFlag(FLAGS_target), options));
+  ATTN_ASSIGN_OR_RETURN(auto client,
+                        AttentionClient::Connect(absl::GetFlag(FLAGS_target), options));
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   const int64_t b = absl::GetFlag(FLAGS_b), lq = absl::GetFlag(FLAGS_lq);
   const int64_t lk = absl::GetFlag(FLAGS_lk) > 0 ? absl::GetFlag(FLAGS_lk) : lq;
@@ -315,9 +319,9 @@ absl::Status Run(const std::string& command) {
   }
   if (command == "estimate") {
     ATTN_ASSIGN_OR_RETURN(pb::ModuleConfig config, ConfigFromFlags());
-    ATTN_ASSIGN_OR_RETURN(pb::EstimateResponse e,
-                          client->Estimate(config, absl::GetFlag(FLAGS_batch),
-                                           absl::GetFlag(FLAGS_seq_len)));
+    ATTN_ASSIGN_OR_RETURN(
+        pb::EstimateResponse e,
+        client->Estimate(config, absl::GetFlag(FLAGS_batch), absl::GetFlag(FLAGS_seq_len)));
     std::printf("parameters:               %lld\n", static_cast<long long>(e.parameters()));
     std::printf("kv_cache_bytes_per_token: %lld\n",
                 static_cast<long long>(e.kv_cache_bytes_per_token()));
@@ -334,8 +338,8 @@ absl::Status Run(const std::string& command) {
     o.seq = absl::GetFlag(FLAGS_seq);
     o.batch = b;
     o.gqa_kv_heads.clear();
-    for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_gqa_kv_heads), ',',
-                                                 absl::SkipEmpty())) {
+    for (absl::string_view part :
+         absl::StrSplit(absl::GetFlag(FLAGS_gqa_kv_heads), ',', absl::SkipEmpty())) {
       int64_t v = 0;
       if (!absl::SimpleAtoi(part, &v)) {
         return absl::InvalidArgumentError(absl::StrCat("--gqa_kv_heads: bad number '", part, "'"));
@@ -352,7 +356,8 @@ absl::Status Run(const std::string& command) {
     std::printf("%s", CompareMarkdown(o, rows).c_str());
     if (!absl::GetFlag(FLAGS_svg).empty()) {
       FILE* f = std::fopen(absl::GetFlag(FLAGS_svg).c_str(), "w");
-      if (f == nullptr) return absl::NotFoundError(absl::StrCat("--svg: cannot write ", absl::GetFlag(FLAGS_svg)));
+      if (f == nullptr)
+        return absl::NotFoundError(absl::StrCat("--svg: cannot write ", absl::GetFlag(FLAGS_svg)));
       const std::string svg = CompareSvg(o, rows);
       std::fwrite(svg.data(), 1, svg.size(), f);
       std::fclose(f);
@@ -364,8 +369,7 @@ absl::Status Run(const std::string& command) {
     for (auto [flag, value] : {std::pair{"--b", b}, std::pair{"--lq", lq},
                                std::pair{"--chunk", absl::GetFlag(FLAGS_chunk)}}) {
       if (value <= 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(flag, ": must be at least 1, got ", value));
+        return absl::InvalidArgumentError(absl::StrCat(flag, ": must be at least 1, got ", value));
       }
     }
     ATTN_ASSIGN_OR_RETURN(auto modules, client->ListModules());
@@ -379,8 +383,7 @@ absl::Status Run(const std::string& command) {
     }
     ATTN_ASSIGN_OR_RETURN(pb::DType kv,
                           DTypeFlag(absl::GetFlag(FLAGS_kv_cache_dtype), "--kv_cache_dtype", true));
-    ATTN_ASSIGN_OR_RETURN(auto stream,
-                          client->StartDecode(absl::GetFlag(FLAGS_module), b, 0, kv));
+    ATTN_ASSIGN_OR_RETURN(auto stream, client->StartDecode(absl::GetFlag(FLAGS_module), b, 0, kv));
     const int64_t chunk = absl::GetFlag(FLAGS_chunk);
     ATTN_RETURN_IF_ERROR(CheckMessageSize("chunk [B, chunk, d_model]", "--b, --chunk",
                                           static_cast<double>(b) * chunk * d_model, 4,
@@ -395,8 +398,7 @@ absl::Status Run(const std::string& command) {
     }
     return stream->Close();
   }
-  ATTN_ASSIGN_OR_RETURN(DType wire_dtype,
-                        wire::ParseDType(absl::GetFlag(FLAGS_dtype), "--dtype"));
+  ATTN_ASSIGN_OR_RETURN(DType wire_dtype, wire::ParseDType(absl::GetFlag(FLAGS_dtype), "--dtype"));
   ATTN_ASSIGN_OR_RETURN(pb::DType out_dtype, OutputDType());
   ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromFlags());
   const bool want_weights = !absl::GetFlag(FLAGS_weights_out).empty();
@@ -415,8 +417,8 @@ absl::Status Run(const std::string& command) {
       ATTN_RETURN_IF_ERROR(RefuseSetFlags({"b", "hq", "hkv", "lq", "lk", "dk", "dv", "seed"},
                                           "with --q/--k/--v (the files give the shapes)"));
     } else {
-      const double in = static_cast<double>(b) * hq * lq * dk +
-                        static_cast<double>(b) * hkv * lk * (dk + dv);
+      const double in =
+          static_cast<double>(b) * hq * lq * dk + static_cast<double>(b) * hkv * lk * (dk + dv);
       ATTN_RETURN_IF_ERROR(CheckMessageSize("request (q, k, v)",
                                             "--b, --hq, --hkv, --lq, --lk, --dk, --dv", in,
                                             DTypeSize(wire_dtype), options.max_message_bytes));
@@ -436,8 +438,8 @@ absl::Status Run(const std::string& command) {
     o.return_weights = want_weights;
     o.wire_dtype = wire_dtype;
     o.output_dtype = out_dtype;
-    ATTN_ASSIGN_OR_RETURN(o.compute_dtype, DTypeFlag(absl::GetFlag(FLAGS_compute_dtype),
-                                                     "--compute_dtype", false));
+    ATTN_ASSIGN_OR_RETURN(o.compute_dtype,
+                          DTypeFlag(absl::GetFlag(FLAGS_compute_dtype), "--compute_dtype", false));
     ATTN_ASSIGN_OR_RETURN(AttendResult r, client->Attend(q, k, v, o));
     std::printf("variant: %s\n", r.variant.c_str());
     PrintTensor("output", r.output, r.output_dtype);
@@ -467,8 +469,8 @@ absl::Status Run(const std::string& command) {
     Tensor key, value;
     ForwardOptions o;
     if (!absl::GetFlag(FLAGS_key).empty() || absl::GetFlag(FLAGS_lk) > 0) {
-      ATTN_ASSIGN_OR_RETURN(
-          key, InputOr("key", absl::GetFlag(FLAGS_key), {b, lk, d_model}, seed + 1));
+      ATTN_ASSIGN_OR_RETURN(key,
+                            InputOr("key", absl::GetFlag(FLAGS_key), {b, lk, d_model}, seed + 1));
       o.key = &key;
     }
     if (!absl::GetFlag(FLAGS_value).empty()) {

@@ -200,9 +200,10 @@ int64_t ParameterBytes(const ModuleConfig& c) {
 absl::Status CheckComputeDType(DType dtype, absl::string_view field) {
   if (dtype == DType::kFloat32 || dtype == DType::kBfloat16) return absl::OkStatus();
   if (dtype == DType::kFloat16) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        field, ": FLOAT16 compute needs avx512_fp16 and a float16 matmul, which oneDNN 2.6 "
-        "does not run on CPUs; use BFLOAT16 or FLOAT32"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(field,
+                     ": FLOAT16 compute needs avx512_fp16 and a float16 matmul, which oneDNN 2.6 "
+                     "does not run on CPUs; use BFLOAT16 or FLOAT32"));
   }
   return absl::InvalidArgumentError(
       absl::StrCat(field, ": expected FLOAT32 or BFLOAT16, got ", DTypeName(dtype)));

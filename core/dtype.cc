@@ -150,8 +150,7 @@ void FloatToBfloat16(const float* in, uint16_t* out, int64_t n) {
       const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, abs_mask), inf);
       const __m256i rounded = _mm256_add_epi32(
           x, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(x, 16), one)));
-      r[h] = _mm256_srli_epi32(
-          _mm256_blendv_epi8(rounded, _mm256_or_si256(x, quiet), nan), 16);
+      r[h] = _mm256_srli_epi32(_mm256_blendv_epi8(rounded, _mm256_or_si256(x, quiet), nan), 16);
     }
     // packus works within 128-bit lanes: reorder the 64-bit quarters after.
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
@@ -172,8 +171,8 @@ void RoundToBfloat16(float* x, int64_t n) {
     const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(v, abs_mask), inf);
     const __m256i rounded = _mm256_add_epi32(
         v, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(v, 16), one)));
-    const __m256i r = _mm256_and_si256(_mm256_blendv_epi8(rounded, _mm256_or_si256(v, quiet), nan),
-                                       high);
+    const __m256i r =
+        _mm256_and_si256(_mm256_blendv_epi8(rounded, _mm256_or_si256(v, quiet), nan), high);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + i), r);
   }
 #endif

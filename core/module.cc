@@ -38,7 +38,9 @@ class Rng {
     return z ^ (z >> 31);
   }
   // Uniform in [-1, 1).
-  float Symmetric() { return static_cast<float>(static_cast<double>(Next() >> 40) * 0x1p-23 - 1.0); }
+  float Symmetric() {
+    return static_cast<float>(static_cast<double>(Next() >> 40) * 0x1p-23 - 1.0);
+  }
 
  private:
   uint64_t state_;
@@ -125,9 +127,8 @@ absl::StatusOr<std::unique_ptr<AttentionModule>> AttentionModule::Create(const M
   for (const WeightSpec& s : specs) {
     auto it = canonical.find(s.name);
     if (it == canonical.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("weights: missing tensor '", s.name,
-                                                     "' (expected shape ", ShapeString(s.shape),
-                                                     ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights: missing tensor '", s.name, "' (expected shape ", ShapeString(s.shape), ")"));
     }
     if (it->second.shape() != s.shape) {
       return absl::InvalidArgumentError(absl::StrCat("weights['", s.name, "']: expected shape ",
@@ -135,10 +136,9 @@ absl::StatusOr<std::unique_ptr<AttentionModule>> AttentionModule::Create(const M
                                                      ShapeString(it->second.shape())));
     }
     if (it->second.size() != NumElements(s.shape)) {
-      return absl::InvalidArgumentError(absl::StrCat("weights['", s.name, "']: shape ",
-                                                     ShapeString(s.shape), " needs ",
-                                                     NumElements(s.shape), " values, got ",
-                                                     it->second.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("weights['", s.name, "']: shape ", ShapeString(s.shape), " needs ",
+                       NumElements(s.shape), " values, got ", it->second.size()));
     }
   }
   return MakeModule(config, std::move(canonical));
@@ -154,10 +154,9 @@ absl::StatusOr<std::unique_ptr<AttentionModule>> AttentionModule::CreateRandom(
       std::fill(t.values().begin(), t.values().end(), 1.0f);
     } else {
       // nn.Linear: U(-1/sqrt(in_features), 1/sqrt(in_features)) for both.
-      const int64_t fan_in = s.shape.size() == 2
-                                 ? s.shape[1]
-                                 : weights.at(s.name.substr(0, s.name.size() - 5) + ".weight")
-                                       .dim(1);
+      const int64_t fan_in =
+          s.shape.size() == 2 ? s.shape[1]
+                              : weights.at(s.name.substr(0, s.name.size() - 5) + ".weight").dim(1);
       const float bound = 1.0f / std::sqrt(static_cast<float>(fan_in));
       Rng rng(seed ^ NameHash(s.name));
       for (float& x : t.values()) x = bound * rng.Symmetric();

@@ -22,9 +22,8 @@ using internal::kMaskedScore;
 absl::Status CheckView(const View4& v, const char* field, const char* dims) {
   for (int d = 0; d < 4; ++d) {
     if (v.dims[d] < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": expected ", dims,
-                                                     " with every dimension >= 1, got ",
-                                                     ShapeString(v.dims)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": expected ", dims, " with every dimension >= 1, got ", ShapeString(v.dims)));
     }
   }
   return absl::OkStatus();
@@ -51,8 +50,8 @@ absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& val
   ATTN_RETURN_IF_ERROR(CheckDim("value", "dim 1 (Hkv, as key)", hkv, value.dims[1]));
   ATTN_RETURN_IF_ERROR(CheckDim("value", "dim 2 (Lk, as key)", lk, value.dims[2]));
   if (hq % hkv != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "key: dim 1 (Hkv) must divide the query's Hq = ", hq, ", got Hkv = ", hkv));
+    return absl::InvalidArgumentError(
+        absl::StrCat("key: dim 1 (Hkv) must divide the query's Hq = ", hq, ", got Hkv = ", hkv));
   }
   if (!mask.key_lengths.empty()) {
     if (static_cast<int64_t>(mask.key_lengths.size()) != b) {
@@ -72,16 +71,15 @@ absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& val
     const auto& shape = mask.keep_shape;
     if (shape.size() > 4) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "mask.keep: expected rank <= 4 (broadcastable to [B, Hq, Lq, Lk] = ",
-          ShapeString(target), "), got ", ShapeString(shape)));
+          "mask.keep: expected rank <= 4 (broadcastable to [B, Hq, Lq, Lk] = ", ShapeString(target),
+          "), got ", ShapeString(shape)));
     }
     for (size_t d = 0; d < shape.size(); ++d) {
       const int64_t want = target[4 - shape.size() + d];
       if (shape[d] != 1 && shape[d] != want) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("mask.keep: shape ", ShapeString(shape),
-                         " does not broadcast to [B, Hq, Lq, Lk] = ", ShapeString(target),
-                         " (dim ", d, " must be 1 or ", want, ")"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "mask.keep: shape ", ShapeString(shape), " does not broadcast to [B, Hq, Lq, Lk] = ",
+            ShapeString(target), " (dim ", d, " must be 1 or ", want, ")"));
       }
     }
     const int64_t n = NumElements(shape);
@@ -94,8 +92,8 @@ absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& val
   return absl::OkStatus();
 }
 
-absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
-                  float scale, const MutView4& out, float* weights) {
+absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask, float scale,
+                  const MutView4& out, float* weights) {
   ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
   if (scale == 0.0f) scale = 1.0f / std::sqrt(static_cast<float>(q.dims[3]));
   internal::SdpaProblem problem;
@@ -145,11 +143,16 @@ namespace {
 std::vector<float> RoundedCopy(const View4& v) {
   const int64_t d3 = v.dims[3];
   std::vector<float> out(static_cast<size_t>(v.dims[0] * v.dims[1] * v.dims[2] * d3));
-  float* dst = out.data();
-  for (int64_t i = 0; i < v.dims[0]; ++i)
-    for (int64_t j = 0; j < v.dims[1]; ++j)
-      for (int64_t k = 0; k < v.dims[2]; ++k, dst += d3) std::copy_n(v.Row(i, j, k), d3, dst);
-  RoundToBfloat16(out.data(), static_cast<int64_t>(out.size()));
+  const int64_t rows = v.dims[0] * v.dims[1] * v.dims[2];
+  // On all threads: at decode this pass over K and V is as long as the
+  // attention itself.
+#pragma omp parallel for schedule(static) if (rows * d3 > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t k = r % v.dims[2], j = (r / v.dims[2]) % v.dims[1], i = r / v.dims[2] / v.dims[1];
+    float* dst = out.data() + r * d3;
+    std::copy_n(v.Row(i, j, k), d3, dst);
+    RoundToBfloat16(dst, d3);
+  }
   return out;
 }
 
@@ -174,10 +177,10 @@ absl::Status SdpaIn(Fn fn, const View4& q, const View4& k, const View4& v, const
 
 }  // namespace
 
-absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
-                  float scale, const MutView4& out, float* weights, DType compute) {
+absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask, float scale,
+                  const MutView4& out, float* weights, DType compute) {
   using SdpaFn = absl::Status (*)(const View4&, const View4&, const View4&, const MaskSpec&, float,
-                                 const MutView4&, float*);
+                                  const MutView4&, float*);
   return SdpaIn(static_cast<SdpaFn>(Sdpa), q, k, v, mask, scale, out, weights, compute);
 }
 
@@ -237,9 +240,8 @@ absl::Status CheckRank4(const Tensor& t, const char* field, const char* dims) {
 }
 
 template <typename Fn>
-absl::StatusOr<AttentionResult> AttendWith(Fn fn, const Tensor& q, const Tensor& k,
-                                           const Tensor& v, const MaskSpec& mask,
-                                           const SdpaOptions& options) {
+absl::StatusOr<AttentionResult> AttendWith(Fn fn, const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const MaskSpec& mask, const SdpaOptions& options) {
   ATTN_RETURN_IF_ERROR(CheckRank4(q, "query", "[B, Hq, Lq, Dk]"));
   ATTN_RETURN_IF_ERROR(CheckRank4(k, "key", "[B, Hkv, Lk, Dk]"));
   ATTN_RETURN_IF_ERROR(CheckRank4(v, "value", "[B, Hkv, Lk, Dv]"));
@@ -259,7 +261,7 @@ absl::StatusOr<AttentionResult> AttendWith(Fn fn, const Tensor& q, const Tensor&
 absl::StatusOr<AttentionResult> Attend(const Tensor& query, const Tensor& key, const Tensor& value,
                                        const MaskSpec& mask, const SdpaOptions& options) {
   using SdpaFn = absl::Status (*)(const View4&, const View4&, const View4&, const MaskSpec&, float,
-                                 const MutView4&, float*);
+                                  const MutView4&, float*);
   return AttendWith(static_cast<SdpaFn>(Sdpa), query, key, value, mask, options);
 }
 

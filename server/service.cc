@@ -369,8 +369,13 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
     ATTN_ASSIGN_OR_RETURN(View4 k, ViewFromProto(req->key(), "key", kKeySpec, limit, &k_store));
     ATTN_ASSIGN_OR_RETURN(View4 v, ViewFromProto(req->value(), "value", kValueSpec, limit, &v_store));
     ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromProto(req->mask(), "mask", limit));
-    ATTN_ASSIGN_OR_RETURN(const DType compute,
+    ATTN_ASSIGN_OR_RETURN(DType compute,
                           wire::ComputeDTypeFromProto(req->compute_dtype(), "compute_dtype"));
+    // Operands sent as BFLOAT16 are bf16 values already: no rounding copy.
+    if (req->query().dtype() == pb::DTYPE_BFLOAT16 && req->key().dtype() == pb::DTYPE_BFLOAT16 &&
+        req->value().dtype() == pb::DTYPE_BFLOAT16) {
+      compute = DType::kFloat32;
+    }
     ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
     const std::vector<int64_t> out_shape = {q.dims[0], q.dims[1], q.dims[2], v.dims[3]};
     const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};

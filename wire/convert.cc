@@ -236,8 +236,9 @@ absl::StatusOr<DType> ComputeDTypeFromProto(pb::DType d, absl::string_view field
       dtype = DType::kInt8;
       break;
     default:
-      return Invalid(field, absl::StrCat("expected DTYPE_FLOAT32 or DTYPE_BFLOAT16, got ",
-                                         pb::DType_IsValid(d) ? pb::DType_Name(d) : absl::StrCat(d)));
+      return Invalid(field,
+                     absl::StrCat("expected DTYPE_FLOAT32 or DTYPE_BFLOAT16, got ",
+                                  pb::DType_IsValid(d) ? pb::DType_Name(d) : absl::StrCat(d)));
   }
   ATTN_RETURN_IF_ERROR(CheckComputeDType(dtype, field));
   return dtype;

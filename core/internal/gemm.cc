@@ -3,18 +3,17 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
-
-#include <algorithm>
 #include <memory>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include <mutex>
 #include "core/dtype.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -136,7 +135,7 @@ Mat Canonical(Mat m) {
 }
 
 Key MakeKey(const Mat& a, const Mat& b, int64_t ldc, bool bias, bool accumulate) {
-  return Key{a.rows,       b.cols, a.cols, a.row_stride, a.col_stride, b.row_stride,
+  return Key{a.rows,       b.cols, a.cols, a.row_stride, a.col_stride,     b.row_stride,
              b.col_stride, ldc,    bias,   accumulate,   b.bf16 != nullptr};
 }
 
@@ -159,8 +158,7 @@ absl::Status RunPrimitive(const Key& key, const void* a_data, const void* b_data
                                                   {DNNL_ARG_DST, c_mem},
                                                   {DNNL_ARG_SCRATCHPAD, s_mem}};
     if (bias != nullptr) {
-      args.emplace(DNNL_ARG_BIAS,
-                   dnnl::memory(entry->bias, Engine(), const_cast<float*>(bias)));
+      args.emplace(DNNL_ARG_BIAS, dnnl::memory(entry->bias, Engine(), const_cast<float*>(bias)));
     }
     entry->primitive.execute(state.stream, args);
     state.stream.wait();
@@ -266,8 +264,9 @@ absl::Status WidenedBf16(const std::vector<float>& a, int64_t m, int64_t k, cons
         for (int64_t t = 0; t < k; ++t) dst[t] = Bfloat16ToFloat(col[t * b.row_stride]);
       }
     }
-    absl::Status st = Matmul(Mat::RowMajor(a.data(), m, k, k), Mat::Transposed(wide.data(), k, nc, k),
-                             c + n0, ldc, bias == nullptr ? nullptr : bias + n0, accumulate);
+    absl::Status st =
+        Matmul(Mat::RowMajor(a.data(), m, k, k), Mat::Transposed(wide.data(), k, nc, k), c + n0,
+               ldc, bias == nullptr ? nullptr : bias + n0, accumulate);
     if (!st.ok()) return st;
   }
   return absl::OkStatus();
@@ -281,7 +280,8 @@ absl::Status MatmulBf16(const Mat& a, const Mat& b, float* c, int64_t ldc, const
                   accumulate);
     return absl::OkStatus();
   }
-  if (!Bf16MatmulAvailable()) return WidenedBf16(rounded, a.rows, a.cols, b, c, ldc, bias, accumulate);
+  if (!Bf16MatmulAvailable())
+    return WidenedBf16(rounded, a.rows, a.cols, b, c, ldc, bias, accumulate);
   std::vector<uint16_t> a16(rounded.size());
   FloatToBfloat16(rounded.data(), a16.data(), static_cast<int64_t>(rounded.size()));
   const Mat dense_a = Mat::RowMajor(a16.data(), a.rows, a.cols, a.cols);
@@ -316,8 +316,8 @@ absl::Status Matmul(const Mat& a_in, const Mat& b_in, float* c, int64_t ldc, con
   const Mat a = Canonical(a_in), b = Canonical(b_in);
   if (a.rows == 1) ldc = std::max(ldc, b.cols);
   if (a.cols != b.rows) {
-    return absl::InternalError(absl::StrCat("matmul: inner dimensions differ: ", a.cols, " vs ",
-                                            b.rows));
+    return absl::InternalError(
+        absl::StrCat("matmul: inner dimensions differ: ", a.cols, " vs ", b.rows));
   }
   if (b.bf16 != nullptr) return MatmulBf16(a, b, c, ldc, bias, accumulate);
   // Few rows against a transposed B (decode's Q·Kᵀ with the G heads of a
@@ -333,8 +333,8 @@ absl::Status Matmul(const Mat& a_in, const Mat& b_in, float* c, int64_t ldc, con
         dnnl_sgemm('N', 'T', a.rows, b.cols, a.cols, 1.0f, a.data, a.row_stride, b.data,
                    b.col_stride, accumulate ? 1.0f : 0.0f, c, ldc);
     if (st != dnnl_success) {
-      return absl::InternalError(absl::StrCat("oneDNN sgemm [", a.rows, "x", a.cols, "]·[",
-                                              b.rows, "x", b.cols, "] failed: status ",
+      return absl::InternalError(absl::StrCat("oneDNN sgemm [", a.rows, "x", a.cols, "]·[", b.rows,
+                                              "x", b.cols, "] failed: status ",
                                               static_cast<int>(st)));
     }
     return absl::OkStatus();

@@ -44,8 +44,8 @@ class LatentAttention final : public AttentionModule {
 
     // Latent: [B·Lk, r + dr] = [RMSNorm(c_KV) | RoPE(k_rope)].
     Tensor latent({mk, r + dr});
-    ATTN_RETURN_IF_ERROR(Linear(in.key->data, mk, d, d, Matrix("kv_a_proj_with_mqa.weight"),
-                                r + dr, nullptr, latent.data(), r + dr));
+    ATTN_RETURN_IF_ERROR(Linear(in.key->data, mk, d, d, Matrix("kv_a_proj_with_mqa.weight"), r + dr,
+                                nullptr, latent.data(), r + dr));
     RmsNormRows(latent.data(), mk, r, r + dr, W("kv_a_layernorm.weight").data());
     ApplyRope(latent.data() + r, in.batch, in.lk, 1, 0, r + dr, dr, Theta(), 0);
     Round(latent);
@@ -164,8 +164,8 @@ class LatentAttention final : public AttentionModule {
     ApplyRope(q.data() + dn, batch, t_new, h, dq, h * dq, dr, Theta(), l0);
     Round(q);
     Tensor latent({m, dl});
-    ATTN_RETURN_IF_ERROR(Linear(x.data(), m, d, d, Matrix("kv_a_proj_with_mqa.weight"), dl,
-                                nullptr, latent.data(), dl));
+    ATTN_RETURN_IF_ERROR(Linear(x.data(), m, d, d, Matrix("kv_a_proj_with_mqa.weight"), dl, nullptr,
+                                latent.data(), dl));
     RmsNormRows(latent.data(), m, r, dl, W("kv_a_layernorm.weight").data());
     ApplyRope(latent.data() + r, batch, t_new, 1, 0, dl, dr, Theta(), l0);
     Round(latent);

@@ -3,12 +3,10 @@
 
 #include <gtest/gtest.h>
 
-#include <cstring>
-#include <random>
-
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <vector>
 
 namespace attention {
@@ -39,9 +37,9 @@ TEST(Dtype, HalfKnownValues) {
   EXPECT_EQ(HalfToFloat(0x7c00), std::numeric_limits<float>::infinity());
   EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);  // rounds up to infinity
   EXPECT_EQ(FloatToHalf(65519.0f), 0x7bff);
-  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -25)), 0x0000);           // tie to even: 0
-  EXPECT_EQ(FloatToHalf(std::ldexp(1.5f, -25)), 0x0001);           // above the tie
-  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);    // tie to even (down)
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -25)), 0x0000);             // tie to even: 0
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.5f, -25)), 0x0001);             // above the tie
+  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie to even (down)
   EXPECT_EQ(FloatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie to even (up)
   EXPECT_EQ(FloatToHalf(-0.0f), 0x8000);
 }

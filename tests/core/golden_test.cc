@@ -18,7 +18,7 @@
 namespace attention {
 namespace {
 
-constexpr double kTolerance = 1e-4;       // relative, float32
+constexpr double kTolerance = 1e-4;      // relative, float32
 constexpr double kBf16Tolerance = 1e-2;  // relative, bf16 compute (docs/API.md, Precision)
 
 struct GoldenCase {

@@ -9,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/dtype.h"
-
 #include "tests/core/test_util.h"
 
 namespace attention::internal {
@@ -130,7 +129,8 @@ TEST(Gemm, NarrowOperandsAreNeverRefused) {
         const float* b = b_data.data();
         const std::string at = absl::StrCat(m, "x", k, "·", k, "x", n);
         cases.push_back({at + " row-major", Mat::RowMajor(a, m, k, k), Mat::RowMajor(b, k, n, n)});
-        cases.push_back({at + " transposed", Mat::RowMajor(a, m, k, k), Mat::Transposed(b, k, n, k)});
+        cases.push_back(
+            {at + " transposed", Mat::RowMajor(a, m, k, k), Mat::Transposed(b, k, n, k)});
       }
     }
   }
