@@ -219,27 +219,10 @@ absl::StatusOr<DType> KvCacheDTypeFromProto(pb::DType d, absl::string_view field
 }
 
 absl::StatusOr<DType> ComputeDTypeFromProto(pb::DType d, absl::string_view field) {
-  DType dtype = DType::kFloat32;
-  switch (d) {
-    case pb::DTYPE_UNSPECIFIED:
-    case pb::DTYPE_FLOAT32:
-      return DType::kFloat32;
-    case pb::DTYPE_BFLOAT16:
-      return DType::kBfloat16;
-    case pb::DTYPE_FLOAT16:
-      dtype = DType::kFloat16;
-      break;
-    case pb::DTYPE_BOOL:
-      dtype = DType::kBool;
-      break;
-    case pb::DTYPE_INT8:
-      dtype = DType::kInt8;
-      break;
-    default:
-      return Invalid(field,
-                     absl::StrCat("expected DTYPE_FLOAT32 or DTYPE_BFLOAT16, got ",
-                                  pb::DType_IsValid(d) ? pb::DType_Name(d) : absl::StrCat(d)));
+  if (!pb::DType_IsValid(d)) {
+    return Invalid(field, absl::StrCat("expected DTYPE_FLOAT32 or DTYPE_BFLOAT16, got ", d));
   }
+  const DType dtype = ToCoreDType(d);  // UNSPECIFIED: FLOAT32
   ATTN_RETURN_IF_ERROR(CheckComputeDType(dtype, field));
   return dtype;
 }

@@ -181,6 +181,40 @@ WeightMap StateDictOf(const GoldenCase& c) {
   return weights;
 }
 
+// A module case's inputs (key and value only for cross-attention), mask
+// and expected output and weights.
+struct GoldenInputs {
+  explicit GoldenInputs(const GoldenCase& c)
+      : golden(c),
+        query(Load(c.Path("query.npy"))),
+        output(Load(c.Path("output.npy"))),
+        weights(Load(c.Path("weights.npy"))) {
+    if (c.Int("cross") != 0) {
+      key = Load(c.Path("key.npy"));
+      value = Load(c.Path("value.npy"));
+    }
+  }
+  ForwardInput Input() const {
+    ForwardInput in;
+    in.query = &query;
+    if (golden.Int("cross") != 0) {
+      in.key = &key;
+      in.value = &value;
+    }
+    in.mask = MaskOf(golden);
+    in.return_weights = true;
+    return in;
+  }
+  const GoldenCase& golden;
+  Tensor query, key, value, output, weights;
+};
+
+// MLA runs in both of its forms.
+std::vector<MlaForm> FormsOf(const ModuleConfig& config) {
+  if (config.variant == Variant::kMla) return {MlaForm::kNaive, MlaForm::kAbsorbed};
+  return {MlaForm::kNaive};
+}
+
 class GoldenModule : public testing::TestWithParam<GoldenCase> {};
 
 TEST_P(GoldenModule, MatchesPyTorchReference) {
@@ -188,29 +222,15 @@ TEST_P(GoldenModule, MatchesPyTorchReference) {
   const ModuleConfig config = ConfigOf(c);
   auto module = AttentionModule::Create(config, StateDictOf(c));
   ASSERT_OK(module);
-  const Tensor query = Load(c.Path("query.npy"));
-  Tensor key, value;
-  ForwardInput in;
-  in.query = &query;
-  if (c.Int("cross") != 0) {
-    key = Load(c.Path("key.npy"));
-    value = Load(c.Path("value.npy"));
-    in.key = &key;
-    in.value = &value;
-  }
-  in.mask = MaskOf(c);
-  in.return_weights = true;
-  const Tensor want_out = Load(c.Path("output.npy")), want_w = Load(c.Path("weights.npy"));
-  const std::vector<MlaForm> forms = config.variant == Variant::kMla
-                                         ? std::vector<MlaForm>{MlaForm::kNaive, MlaForm::kAbsorbed}
-                                         : std::vector<MlaForm>{MlaForm::kNaive};
-  for (MlaForm form : forms) {
+  const GoldenInputs inputs(c);
+  ForwardInput in = inputs.Input();
+  for (MlaForm form : FormsOf(config)) {
     SCOPED_TRACE(form == MlaForm::kNaive ? "naive" : "absorbed");
     in.mla_form = form;
     auto got = (*module)->Forward(in);
     ASSERT_OK(got);
-    EXPECT_LT(RelError(got->output, want_out), kTolerance);
-    EXPECT_LT(RelError(got->weights, want_w), kTolerance);
+    EXPECT_LT(RelError(got->output, inputs.output), kTolerance);
+    EXPECT_LT(RelError(got->weights, inputs.weights), kTolerance);
     EXPECT_GT(got->flops, 0.0);
   }
 }
@@ -225,30 +245,17 @@ TEST_P(GoldenModule, Bf16ComputeIsWithinItsBoundOfPyTorch) {
   auto module = AttentionModule::Create(config, StateDictOf(c));
   ASSERT_OK(module);
   EXPECT_LT((*module)->parameter_bytes(), 4 * (*module)->parameter_count());
-  const Tensor query = Load(c.Path("query.npy"));
-  Tensor key, value;
-  ForwardInput in;
-  in.query = &query;
-  if (c.Int("cross") != 0) {
-    key = Load(c.Path("key.npy"));
-    value = Load(c.Path("value.npy"));
-    in.key = &key;
-    in.value = &value;
-  }
-  in.mask = MaskOf(c);
-  in.return_weights = true;
-  const Tensor want_out = Load(c.Path("output.npy")), want_w = Load(c.Path("weights.npy"));
-  const std::vector<MlaForm> forms = config.variant == Variant::kMla
-                                         ? std::vector<MlaForm>{MlaForm::kNaive, MlaForm::kAbsorbed}
-                                         : std::vector<MlaForm>{MlaForm::kNaive};
-  for (MlaForm form : forms) {
+  const GoldenInputs inputs(c);
+  ForwardInput in = inputs.Input();
+  for (MlaForm form : FormsOf(config)) {
     SCOPED_TRACE(form == MlaForm::kNaive ? "naive" : "absorbed");
     in.mla_form = form;
     auto got = (*module)->Forward(in);
     ASSERT_OK(got);
-    EXPECT_LT(RelError(got->output, want_out), kBf16Tolerance);
-    EXPECT_LT(RelError(got->weights, want_w), kBf16Tolerance);
-    EXPECT_GT(RelError(got->output, want_out), kTolerance / 100) << "bf16 rounding had no effect";
+    EXPECT_LT(RelError(got->output, inputs.output), kBf16Tolerance);
+    EXPECT_LT(RelError(got->weights, inputs.weights), kBf16Tolerance);
+    EXPECT_GT(RelError(got->output, inputs.output), kTolerance / 100)
+        << "bf16 rounding had no effect";
   }
 }
 
