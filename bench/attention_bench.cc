@@ -34,6 +34,7 @@
 #include "bench/options.h"
 #include "bench/probes.h"
 #include "bench/report.h"
+#include "core/dtype.h"
 #include "core/internal/kernels.h"
 #include "core/process.h"
 #include "core/sdpa.h"
@@ -76,24 +77,44 @@ absl::StatusOr<WorkloadRow> MeasureWorkload(const Workload& w, DType compute, Pr
   MaskSpec mask;
   mask.causal = w.causal;
   const MutView4 ov = MutView4::Dense(out.data(), w.b, w.hq, w.lq, w.dv);
+  // bf16 rows: the operands held in bf16 (converted before the timing, as
+  // a bf16 model or cache holds them), through SdpaBf16.
+  const bool bf16 = compute == DType::kBfloat16;
+  auto to_bf16 = [&](const std::vector<float>& x) {
+    std::vector<uint16_t> y(bf16 ? x.size() : 0);
+    if (bf16) FloatToBfloat16(x.data(), y.data(), static_cast<int64_t>(x.size()));
+    return y;
+  };
+  const std::vector<uint16_t> q16 = to_bf16(q), k16 = to_bf16(k), v16 = to_bf16(v);
+  const Bf16View4 q16v = Bf16View4::Dense(q16.data(), w.b, w.hq, w.lq, w.dk);
+  const Bf16View4 k16v = Bf16View4::Dense(k16.data(), w.b, w.hkv, w.lk, w.dk);
+  Bf16View4 v16v = Bf16View4::Dense(v16.data(), w.b, w.hkv, w.lk, w.dv);
+  if (w.value_in_key) {
+    v16v = k16v;
+    v16v.dims[3] = w.dv;
+  }
   absl::Status status;
-  const Interleaved run =
-      TimeInterleaved([&] { status = Sdpa(qv, kv, vv, mask, 0.0f, ov, nullptr, compute); },
-                      probes.For(compute), probes.bandwidth, min_time);
+  const Interleaved run = TimeInterleaved(
+      [&] {
+        status = bf16 ? SdpaBf16(q16v, k16v, v16v, mask, 0.0f, ov, nullptr)
+                      : Sdpa(qv, kv, vv, mask, 0.0f, ov, nullptr);
+      },
+      probes.For(compute), probes.bandwidth, min_time);
   if (!status.ok()) return status;
   WorkloadRow row;
   row.workload = w;
   row.compute = compute;
   row.timing = run.workload;
+  // K, V and Q as stored (2 bytes in bf16); the output is float32.
+  const double element = bf16 ? 2.0 : 4.0;
+  const double kv_bytes = w.KvBytes() / 4.0 * element;
   row.gflops = w.Flops() / row.timing.best / 1e9;
-  row.kv_gbs = w.KvBytes() / row.timing.best / 1e9;
+  row.kv_gbs = kv_bytes / row.timing.best / 1e9;
   row.gemm_gflops = run.gemm_gflops;
   row.bandwidth_gbs = run.bandwidth_gbs;
-  // The inputs are float32 views whatever the compute dtype (bf16 compute
-  // rounds copies of them first, inside the measured time): Q is read and
-  // the output written once besides K and V.
-  const double q_and_output = 4.0 * static_cast<double>(w.b * w.hq * w.lq * (w.dk + w.dv));
-  row.roof = RoofOf(w.KvBytes() + q_and_output, w.Flops(), run.bandwidth_gbs, run.gemm_gflops,
+  const double q_and_output =
+      static_cast<double>(w.b * w.hq * w.lq) * (element * w.dk + 4.0 * w.dv);
+  row.roof = RoofOf(kv_bytes + q_and_output, w.Flops(), run.bandwidth_gbs, run.gemm_gflops,
                     row.timing.best);
   return row;
 }

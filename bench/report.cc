@@ -44,8 +44,8 @@ class MarkdownReport : public Report {
         "dtype and the bandwidth probe, and compares it with their rates in that window.\n"
         "roof: the binding one of two lower bounds on the row's time, its bytes (K and V as\n"
         "stored, Q and the output) at that bandwidth or its FLOPs at that GEMM rate; vs roof:\n"
-        "that bound over the measured time. bf16 rows: Sdpa in compute bf16 (rounded copies\n"
-        "of Q, K and V, made inside the timed call), against the bf16 GEMM rate%s)\n\n",
+        "that bound over the measured time. bf16 rows: SdpaBf16 on Q, K and V held in bf16\n"
+        "(2 bytes each), against the bf16 GEMM rate%s)\n\n",
         probes.gemm_bf16_gflops ? "" : ", here the f32 one: no bf16 GEMM on this machine");
     std::printf(
         "| workload | dtype | ms | median ms | GFLOP/s | GEMM GFLOP/s | vs GEMM | KV GB/s | "

@@ -9,6 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/cancellation.h"
+#include "core/dtype.h"
+#include "core/internal/gemm.h"
 #include "core/internal/sdpa_paths.h"
 #include "core/internal/sdpa_plan.h"
 #include "core/internal/softmax.h"
@@ -92,19 +94,32 @@ absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& val
   return absl::OkStatus();
 }
 
-absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask, float scale,
-                  const MutView4& out, float* weights) {
-  ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
-  if (scale == 0.0f) scale = 1.0f / std::sqrt(static_cast<float>(q.dims[3]));
+namespace {
+
+internal::SdpaPlan PlanFor(const View4& q, const View4& k, const View4& v, bool weights) {
   internal::SdpaProblem problem;
   problem.batch = q.dims[0], problem.hq = q.dims[1], problem.hkv = k.dims[1];
   problem.lq = q.dims[2], problem.lk = k.dims[2], problem.dk = q.dims[3], problem.dv = v.dims[3];
-  problem.weights = weights != nullptr;
+  problem.weights = weights;
   problem.threads = omp_get_max_threads();
-  const internal::SdpaCall call(q, k, v, out, weights, mask, scale, internal::PlanSdpa(problem));
+  return internal::PlanSdpa(problem);
+}
 
-  const int64_t slices = q.dims[0] * k.dims[1], dv = v.dims[3];
-  const bool skips = internal::SkipsKeys(mask);
+float ResolvedScale(float scale, int64_t dk) {
+  return scale == 0.0f ? 1.0f / std::sqrt(static_cast<float>(dk)) : scale;
+}
+
+// Every job on the few-rows loops (decode): no GEMM, so bf16 operands need
+// no native bf16 matmul.
+bool FewRowsOnly(const internal::SdpaPlan& plan) {
+  return plan.path == internal::SdpaPath::kFewRows &&
+         plan.tail_path == internal::SdpaPath::kFewRows;
+}
+
+// Runs a validated call's jobs on up to plan.team threads.
+absl::Status RunCall(const internal::SdpaCall& call) {
+  const int64_t slices = call.q.dims[0] * call.k.dims[1], dv = call.v.dims[3];
+  const bool skips = internal::SkipsKeys(*call.mask);
   std::vector<int64_t> last_skipped_non_finite(skips ? static_cast<size_t>(slices * dv) : 0);
 
   std::mutex error_mu;
@@ -137,23 +152,49 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
   return error;
 }
 
-namespace {
-
-// A dense copy of a view's elements, rounded to bfloat16.
-std::vector<float> RoundedCopy(const View4& v) {
+// Rows of a view, in parallel where there are many elements: fn(dst_row,
+// src_row) for each of its B·H·L rows, dst dense.
+template <typename Src, typename Dst, typename Fn>
+std::vector<Dst> DenseRows(const Src& v, Fn fn) {
   const int64_t d3 = v.dims[3];
-  std::vector<float> out(static_cast<size_t>(v.dims[0] * v.dims[1] * v.dims[2] * d3));
   const int64_t rows = v.dims[0] * v.dims[1] * v.dims[2];
+  std::vector<Dst> out(static_cast<size_t>(rows * d3));
   // On all threads: at decode this pass over K and V is as long as the
   // attention itself.
 #pragma omp parallel for schedule(static) if (rows * d3 > (1 << 16))
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t k = r % v.dims[2], j = (r / v.dims[2]) % v.dims[1], i = r / v.dims[2] / v.dims[1];
-    float* dst = out.data() + r * d3;
-    std::copy_n(v.Row(i, j, k), d3, dst);
-    RoundToBfloat16(dst, d3);
+    fn(v.Row(i, j, k), out.data() + r * d3, d3);
   }
   return out;
+}
+
+// A dense copy of a view's elements, rounded to bfloat16 (in float32).
+std::vector<float> RoundedCopy(const View4& v) {
+  return DenseRows<View4, float>(v, [](const float* src, float* dst, int64_t n) {
+    std::copy_n(src, n, dst);
+    RoundToBfloat16(dst, n);
+  });
+}
+
+// A dense bfloat16 copy of a view (round to nearest even).
+std::vector<uint16_t> Bf16Copy(const View4& v) {
+  return DenseRows<View4, uint16_t>(
+      v, [](const float* src, uint16_t* dst, int64_t n) { FloatToBfloat16(src, dst, n); });
+}
+
+// A dense float32 copy of a bf16 view (exact).
+std::vector<float> WidenedCopy(const Bf16View4& v) {
+  return DenseRows<Bf16View4, float>(
+      v, [](const uint16_t* src, float* dst, int64_t n) { Bfloat16ToFloat(src, dst, n); });
+}
+
+View4 DenseOf(const std::vector<float>& data, const int64_t* dims) {
+  return View4::Dense(data.data(), dims[0], dims[1], dims[2], dims[3]);
+}
+
+Bf16View4 DenseOf(const std::vector<uint16_t>& data, const int64_t* dims) {
+  return Bf16View4::Dense(data.data(), dims[0], dims[1], dims[2], dims[3]);
 }
 
 absl::Status CheckSdpaComputeDType(DType compute) {
@@ -162,26 +203,55 @@ absl::Status CheckSdpaComputeDType(DType compute) {
       absl::StrCat("compute_dtype: expected FLOAT32 or BFLOAT16, got ", DTypeName(compute)));
 }
 
+// fn (Sdpa or SdpaReference) on copies of q, k, v rounded to bfloat16: the
+// bf16 computation's operands, with float32 products.
 template <typename Fn>
-absl::Status SdpaIn(Fn fn, const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
-                    float scale, const MutView4& out, float* weights, DType compute) {
-  ATTN_RETURN_IF_ERROR(CheckSdpaComputeDType(compute));
-  if (compute == DType::kFloat32) return fn(q, k, v, mask, scale, out, weights);
-  ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
+absl::Status RoundedSdpa(Fn fn, const View4& q, const View4& k, const View4& v,
+                         const MaskSpec& mask, float scale, const MutView4& out, float* weights) {
   const std::vector<float> qr = RoundedCopy(q), kr = RoundedCopy(k), vr = RoundedCopy(v);
-  return fn(View4::Dense(qr.data(), q.dims[0], q.dims[1], q.dims[2], q.dims[3]),
-            View4::Dense(kr.data(), k.dims[0], k.dims[1], k.dims[2], k.dims[3]),
-            View4::Dense(vr.data(), v.dims[0], v.dims[1], v.dims[2], v.dims[3]), mask, scale, out,
+  return fn(DenseOf(qr, q.dims), DenseOf(kr, k.dims), DenseOf(vr, v.dims), mask, scale, out,
             weights);
 }
 
 }  // namespace
 
 absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask, float scale,
+                  const MutView4& out, float* weights) {
+  ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
+  const internal::SdpaCall call(q, k, v, out, weights, mask, ResolvedScale(scale, q.dims[3]),
+                                PlanFor(q, k, v, weights != nullptr));
+  return RunCall(call);
+}
+
+absl::Status SdpaBf16(const Bf16View4& q, const Bf16View4& k, const Bf16View4& v,
+                      const MaskSpec& mask, float scale, const MutView4& out, float* weights) {
+  const View4 qs = q.Shape(), ks = k.Shape(), vs = v.Shape();
+  ATTN_RETURN_IF_ERROR(ValidateSdpa(qs, ks, vs, mask));
+  const internal::SdpaPlan plan = PlanFor(qs, ks, vs, weights != nullptr);
+  if (!internal::Bf16MatmulAvailable() && !FewRowsOnly(plan)) {
+    // No bf16 GEMM here: the float32 one on the widened (exact) operands.
+    const std::vector<float> qw = WidenedCopy(q), kw = WidenedCopy(k), vw = WidenedCopy(v);
+    return Sdpa(DenseOf(qw, q.dims), DenseOf(kw, k.dims), DenseOf(vw, v.dims), mask, scale, out,
+                weights);
+  }
+  const internal::SdpaCall call(qs, ks, vs, out, weights, mask, ResolvedScale(scale, q.dims[3]),
+                                plan, internal::Bf16Operands{q.data, k.data, v.data});
+  return RunCall(call);
+}
+
+absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask, float scale,
                   const MutView4& out, float* weights, DType compute) {
+  ATTN_RETURN_IF_ERROR(CheckSdpaComputeDType(compute));
+  if (compute == DType::kFloat32) return Sdpa(q, k, v, mask, scale, out, weights);
+  ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
+  if (internal::Bf16MatmulAvailable() || FewRowsOnly(PlanFor(q, k, v, weights != nullptr))) {
+    const std::vector<uint16_t> q16 = Bf16Copy(q), k16 = Bf16Copy(k), v16 = Bf16Copy(v);
+    return SdpaBf16(DenseOf(q16, q.dims), DenseOf(k16, k.dims), DenseOf(v16, v.dims), mask, scale,
+                    out, weights);
+  }
   using SdpaFn = absl::Status (*)(const View4&, const View4&, const View4&, const MaskSpec&, float,
                                   const MutView4&, float*);
-  return SdpaIn(static_cast<SdpaFn>(Sdpa), q, k, v, mask, scale, out, weights, compute);
+  return RoundedSdpa(static_cast<SdpaFn>(Sdpa), q, k, v, mask, scale, out, weights);
 }
 
 absl::Status SdpaReference(const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
@@ -239,20 +309,30 @@ absl::Status CheckRank4(const Tensor& t, const char* field, const char* dims) {
   return absl::OkStatus();
 }
 
-template <typename Fn>
-absl::StatusOr<AttentionResult> AttendWith(Fn fn, const Tensor& q, const Tensor& k, const Tensor& v,
-                                           const MaskSpec& mask, const SdpaOptions& options) {
+// Attend's shared part: checks, the result's tensors, then Sdpa in the
+// options' compute dtype (the reference on rounded copies for bf16).
+absl::StatusOr<AttentionResult> AttendWith(bool reference, const Tensor& q, const Tensor& k,
+                                           const Tensor& v, const MaskSpec& mask,
+                                           const SdpaOptions& options) {
   ATTN_RETURN_IF_ERROR(CheckRank4(q, "query", "[B, Hq, Lq, Dk]"));
   ATTN_RETURN_IF_ERROR(CheckRank4(k, "key", "[B, Hkv, Lk, Dk]"));
   ATTN_RETURN_IF_ERROR(CheckRank4(v, "value", "[B, Hkv, Lk, Dv]"));
   const View4 qv = View4::Of(q), kv = View4::Of(k), vv = View4::Of(v);
   ATTN_RETURN_IF_ERROR(ValidateSdpa(qv, kv, vv, mask));
+  ATTN_RETURN_IF_ERROR(CheckSdpaComputeDType(options.compute_dtype));
   AttentionResult result;
   result.output = Tensor({q.dim(0), q.dim(1), q.dim(2), v.dim(3)});
   if (options.return_weights) result.weights = Tensor({q.dim(0), q.dim(1), q.dim(2), k.dim(2)});
-  ATTN_RETURN_IF_ERROR(SdpaIn(fn, qv, kv, vv, mask, options.scale, MutView4::Of(result.output),
-                              options.return_weights ? result.weights.data() : nullptr,
-                              options.compute_dtype));
+  const MutView4 out = MutView4::Of(result.output);
+  float* weights = options.return_weights ? result.weights.data() : nullptr;
+  if (!reference) {
+    ATTN_RETURN_IF_ERROR(
+        Sdpa(qv, kv, vv, mask, options.scale, out, weights, options.compute_dtype));
+  } else if (options.compute_dtype == DType::kBfloat16) {
+    ATTN_RETURN_IF_ERROR(RoundedSdpa(SdpaReference, qv, kv, vv, mask, options.scale, out, weights));
+  } else {
+    ATTN_RETURN_IF_ERROR(SdpaReference(qv, kv, vv, mask, options.scale, out, weights));
+  }
   return result;
 }
 
@@ -260,15 +340,13 @@ absl::StatusOr<AttentionResult> AttendWith(Fn fn, const Tensor& q, const Tensor&
 
 absl::StatusOr<AttentionResult> Attend(const Tensor& query, const Tensor& key, const Tensor& value,
                                        const MaskSpec& mask, const SdpaOptions& options) {
-  using SdpaFn = absl::Status (*)(const View4&, const View4&, const View4&, const MaskSpec&, float,
-                                  const MutView4&, float*);
-  return AttendWith(static_cast<SdpaFn>(Sdpa), query, key, value, mask, options);
+  return AttendWith(/*reference=*/false, query, key, value, mask, options);
 }
 
 absl::StatusOr<AttentionResult> AttendReference(const Tensor& query, const Tensor& key,
                                                 const Tensor& value, const MaskSpec& mask,
                                                 const SdpaOptions& options) {
-  return AttendWith(SdpaReference, query, key, value, mask, options);
+  return AttendWith(/*reference=*/true, query, key, value, mask, options);
 }
 
 const char* VariantName(int64_t hq, int64_t hkv) {

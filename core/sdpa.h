@@ -80,10 +80,20 @@ absl::Status Sdpa(const View4& query, const View4& key, const View4& value, cons
                   float scale, const MutView4& output, float* weights);
 // The same in a compute dtype: kFloat32 is the above; kBfloat16 rounds the
 // products' operands (query, key, value) to bfloat16 first and accumulates,
-// and takes the softmax, in float32. Another dtype is INVALID_ARGUMENT
-// naming "compute_dtype".
+// and takes the softmax, in float32 (SdpaBf16 on bf16 copies). Another
+// dtype is INVALID_ARGUMENT naming "compute_dtype".
 absl::Status Sdpa(const View4& query, const View4& key, const View4& value, const MaskSpec& mask,
                   float scale, const MutView4& output, float* weights, DType compute);
+
+// Operands held in bfloat16: both products in bf16 with float32
+// accumulation (oneDNN's bf16 matmul where the CPU has one; the few-rows
+// loops of decode read the bf16 rows, widening them in registers), the
+// softmax in float32, and on the GEMM paths the probabilities rounded to
+// bf16 before P·V. Without a native bf16 matmul (an AVX2-only CPU, or
+// ATTN_ISA=avx2) the float32 kernel runs on widened copies, except for
+// decode's few rows. Output and weights are float32. Same contract as Sdpa.
+absl::Status SdpaBf16(const Bf16View4& query, const Bf16View4& key, const Bf16View4& value,
+                      const MaskSpec& mask, float scale, const MutView4& output, float* weights);
 
 // The plain reference: loops in double precision, no oneDNN. Same contract.
 absl::Status SdpaReference(const View4& query, const View4& key, const View4& value,

@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_join.h"
@@ -46,8 +47,22 @@ View4 View4::Dense(const float* data, int64_t d0, int64_t d1, int64_t d2, int64_
   return v;
 }
 
-View4 View4::Of(const Tensor& t) {
-  return Dense(t.data(), t.dim(0), t.dim(1), t.dim(2), t.dim(3));
+View4 View4::Of(const Tensor& t) { return Dense(t.data(), t.dim(0), t.dim(1), t.dim(2), t.dim(3)); }
+
+Bf16View4 Bf16View4::Dense(const uint16_t* data, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+  Bf16View4 v;
+  v.data = data;
+  const View4 shape = View4::Dense(nullptr, d0, d1, d2, d3);
+  std::copy_n(shape.dims, 4, v.dims);
+  std::copy_n(shape.strides, 3, v.strides);
+  return v;
+}
+
+View4 Bf16View4::Shape() const {
+  View4 v;
+  std::copy_n(dims, 4, v.dims);
+  std::copy_n(strides, 3, v.strides);
+  return v;
 }
 
 MutView4 MutView4::Dense(float* data, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
@@ -63,8 +78,6 @@ MutView4 MutView4::Dense(float* data, int64_t d0, int64_t d1, int64_t d2, int64_
   return v;
 }
 
-MutView4 MutView4::Of(Tensor& t) {
-  return Dense(t.data(), t.dim(0), t.dim(1), t.dim(2), t.dim(3));
-}
+MutView4 MutView4::Of(Tensor& t) { return Dense(t.data(), t.dim(0), t.dim(1), t.dim(2), t.dim(3)); }
 
 }  // namespace attention

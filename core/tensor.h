@@ -92,6 +92,22 @@ struct View4 {
   }
 };
 
+// A read-only 4-D view of bfloat16 elements (the upper 16 bits of a
+// float32, as uint16_t), indexed as View4.
+struct Bf16View4 {
+  const uint16_t* data = nullptr;
+  int64_t dims[4] = {0, 0, 0, 0};
+  int64_t strides[3] = {0, 0, 0};
+
+  // A contiguous row-major view of `data` with `dims`.
+  static Bf16View4 Dense(const uint16_t* data, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+  const uint16_t* Row(int64_t i, int64_t j, int64_t k) const {
+    return data + i * strides[0] + j * strides[1] + k * strides[2];
+  }
+  // Its dims and strides as a View4 without data (for shape checks).
+  View4 Shape() const;
+};
+
 // The writable counterpart of View4.
 struct MutView4 {
   float* data = nullptr;

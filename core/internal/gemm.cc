@@ -272,9 +272,28 @@ absl::Status WidenedBf16(const std::vector<float>& a, int64_t m, int64_t k, cons
   return absl::OkStatus();
 }
 
+// A bf16 A's elements widened to float32, dense [rows, cols].
+std::vector<float> WidenedRows(const Mat& a) {
+  std::vector<float> out(static_cast<size_t>(a.rows * a.cols));
+  for (int64_t r = 0; r < a.rows; ++r) {
+    float* dst = out.data() + r * a.cols;
+    if (a.col_stride == 1) {
+      Bfloat16ToFloat(a.bf16 + r * a.row_stride, dst, a.cols);
+    } else {
+      for (int64_t c = 0; c < a.cols; ++c) {
+        dst[c] = Bfloat16ToFloat(a.bf16[r * a.row_stride + c * a.col_stride]);
+      }
+    }
+  }
+  return out;
+}
+
 absl::Status MatmulBf16(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias,
                         bool accumulate) {
-  const std::vector<float> rounded = RoundedRows(a);
+  if (a.bf16 != nullptr && Bf16MatmulAvailable()) {
+    return RunPrimitive(MakeKey(a, b, ldc, bias != nullptr, accumulate), a.bf16, b.bf16, c, bias);
+  }
+  const std::vector<float> rounded = a.bf16 != nullptr ? WidenedRows(a) : RoundedRows(a);
   if (a.rows <= kSmallRowsMax && b.row_stride == 1 && b.col_stride >= b.rows) {
     SmallRowsBf16(rounded.data(), a.rows, a.cols, b.bf16, b.col_stride, b.cols, c, ldc, bias,
                   accumulate);
@@ -320,6 +339,7 @@ absl::Status Matmul(const Mat& a_in, const Mat& b_in, float* c, int64_t ldc, con
         absl::StrCat("matmul: inner dimensions differ: ", a.cols, " vs ", b.rows));
   }
   if (b.bf16 != nullptr) return MatmulBf16(a, b, c, ldc, bias, accumulate);
+  if (a.bf16 != nullptr) return absl::InternalError("matmul: a bf16 A needs a bf16 B");
   // Few rows against a transposed B (decode's Q·Kᵀ with the G heads of a
   // group, one job of a parallel team): oneDNN's sgemm beats the matmul
   // primitive's brgemm there. Only inside an active team, where sgemm runs

@@ -54,7 +54,9 @@ struct WeightRef {
 // float32. Where oneDNN has a native bf16 matmul (Bf16MatmulAvailable) it
 // runs that, except for a few rows (decode) against an nn.Linear weight,
 // which a kernel of ours reads once, converting in registers; elsewhere B is
-// widened to float32 a panel at a time for the float32 matmul.
+// widened to float32 a panel at a time for the float32 matmul. A may be
+// bf16 too (then B must be): both go to oneDNN as they are where it has the
+// native matmul, else A is widened as above.
 absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias = nullptr,
                     bool accumulate = false);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/dtype.h"
 #include "core/internal/gemm.h"
 #include "core/internal/row_attention.h"
 #include "core/internal/softmax.h"
@@ -45,6 +46,38 @@ void FillSkippedWeights(float* row, int64_t kmax, int64_t lk) {
   std::fill(row + kmax, row + lk, 0.0f * row[0]);
 }
 
+// Keys [k0, k0 + n) of the job's kv slice transposed ([Dk, n]), and their
+// values ([n, Dv]), as GEMM operands in the call's dtype.
+Mat KeysT(const SdpaCall& c, const Job& job, int64_t k0, int64_t n) {
+  const int64_t dk = c.q.dims[3], ld = c.k.strides[2];
+  if (c.is_bf16()) return Mat::Transposed(c.K16(job.b, job.g, k0), dk, n, ld);
+  return Mat::Transposed(c.k.Row(job.b, job.g, k0), dk, n, ld);
+}
+
+Mat Values(const SdpaCall& c, const Job& job, int64_t k0, int64_t n) {
+  const int64_t dv = c.v.dims[3], ld = c.v.strides[2];
+  if (c.is_bf16()) return Mat::RowMajor(c.V16(job.b, job.g, k0), n, dv, ld);
+  return Mat::RowMajor(c.v.Row(job.b, job.g, k0), n, dv, ld);
+}
+
+// `rows` query rows of head h from row i, leading dimension ld (elements).
+Mat QueryRows(const SdpaCall& c, int64_t b, int64_t h, int64_t i, int64_t rows, int64_t ld) {
+  const int64_t dk = c.q.dims[3];
+  if (c.is_bf16()) return Mat::RowMajor(c.Q16(b, h, i), rows, dk, ld);
+  return Mat::RowMajor(c.q.Row(b, h, i), rows, dk, ld);
+}
+
+// Probability rows p[r · ld + j] (r < m, j < n) as the A of P·V: in place
+// in float32; for a bf16 call rounded to bf16 into scratch, as a bf16
+// GEMM's source.
+Mat ProbRows(const SdpaCall& c, const float* p, int64_t m, int64_t n, int64_t ld,
+             SdpaScratch& scratch) {
+  if (!c.is_bf16()) return Mat::RowMajor(p, m, n, ld);
+  if (scratch.p16.size() < static_cast<size_t>(m * n)) scratch.p16.resize(m * n);
+  for (int64_t r = 0; r < m; ++r) FloatToBfloat16(p + r * ld, scratch.p16.data() + r * n, n);
+  return Mat::RowMajor(scratch.p16.data(), m, n, n);
+}
+
 // Decode-like: each key and value row is read once for the job's few rows.
 absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
   const int64_t hq = c.q.dims[1], lq = c.q.dims[2], dk = c.q.dims[3];
@@ -56,10 +89,19 @@ absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
   const uint8_t* keep_rows[kMaxFewRows];
   int64_t visible[kMaxFewRows];
   int64_t nr = 0;
+  if (c.is_bf16() && scratch.q_wide.size() < static_cast<size_t>(group * job.rows() * dk)) {
+    scratch.q_wide.resize(group * job.rows() * dk);
+  }
   for (int64_t hl = 0; hl < group; ++hl) {
     const int64_t h = job.g * group + hl;
     for (int64_t i = job.i0; i < job.i1; ++i, ++nr) {
-      q_rows[nr] = c.q.Row(job.b, h, i);
+      if (c.is_bf16()) {
+        float* wide = scratch.q_wide.data() + nr * dk;
+        Bfloat16ToFloat(c.Q16(job.b, h, i), wide, dk);
+        q_rows[nr] = wide;
+      } else {
+        q_rows[nr] = c.q.Row(job.b, h, i);
+      }
       o_rows[nr] = c.out.Row(job.b, h, i);
       s_rows[nr] = c.weights != nullptr ? c.weights + ((job.b * hq + h) * lq + i) * lk
                                         : scratch.scores.data() + nr * block;
@@ -69,12 +111,22 @@ absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
   }
   const View4& k = c.k;
   const View4& v = c.v;
+  const bool bf16 = c.is_bf16();
   AttendFewRows(
       nr, q_rows, dk, dv, job.kmax, visible, c.keep.data != nullptr ? keep_rows : nullptr,
       c.keep.strides[3], c.scale,
-      [&](int64_t j) { return RowRun{k.Row(job.b, job.g, j), k.strides[2], lk - j}; },
-      [&](int64_t j) { return RowRun{v.Row(job.b, job.g, j), v.strides[2], lk - j}; }, s_rows,
-      scratch.acc.data(), o_rows, c.weights != nullptr);
+      [&](int64_t j) {
+        const void* row = bf16 ? static_cast<const void*>(c.K16(job.b, job.g, j))
+                               : static_cast<const void*>(k.Row(job.b, job.g, j));
+        return RowRun{row, k.strides[2], lk - j};
+      },
+      [&](int64_t j) {
+        const void* row = bf16 ? static_cast<const void*>(c.V16(job.b, job.g, j))
+                               : static_cast<const void*>(v.Row(job.b, job.g, j));
+        return RowRun{row, v.strides[2], lk - j};
+      },
+      s_rows, scratch.acc.data(), o_rows, c.weights != nullptr,
+      bf16 ? KvElem::kBf16 : KvElem::kF32);
   if (c.weights != nullptr) {
     for (int64_t r = 0; r < nr; ++r) FillSkippedWeights(s_rows[r], job.kmax, lk);
   }
@@ -93,10 +145,19 @@ struct GroupRows {
   GroupRows(const SdpaCall& call, const Job& j, SdpaScratch& scratch)
       : c(call), job(j), rows(j.rows()), m(call.plan.group * j.rows()) {
     const int64_t group = c.plan.group, dk = c.q.dims[3], lq = c.q.dims[2];
-    q = Mat::RowMajor(c.q.Row(job.b, job.g * group, job.i0), m, dk, c.q.strides[2]);
+    q = QueryRows(c, job.b, job.g * group, job.i0, m, c.q.strides[2]);
     if (group == 1) return;
     if (c.q_merged != 0 && c.o_merged != 0 && rows == lq) {
       q.row_stride = c.q_merged;
+      return;
+    }
+    if (c.is_bf16()) {
+      if (scratch.q16_pack.size() < static_cast<size_t>(m * dk)) scratch.q16_pack.resize(m * dk);
+      for (int64_t row = 0; row < m; ++row) {
+        std::copy_n(c.Q16(job.b, Head(row), job.i0 + row % rows), dk,
+                    scratch.q16_pack.data() + row * dk);
+      }
+      q = Mat::RowMajor(scratch.q16_pack.data(), m, dk, dk);
       return;
     }
     for (int64_t row = 0; row < m; ++row) {
@@ -110,7 +171,9 @@ struct GroupRows {
   int64_t Visible(int64_t row) const {
     return VisibleKeys(*c.mask, job.b, job.i0 + row % rows, c.q.dims[2], c.k.dims[2]);
   }
-  const uint8_t* Keep(int64_t row) const { return c.keep.Row(job.b, Head(row), job.i0 + row % rows); }
+  const uint8_t* Keep(int64_t row) const {
+    return c.keep.Row(job.b, Head(row), job.i0 + row % rows);
+  }
 
   // Divides the unnormalised P·V rows (acc, ld Dv) by their sums into out.
   void WriteOut(const float* acc, const float* sums) const {
@@ -127,19 +190,16 @@ struct GroupRows {
 // Whole score rows of all M rows at once, softmax without the division, P·V,
 // then the division on the Dv-wide output rows.
 absl::Status RunWholeRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
-  const int64_t dk = c.q.dims[3], lk = c.k.dims[2], dv = c.v.dims[3];
+  const int64_t lk = c.k.dims[2], dv = c.v.dims[3];
   const GroupRows rows(c, job, scratch);
   float* s = scratch.scores.data();
-  const Mat kt = Mat::Transposed(c.k.Row(job.b, job.g, 0), dk, job.kmax, c.k.strides[2]);
-  const Mat vm = Mat::RowMajor(c.v.Row(job.b, job.g, 0), job.kmax, dv, c.v.strides[2]);
-  ATTN_RETURN_IF_ERROR(Matmul(rows.q, kt, s, lk));
+  ATTN_RETURN_IF_ERROR(Matmul(rows.q, KeysT(c, job, 0, job.kmax), s, lk));
   for (int64_t row = 0; row < rows.m; ++row) {
-    scratch.row_sum[row] = UnnormalizedSoftmaxRow(s + row * lk, job.kmax, c.scale,
-                                                  rows.Visible(row), rows.Keep(row),
-                                                  c.keep.strides[3]);
+    scratch.row_sum[row] = UnnormalizedSoftmaxRow(
+        s + row * lk, job.kmax, c.scale, rows.Visible(row), rows.Keep(row), c.keep.strides[3]);
   }
-  ATTN_RETURN_IF_ERROR(
-      Matmul(Mat::RowMajor(s, rows.m, job.kmax, lk), vm, scratch.acc.data(), dv));
+  ATTN_RETURN_IF_ERROR(Matmul(ProbRows(c, s, rows.m, job.kmax, lk, scratch),
+                              Values(c, job, 0, job.kmax), scratch.acc.data(), dv));
   rows.WriteOut(scratch.acc.data(), scratch.row_sum.data());
   return absl::OkStatus();
 }
@@ -148,7 +208,7 @@ absl::Status RunWholeRows(const SdpaCall& c, const Job& job, SdpaScratch& scratc
 // flash_keys score tile exists; every K/V tile is read once for all G heads
 // sharing it.
 absl::Status RunFlash(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
-  const int64_t dk = c.q.dims[3], dv = c.v.dims[3], tile = c.plan.flash_keys;
+  const int64_t dv = c.v.dims[3], tile = c.plan.flash_keys;
   const GroupRows rows(c, job, scratch);
   float* s = scratch.scores.data();
   float* acc = scratch.acc.data();
@@ -157,21 +217,19 @@ absl::Status RunFlash(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
   std::fill_n(acc, rows.m * dv, 0.0f);
   for (int64_t k0 = 0; k0 < job.kmax; k0 += tile) {
     const int64_t n = std::min(tile, job.kmax - k0);
-    const Mat kt = Mat::Transposed(c.k.Row(job.b, job.g, k0), dk, n, c.k.strides[2]);
-    const Mat vt = Mat::RowMajor(c.v.Row(job.b, job.g, k0), n, dv, c.v.strides[2]);
-    ATTN_RETURN_IF_ERROR(Matmul(rows.q, kt, s, tile));
+    ATTN_RETURN_IF_ERROR(Matmul(rows.q, KeysT(c, job, k0, n), s, tile));
     for (int64_t row = 0; row < rows.m; ++row) {
       const uint8_t* keep_row = rows.Keep(row);
-      const float alpha = OnlineSoftmaxTile(
-          s + row * tile, n, c.scale, rows.Visible(row) - k0,
-          keep_row != nullptr ? keep_row + k0 * c.keep.strides[3] : nullptr, c.keep.strides[3],
-          scratch.row_max[row], scratch.row_sum[row]);
+      const float alpha =
+          OnlineSoftmaxTile(s + row * tile, n, c.scale, rows.Visible(row) - k0,
+                            keep_row != nullptr ? keep_row + k0 * c.keep.strides[3] : nullptr,
+                            c.keep.strides[3], scratch.row_max[row], scratch.row_sum[row]);
       if (alpha != 1.0f) {
         for (int64_t x = 0; x < dv; ++x) acc[row * dv + x] *= alpha;
       }
     }
-    ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(s, rows.m, n, tile), vt, acc, dv, nullptr,
-                                /*accumulate=*/true));
+    ATTN_RETURN_IF_ERROR(Matmul(ProbRows(c, s, rows.m, n, tile, scratch), Values(c, job, k0, n),
+                                acc, dv, nullptr, /*accumulate=*/true));
   }
   rows.WriteOut(acc, scratch.row_sum.data());
   return absl::OkStatus();
@@ -179,23 +237,23 @@ absl::Status RunFlash(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
 
 // Weights asked for: score rows are the caller's weights rows, head h (local
 // index hl) and query i0 + t at s_base + hl·Lq·Lk + t·Lk.
-absl::Status RunWeights(const SdpaCall& c, const Job& job) {
-  const int64_t hq = c.q.dims[1], lq = c.q.dims[2], dk = c.q.dims[3];
-  const int64_t lk = c.k.dims[2], dv = c.v.dims[3], group = c.plan.group;
+absl::Status RunWeights(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
+  const int64_t hq = c.q.dims[1], lq = c.q.dims[2];
+  const int64_t lk = c.k.dims[2], group = c.plan.group;
   const int64_t rows = job.rows(), m = group * rows;
   float* s_base = c.weights + ((job.b * hq + job.g * group) * lq + job.i0) * lk;
   const int64_t s_head_stride = lq * lk;
-  const Mat kt = Mat::Transposed(c.k.Row(job.b, job.g, 0), dk, job.kmax, c.k.strides[2]);
-  const Mat vm = Mat::RowMajor(c.v.Row(job.b, job.g, 0), job.kmax, dv, c.v.strides[2]);
+  const Mat kt = KeysT(c, job, 0, job.kmax);
+  const Mat vm = Values(c, job, 0, job.kmax);
   const bool merged = c.q_merged != 0 && c.o_merged != 0 && rows == lq;
   if (merged) {
-    const float* q0 = c.q.Row(job.b, job.g * group, job.i0);
-    ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(q0, m, dk, c.q_merged), kt, s_base, lk));
+    ATTN_RETURN_IF_ERROR(
+        Matmul(QueryRows(c, job.b, job.g * group, job.i0, m, c.q_merged), kt, s_base, lk));
   } else {
     for (int64_t hl = 0; hl < group; ++hl) {
-      const float* q0 = c.q.Row(job.b, job.g * group + hl, job.i0);
-      ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(q0, rows, dk, c.q.strides[2]), kt,
-                                  s_base + hl * s_head_stride, lk));
+      ATTN_RETURN_IF_ERROR(
+          Matmul(QueryRows(c, job.b, job.g * group + hl, job.i0, rows, c.q.strides[2]), kt,
+                 s_base + hl * s_head_stride, lk));
     }
   }
   for (int64_t row = 0; row < m; ++row) {
@@ -207,12 +265,13 @@ absl::Status RunWeights(const SdpaCall& c, const Job& job) {
   }
   if (merged) {
     float* o0 = c.out.Row(job.b, job.g * group, job.i0);
-    return Matmul(Mat::RowMajor(s_base, m, job.kmax, lk), vm, o0, c.o_merged);
+    return Matmul(ProbRows(c, s_base, m, job.kmax, lk, scratch), vm, o0, c.o_merged);
   }
   for (int64_t hl = 0; hl < group; ++hl) {
     float* o0 = c.out.Row(job.b, job.g * group + hl, job.i0);
-    ATTN_RETURN_IF_ERROR(Matmul(Mat::RowMajor(s_base + hl * s_head_stride, rows, job.kmax, lk),
-                                vm, o0, c.out.strides[2]));
+    ATTN_RETURN_IF_ERROR(
+        Matmul(ProbRows(c, s_base + hl * s_head_stride, rows, job.kmax, lk, scratch), vm, o0,
+               c.out.strides[2]));
   }
   return absl::OkStatus();
 }
@@ -242,9 +301,17 @@ int64_t VisibleKeys(const MaskSpec& mask, int64_t b, int64_t i, int64_t lq, int6
 
 SdpaCall::SdpaCall(const View4& q_in, const View4& k_in, const View4& v_in, const MutView4& out_in,
                    float* weights_in, const MaskSpec& mask_in, float scale_in,
-                   const SdpaPlan& plan_in)
-    : q(q_in), k(k_in), v(v_in), out(out_in), weights(weights_in), mask(&mask_in),
-      keep(MakeKeepIndex(mask_in)), scale(scale_in), plan(plan_in) {
+                   const SdpaPlan& plan_in, Bf16Operands bf16_in)
+    : q(q_in),
+      k(k_in),
+      v(v_in),
+      bf16(bf16_in),
+      out(out_in),
+      weights(weights_in),
+      mask(&mask_in),
+      keep(MakeKeepIndex(mask_in)),
+      scale(scale_in),
+      plan(plan_in) {
   const int64_t lq = q.dims[2];
   auto merged_stride = [&](const int64_t* strides) -> int64_t {
     if (lq == 1) return strides[1];
@@ -273,6 +340,17 @@ void LastSkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* last)
   // with the query index).
   const Job first = MakeJob(call, bg * call.plan.tiles);
   for (int64_t j = first.kmax; j < lk; ++j) {
+    if (call.is_bf16()) {
+      // Exponent all ones: ±Inf or NaN.
+      const uint16_t* row = call.V16(bg / hkv, bg % hkv, j);
+      bool bad = false;
+      for (int64_t x = 0; x < dv; ++x) bad |= (row[x] & 0x7f80) == 0x7f80;
+      if (!bad) continue;
+      for (int64_t x = 0; x < dv; ++x) {
+        if ((row[x] & 0x7f80) == 0x7f80) last[x] = j;
+      }
+      continue;
+    }
     const float* row = call.v.Row(bg / hkv, bg % hkv, j);
     bool bad = false;
     for (int64_t x = 0; x < dv; ++x) bad |= !std::isfinite(row[x]);
@@ -298,7 +376,7 @@ absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratc
       status = RunFlash(call, job, scratch);
       break;
     case SdpaPath::kWeights:
-      status = RunWeights(call, job);
+      status = RunWeights(call, job, scratch);
       break;
   }
   if (status.ok() && last_skipped_non_finite != nullptr) {

@@ -30,10 +30,22 @@ KeepIndex MakeKeepIndex(const MaskSpec& mask);
 // causal and key-length masks.
 int64_t VisibleKeys(const MaskSpec& mask, int64_t b, int64_t i, int64_t lq, int64_t lk);
 
+// Operands held in bfloat16 (SdpaBf16): their elements at the offsets of
+// the SdpaCall views' strides (whose data is then null).
+struct Bf16Operands {
+  const uint16_t* q = nullptr;
+  const uint16_t* k = nullptr;
+  const uint16_t* v = nullptr;
+};
+
 // One validated Sdpa call: its operands (shapes as core/sdpa.h), the
-// resolved scale, and the plan.
+// resolved scale, and the plan. With bf16 operands every product is a bf16
+// one (oneDNN's bf16 matmul, or the few-rows loops reading bf16 rows), with
+// float32 accumulation and softmax; P is rounded to bf16 before P·V on the
+// GEMM paths.
 struct SdpaCall {
   View4 q, k, v;
+  Bf16Operands bf16;
   MutView4 out;
   float* weights = nullptr;  // dense [B, Hq, Lq, Lk], or null
   const MaskSpec* mask = nullptr;
@@ -46,12 +58,24 @@ struct SdpaCall {
   int64_t q_merged = 0, o_merged = 0;
 
   SdpaCall(const View4& q, const View4& k, const View4& v, const MutView4& out, float* weights,
-           const MaskSpec& mask, float scale, const SdpaPlan& plan);
+           const MaskSpec& mask, float scale, const SdpaPlan& plan, Bf16Operands bf16 = {});
+
+  bool is_bf16() const { return bf16.k != nullptr; }
+  static int64_t Offset(const View4& view, int64_t b, int64_t h, int64_t i) {
+    return b * view.strides[0] + h * view.strides[1] + i * view.strides[2];
+  }
+  const uint16_t* Q16(int64_t b, int64_t h, int64_t i) const { return bf16.q + Offset(q, b, h, i); }
+  const uint16_t* K16(int64_t b, int64_t g, int64_t j) const { return bf16.k + Offset(k, b, g, j); }
+  const uint16_t* V16(int64_t b, int64_t g, int64_t j) const { return bf16.v + Offset(v, b, g, j); }
 };
 
 // A thread's scratch, sized by the plan.
 struct SdpaScratch {
   std::vector<float> scores, acc, row_max, row_sum, q_pack;
+  // bf16 calls, sized on first use: P rounded to bf16 for P·V, the G heads'
+  // query rows packed in bf16, or widened to float32 for the few-rows loops.
+  std::vector<uint16_t> p16, q16_pack;
+  std::vector<float> q_wide;
 
   explicit SdpaScratch(const SdpaPlan& plan);
 };

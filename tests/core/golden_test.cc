@@ -117,8 +117,10 @@ TEST_P(GoldenSdpa, MatchesPyTorchReference) {
 
 // bf16 compute (operands rounded to bfloat16, float32 accumulation) stays
 // within the precision contract of the float64 reference (AttendReference:
-// loops in double) on every mask kind of the golden cases; and it is exactly
-// the reference computed on the rounded operands, to float32 rounding.
+// loops in double) on every mask kind of the golden cases; and it is the
+// reference computed on the rounded operands, but for the rounding of the
+// probabilities to bf16 before P·V on the GEMM paths (at most 2^-9 relative
+// each).
 TEST_P(GoldenSdpa, Bf16ComputeIsWithinItsBoundOfTheDoubleReference) {
   const GoldenCase& c = GetParam();
   const Tensor q = Load(c.Path("query.npy")), k = Load(c.Path("key.npy")),
@@ -134,7 +136,8 @@ TEST_P(GoldenSdpa, Bf16ComputeIsWithinItsBoundOfTheDoubleReference) {
   EXPECT_GT(RelError(got->output, ref->output), 0.0) << "bf16 rounding had no effect";
   auto rounded_ref = AttendReference(q, k, v, MaskOf(c), options);
   ASSERT_OK(rounded_ref);
-  EXPECT_LT(RelError(got->output, rounded_ref->output), kTolerance);
+  EXPECT_LT(RelError(got->output, rounded_ref->output), 5e-3);
+  EXPECT_LT(RelError(got->weights, rounded_ref->weights), kTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, GoldenSdpa, testing::ValuesIn(CasesOfKind("sdpa")), CaseName);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -129,7 +130,8 @@ const Workload kShapes[] = {
     {"MoreQueriesThanKeys", 2, 2, 1, 9, 4, 8, 8},
     {"FlashKeyTiles", 1, 2, 1, 24, 9000, 8, 12},
     {"WideKeysFlash", 1, 4, 1, 2, 3000, 300, 256},  // key tiles sized by Dk (320)
-    {"FlashWithFewRowsTail", 1, 1, 1, 33, 9000, 8, 8},  // query tiles 9, 9, 9, 6: the last is few-rows
+    {"FlashWithFewRowsTail", 1, 1, 1, 33, 9000, 8,
+     8},  // query tiles 9, 9, 9, 6: the last is few-rows
     // Decode rows past kFewRows: groups of four over each key block.
     {"MqaDecode32Heads", 2, 32, 1, 1, 1300, 24, 40},
     {"MlaLikeDraftTokens", 1, 16, 1, 2, 700, 72, 64},
@@ -148,8 +150,8 @@ class KernelIsa {
   bool ok_;
 };
 
-class SdpaSweep
-    : public testing::TestWithParam<std::tuple<Workload, MaskKind, bool, std::string>> {};
+class SdpaSweep : public testing::TestWithParam<std::tuple<Workload, MaskKind, bool, std::string>> {
+};
 
 TEST_P(SdpaSweep, MatchesDoublePrecisionReference) {
   const auto& [w, mask_kind, strided, isa] = GetParam();
@@ -201,17 +203,18 @@ TEST_P(SdpaSweep, MatchesDoublePrecisionReference) {
   EXPECT_LT(RelError(no_weights->output, ref->output), w.Tolerance());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, SdpaSweep,
-    testing::Combine(testing::ValuesIn(kShapes),
-                     testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeyLengths,
-                                     MaskKind::kKeepLqLk, MaskKind::kKeepB11Lk,
-                                     MaskKind::kKeepFull, MaskKind::kAll),
-                     testing::Bool(), testing::Values("avx2", "avx512")),
-    [](const auto& p) {
-      return std::get<0>(p.param).name + "_" + MaskName(std::get<1>(p.param)) +
-             (std::get<2>(p.param) ? "_Strided_" : "_Dense_") + std::get<3>(p.param);
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, SdpaSweep,
+                         testing::Combine(testing::ValuesIn(kShapes),
+                                          testing::Values(MaskKind::kNone, MaskKind::kCausal,
+                                                          MaskKind::kKeyLengths,
+                                                          MaskKind::kKeepLqLk, MaskKind::kKeepB11Lk,
+                                                          MaskKind::kKeepFull, MaskKind::kAll),
+                                          testing::Bool(), testing::Values("avx2", "avx512")),
+                         [](const auto& p) {
+                           return std::get<0>(p.param).name + "_" + MaskName(std::get<1>(p.param)) +
+                                  (std::get<2>(p.param) ? "_Strided_" : "_Dense_") +
+                                  std::get<3>(p.param);
+                         });
 
 // Narrow heads (Dk, Dv of 1..5) over a long Lk that crosses key tiles, from
 // one query row to several query tiles: valid input always computes (a
@@ -240,15 +243,16 @@ TEST_P(SdpaNarrowDims, MatchesReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Sweep, SdpaNarrowDims,
-    testing::Combine(testing::Values(1, 2, 3, 5), testing::Values(1, 2, 3, 5),
-                     testing::Values(1, 4, 32, 33), testing::Values(1, 2), testing::Bool()),
-    [](const auto& p) {
-      return absl::StrCat("Dk", std::get<0>(p.param), "Dv", std::get<1>(p.param), "Lq",
-                          std::get<2>(p.param), "G", std::get<3>(p.param),
-                          std::get<4>(p.param) ? "Causal" : "");
-    });
+INSTANTIATE_TEST_SUITE_P(Sweep, SdpaNarrowDims,
+                         testing::Combine(testing::Values(1, 2, 3, 5), testing::Values(1, 2, 3, 5),
+                                          testing::Values(1, 4, 32, 33), testing::Values(1, 2),
+                                          testing::Bool()),
+                         [](const auto& p) {
+                           return absl::StrCat("Dk", std::get<0>(p.param), "Dv",
+                                               std::get<1>(p.param), "Lq", std::get<2>(p.param),
+                                               "G", std::get<3>(p.param),
+                                               std::get<4>(p.param) ? "Causal" : "");
+                         });
 
 // Non-finite inputs propagate as the reference does (core/sdpa.h), on every
 // path the planner picks: the same elements are NaN as in the double
@@ -454,7 +458,7 @@ struct BadInput {
   std::string name;
   std::vector<int64_t> q, k, v;
   MaskSpec mask;
-  std::string field;  // the message names it
+  std::string field;   // the message names it
   std::string detail;  // and says what was expected / what came
 };
 
@@ -488,24 +492,190 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(
         BadInput{"QueryRank3", {2, 4, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, {}, "query", "rank 4"},
         BadInput{"ZeroLq", {2, 4, 0, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, {}, "query", ">= 1"},
-        BadInput{"KeyBatch", {2, 4, 3, 8}, {3, 4, 5, 8}, {2, 4, 5, 8}, {}, "key", "expected 2, got 3"},
+        BadInput{
+            "KeyBatch", {2, 4, 3, 8}, {3, 4, 5, 8}, {2, 4, 5, 8}, {}, "key", "expected 2, got 3"},
         BadInput{"KeyDk", {2, 4, 3, 8}, {2, 4, 5, 7}, {2, 4, 5, 8}, {}, "key", "expected 8, got 7"},
         BadInput{"HkvNotDividing", {2, 6, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, {}, "key", "Hkv = 4"},
-        BadInput{"ValueHeads", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 2, 5, 8}, {}, "value", "expected 4, got 2"},
-        BadInput{"ValueLk", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 6, 8}, {}, "value", "expected 5, got 6"},
-        BadInput{"KeyLengthsCount", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Lengths({5}),
-                 "mask.key_lengths", "expected 2 entries"},
-        BadInput{"KeyLengthZero", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Lengths({5, 0}),
-                 "mask.key_lengths[1]", "expected 1..5"},
-        BadInput{"KeyLengthTooLong", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Lengths({6, 1}),
-                 "mask.key_lengths[0]", "got 6"},
-        BadInput{"KeepNotBroadcastable", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8},
-                 Keep({3, 4}, 12), "mask.keep", "must be 1 or 5"},
-        BadInput{"KeepRank5", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Keep({1, 2, 4, 3, 5}, 120),
-                 "mask.keep", "rank <= 4"},
-        BadInput{"KeepShortData", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Keep({3, 5}, 14),
-                 "mask.keep", "needs 15 elements, got 14"}),
+        BadInput{"ValueHeads",
+                 {2, 4, 3, 8},
+                 {2, 4, 5, 8},
+                 {2, 2, 5, 8},
+                 {},
+                 "value",
+                 "expected 4, got 2"},
+        BadInput{
+            "ValueLk", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 6, 8}, {}, "value", "expected 5, got 6"},
+        BadInput{"KeyLengthsCount",
+                 {2, 4, 3, 8},
+                 {2, 4, 5, 8},
+                 {2, 4, 5, 8},
+                 Lengths({5}),
+                 "mask.key_lengths",
+                 "expected 2 entries"},
+        BadInput{"KeyLengthZero",
+                 {2, 4, 3, 8},
+                 {2, 4, 5, 8},
+                 {2, 4, 5, 8},
+                 Lengths({5, 0}),
+                 "mask.key_lengths[1]",
+                 "expected 1..5"},
+        BadInput{"KeyLengthTooLong",
+                 {2, 4, 3, 8},
+                 {2, 4, 5, 8},
+                 {2, 4, 5, 8},
+                 Lengths({6, 1}),
+                 "mask.key_lengths[0]",
+                 "got 6"},
+        BadInput{"KeepNotBroadcastable",
+                 {2, 4, 3, 8},
+                 {2, 4, 5, 8},
+                 {2, 4, 5, 8},
+                 Keep({3, 4}, 12),
+                 "mask.keep",
+                 "must be 1 or 5"},
+        BadInput{"KeepRank5",
+                 {2, 4, 3, 8},
+                 {2, 4, 5, 8},
+                 {2, 4, 5, 8},
+                 Keep({1, 2, 4, 3, 5}, 120),
+                 "mask.keep",
+                 "rank <= 4"},
+        BadInput{"KeepShortData",
+                 {2, 4, 3, 8},
+                 {2, 4, 5, 8},
+                 {2, 4, 5, 8},
+                 Keep({3, 5}, 14),
+                 "mask.keep",
+                 "needs 15 elements, got 14"}),
     [](const auto& p) { return p.param.name; });
+
+// bf16 compute on every path and mask kind. Q·Kᵀ of bf16 operands is exact
+// products summed in float32, so the weights match the reference computed on
+// the rounded operands to float32 rounding; the output differs from it only
+// by the GEMM paths' rounding of P to bf16 before P·V (2^-9 relative per
+// probability).
+constexpr double kBf16Bound = 1e-2;          // the precision contract
+constexpr double kBf16RoundedPBound = 5e-3;  // P's rounding alone
+
+SdpaOptions Bf16Options(bool weights) {
+  SdpaOptions options{0.0f, weights};
+  options.compute_dtype = DType::kBfloat16;
+  return options;
+}
+
+std::vector<uint16_t> ToBf16(const std::vector<float>& x) {
+  std::vector<uint16_t> out(x.size());
+  FloatToBfloat16(x.data(), out.data(), static_cast<int64_t>(x.size()));
+  return out;
+}
+
+class SdpaBf16Sweep : public testing::TestWithParam<std::tuple<Workload, MaskKind>> {};
+
+TEST_P(SdpaBf16Sweep, IsWithinTheBf16BoundsOfTheReference) {
+  const auto& [w, mask_kind] = GetParam();
+  const Tensor q = RandomTensor({w.b, w.hq, w.lq, w.dk}, 1);
+  const Tensor k = RandomTensor({w.b, w.hkv, w.lk, w.dk}, 2);
+  const Tensor v = RandomTensor({w.b, w.hkv, w.lk, w.dv}, 3);
+  const MaskSpec mask = MakeMask(mask_kind, w, 4);
+  auto ref = AttendReference(q, k, v, mask, {0.0f, true});
+  ASSERT_OK(ref);
+  auto rounded = AttendReference(q, k, v, mask, Bf16Options(true));
+  ASSERT_OK(rounded);
+  for (bool weights : {true, false}) {
+    SCOPED_TRACE(weights ? "with weights" : "without weights");
+    auto got = Attend(q, k, v, mask, Bf16Options(weights));
+    ASSERT_OK(got);
+    // Random operands over thousands of keys average to small outputs: there
+    // the operands' rounding alone may pass the contract's bound (which the
+    // golden cases hold), and the result is no further than it, plus P's.
+    EXPECT_LT(RelError(got->output, ref->output),
+              std::max(kBf16Bound, RelError(rounded->output, ref->output)) + kBf16RoundedPBound);
+    EXPECT_LT(RelError(got->output, rounded->output), kBf16RoundedPBound);
+    if (weights) {
+      EXPECT_LT(RelError(got->weights, rounded->weights), w.Tolerance());
+    }
+  }
+  // Operands held in bf16 and strided ([B, L, H, D] storage): the same
+  // bounds through SdpaBf16.
+  const Strided qs = ToBlhd(q), ks = ToBlhd(k), vs = ToBlhd(v);
+  const std::vector<uint16_t> q16 = ToBf16(qs.storage), k16 = ToBf16(ks.storage),
+                              v16 = ToBf16(vs.storage);
+  auto bf16_view = [](const Strided& s, const std::vector<uint16_t>& data) {
+    Bf16View4 view;
+    view.data = data.data();
+    std::copy_n(s.view.dims, 4, view.dims);
+    std::copy_n(s.view.strides, 3, view.strides);
+    return view;
+  };
+  Tensor out({w.b, w.hq, w.lq, w.dv}), weights({w.b, w.hq, w.lq, w.lk});
+  ASSERT_OK(SdpaBf16(bf16_view(qs, q16), bf16_view(ks, k16), bf16_view(vs, v16), mask, 0.0f,
+                     MutView4::Of(out), weights.data()));
+  EXPECT_LT(RelError(out, rounded->output), kBf16RoundedPBound);
+  EXPECT_LT(RelError(weights, rounded->weights), w.Tolerance());
+  ASSERT_OK(SdpaBf16(bf16_view(qs, q16), bf16_view(ks, k16), bf16_view(vs, v16), mask, 0.0f,
+                     MutView4::Of(out), nullptr));
+  EXPECT_LT(RelError(out, rounded->output), kBf16RoundedPBound);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, SdpaBf16Sweep,
+    testing::Combine(testing::ValuesIn(kShapes),
+                     testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeyLengths,
+                                     MaskKind::kKeepLqLk, MaskKind::kKeepFull, MaskKind::kAll)),
+    [](const auto& p) { return std::get<0>(p.param).name + "_" + MaskName(std::get<1>(p.param)); });
+
+// Non-finite inputs propagate in bf16 compute as in the reference on the
+// rounded operands (bf16 keeps NaN and ±Inf), on every path.
+class SdpaBf16NonFinite : public testing::TestWithParam<std::tuple<PathCase, Poison, MaskKind>> {};
+
+TEST_P(SdpaBf16NonFinite, PropagatesAsTheReference) {
+  const auto& [c, poison, mask_kind] = GetParam();
+  const Workload& w = c.w;
+  Tensor q = RandomTensor({w.b, w.hq, w.lq, w.dk}, 1);
+  Tensor k = RandomTensor({w.b, w.hkv, w.lk, w.dk}, 2);
+  Tensor v = RandomTensor({w.b, w.hkv, w.lk, w.dv}, 3);
+  const MaskSpec mask = MakeMask(mask_kind, w, 4);
+  switch (poison) {
+    case Poison::kQueryNan:
+      q.data()[q.size() - w.dk + 1] = NAN;
+      break;
+    case Poison::kKeyInf:
+      k.data()[5 * w.dk] = INFINITY;
+      break;
+    case Poison::kVisibleValueNan:
+      v.data()[2 * w.dv] = NAN;
+      break;
+    case Poison::kHiddenValueNan:
+      v.data()[(w.lk - 1) * w.dv] = NAN;
+      break;
+  }
+  auto ref = AttendReference(q, k, v, mask, Bf16Options(true));
+  ASSERT_OK(ref);
+  auto r = Attend(q, k, v, mask, Bf16Options(c.weights));
+  ASSERT_OK(r);
+  ExpectSameNansAndClose(r->output, ref->output, kBf16RoundedPBound, "output");
+  if (c.weights) {
+    ExpectSameNansAndClose(r->weights, ref->weights, w.Tolerance(), "weights");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Paths, SdpaBf16NonFinite,
+    testing::Combine(
+        testing::Values(
+            PathCase{internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, false},
+            PathCase{internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, true},
+            PathCase{internal::SdpaPath::kWholeRows, {"w", 1, 2, 1, 64, 300, 16, 8}, false},
+            PathCase{internal::SdpaPath::kFlash, {"f", 1, 2, 1, 64, 3000, 16, 8}, false},
+            PathCase{internal::SdpaPath::kWeights, {"s", 1, 2, 1, 64, 300, 16, 8}, true}),
+        testing::Values(Poison::kQueryNan, Poison::kKeyInf, Poison::kVisibleValueNan,
+                        Poison::kHiddenValueNan),
+        testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeepLqLk)),
+    [](const auto& p) {
+      const PathCase& c = std::get<0>(p.param);
+      return std::string(internal::SdpaPathName(c.path)) + (c.weights ? "Weights_" : "_") +
+             PoisonName(std::get<1>(p.param)) + "_" + MaskName(std::get<2>(p.param));
+    });
 
 TEST(Sdpa, FlopsCountCausalAsVisiblePairs) {
   EXPECT_DOUBLE_EQ(SdpaFlops(1, 1, 4, 4, 8, 8, false), 2.0 * 16 * 16);
