@@ -61,8 +61,7 @@ struct KernelTable {
   //          dot product by the scale, accumulate weights row j by
   //          p[i][j] · scale_j.
   // Row counts nr as scores (>= 1) and accumulate (1..7). Reads no element
-  // past a row's dk (dv) elements. The AVX-512 table's kBf16, kF16 and kI8
-  // entries are the AVX2 build's.
+  // past a row's dk (dv) elements.
   void (*scores_kv[kKvElems])(int64_t nr, const float* const* q, int64_t dk, KvRows k, int64_t n,
                               float* const* s);
   void (*accumulate_kv[kKvElems])(int64_t nr, const float* const* p, KvRows v, int64_t n,
