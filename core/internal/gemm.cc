@@ -245,6 +245,64 @@ void SmallRowsBf16(const float* a, int64_t m, int64_t k, const uint16_t* w, int6
   }
 }
 
+// SmallRowsBf16 on a CPU with AVX512_BF16 (Bf16MatmulAvailable): A in bf16
+// too (dense [M, K], the rounded A), and vdpbf16ps multiplies pairs of
+// elements of A and the weight rows, adding into float32 lanes, so neither
+// operand is widened. Weight rows four at a time, a chunk of K at a time
+// (8 KiB, read from L1 by each group of four rows of A).
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void SmallRowsDpBf16(
+    const uint16_t* a, int64_t m, int64_t k, const uint16_t* w, int64_t ldw, int64_t n, float* c,
+    int64_t ldc, const float* bias, bool accumulate) {
+  constexpr int64_t kRows = 4, kChunk = 1024, kGroup = 4;
+  const int64_t blocks = (n + kRows - 1) / kRows;
+  const bool parallel = !omp_in_parallel() && blocks > 1 && m * n * k > (int64_t{1} << 18);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t n0 = blk * kRows, nr = std::min(kRows, n - n0);
+    float sums[kSmallRowsMax][kRows] = {};
+    for (int64_t k0 = 0; k0 < k; k0 += kChunk) {
+      const int64_t kc = std::min(kChunk, k - k0);
+      for (int64_t i0 = 0; i0 < m; i0 += kGroup) {
+        const int64_t mi = std::min(kGroup, m - i0);
+        __m512 acc[kGroup][kRows];
+        for (int64_t i = 0; i < kGroup; ++i)
+          for (int64_t j = 0; j < kRows; ++j) acc[i][j] = _mm512_setzero_ps();
+        for (int64_t t = 0; t < kc; t += 32) {
+          const int64_t rem = std::min<int64_t>(32, kc - t);
+          const __mmask32 lanes = rem == 32 ? ~__mmask32{0} : (__mmask32{1} << rem) - 1;
+          __m512bh wv[kRows];
+          for (int64_t j = 0; j < kRows; ++j) {
+            wv[j] = j < nr ? (__m512bh)_mm512_maskz_loadu_epi16(lanes, w + (n0 + j) * ldw + k0 + t)
+                           : (__m512bh)_mm512_setzero_si512();
+          }
+          for (int64_t i = 0; i < mi; ++i) {
+            const __m512bh xv =
+                (__m512bh)_mm512_maskz_loadu_epi16(lanes, a + (i0 + i) * k + k0 + t);
+            for (int64_t j = 0; j < kRows; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+          }
+        }
+        for (int64_t i = 0; i < mi; ++i) {
+          for (int64_t j = 0; j < nr; ++j) {
+            alignas(64) float part[16];
+            _mm512_store_ps(part, acc[i][j]);
+            float sum = 0.0f;
+            for (float x : part) sum += x;
+            sums[i0 + i][j] += sum;
+          }
+        }
+      }
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < nr; ++j) {
+        float sum = sums[i][j];
+        float* out = c + i * ldc + n0 + j;
+        if (bias != nullptr) sum += bias[n0 + j];
+        *out = accumulate ? *out + sum : sum;
+      }
+    }
+  }
+}
+
 // A bf16 product without native bf16 matmuls: B widened to float32 a panel
 // of columns at a time (about 4 MiB), each multiplied by the rounded A on
 // the float32 path.
@@ -295,6 +353,13 @@ absl::Status MatmulBf16(const Mat& a, const Mat& b, float* c, int64_t ldc, const
   }
   const std::vector<float> rounded = a.bf16 != nullptr ? WidenedRows(a) : RoundedRows(a);
   if (a.rows <= kSmallRowsMax && b.row_stride == 1 && b.col_stride >= b.rows) {
+    if (Bf16MatmulAvailable()) {
+      std::vector<uint16_t> a16(rounded.size());
+      FloatToBfloat16(rounded.data(), a16.data(), static_cast<int64_t>(rounded.size()));
+      SmallRowsDpBf16(a16.data(), a.rows, a.cols, b.bf16, b.col_stride, b.cols, c, ldc, bias,
+                      accumulate);
+      return absl::OkStatus();
+    }
     SmallRowsBf16(rounded.data(), a.rows, a.cols, b.bf16, b.col_stride, b.cols, c, ldc, bias,
                   accumulate);
     return absl::OkStatus();

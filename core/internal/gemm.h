@@ -53,7 +53,8 @@ struct WeightRef {
 // bfloat16 first (as a bf16 GEMM's source), products accumulate in
 // float32. Where oneDNN has a native bf16 matmul (Bf16MatmulAvailable) it
 // runs that, except for a few rows (decode) against an nn.Linear weight,
-// which a kernel of ours reads once, converting in registers; elsewhere B is
+// which a kernel of ours reads once (multiplying bf16 pairs with vdpbf16ps
+// there, else widening in registers); elsewhere B is
 // widened to float32 a panel at a time for the float32 matmul. A may be
 // bf16 too (then B must be): both go to oneDNN as they are where it has the
 // native matmul, else A is widened as above.
