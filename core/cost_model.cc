@@ -12,7 +12,7 @@ double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int6
   const double q = static_cast<double>(lq), k = static_cast<double>(lk);
   // Causal, bottom-right: query i sees min(i + Lk - Lq + 1, Lk) keys, at
   // least 0; in closed form (no loop over Lq, no int64 products).
-  const double pairs = !causal ? q * k
+  const double pairs = !causal    ? q * k
                        : lq <= lk ? q * (k - q + 1) + q * (q - 1) / 2
                                   : k * (k + 1) / 2;
   return 2.0 * static_cast<double>(b) * static_cast<double>(hq) * pairs *
@@ -21,7 +21,8 @@ double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int6
 
 double LayerFlops(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk, int64_t kv_projected,
                   bool causal, MlaForm form) {
-  const double rows_q = static_cast<double>(b) * lq, rows_kv = static_cast<double>(b) * kv_projected;
+  const double rows_q = static_cast<double>(b) * lq,
+               rows_kv = static_cast<double>(b) * kv_projected;
   const double d = static_cast<double>(c.d_model);
   if (c.variant != Variant::kMla) {
     const int64_t hq = NumQueryHeads(c), hkv = NumKvHeads(c);
@@ -35,9 +36,8 @@ double LayerFlops(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk, int6
     return f;
   }
   const double h = static_cast<double>(c.num_heads), dn = static_cast<double>(c.qk_nope_head_dim),
-               dr = static_cast<double>(c.qk_rope_head_dim),
-               dv = static_cast<double>(c.v_head_dim), r = static_cast<double>(c.kv_lora_rank),
-               qr = static_cast<double>(c.q_lora_rank);
+               dr = static_cast<double>(c.qk_rope_head_dim), dv = static_cast<double>(c.v_head_dim),
+               r = static_cast<double>(c.kv_lora_rank), qr = static_cast<double>(c.q_lora_rank);
   double f = c.q_lora_rank > 0 ? 2.0 * rows_q * (d * qr + qr * h * (dn + dr))
                                : 2.0 * rows_q * d * h * (dn + dr);
   f += 2.0 * rows_kv * d * (r + dr);  // kv_a_proj_with_mqa
@@ -46,9 +46,9 @@ double LayerFlops(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk, int6
          SdpaFlops(b, c.num_heads, lq, lk, c.kv_lora_rank + c.qk_rope_head_dim, c.kv_lora_rank,
                    causal);
   } else {
-    f += 2.0 * rows_kv * r * h * (dn + dv) +
-         SdpaFlops(b, c.num_heads, lq, lk, c.qk_nope_head_dim + c.qk_rope_head_dim, c.v_head_dim,
-                   causal);
+    f += 2.0 * rows_kv * r * h * (dn + dv) + SdpaFlops(b, c.num_heads, lq, lk,
+                                                       c.qk_nope_head_dim + c.qk_rope_head_dim,
+                                                       c.v_head_dim, causal);
   }
   return f + 2.0 * rows_q * h * dv * d;  // o_proj
 }
@@ -63,9 +63,10 @@ int64_t ForwardWorkingBytes(const ModuleConfig& c, int64_t b, int64_t lq, int64_
     const double dq = static_cast<double>(c.qk_nope_head_dim + c.qk_rope_head_dim);
     const double dl = static_cast<double>(c.kv_lora_rank + c.qk_rope_head_dim);
     const double dkv = static_cast<double>(c.qk_nope_head_dim + c.v_head_dim);
-    floats += rows_q * (h * dq + static_cast<double>(c.q_lora_rank) + h * dl) +
-              rows_k * (dl + h * dkv + h * dq) +
-              rows_q * h * (static_cast<double>(c.v_head_dim) + static_cast<double>(c.kv_lora_rank));
+    floats +=
+        rows_q * (h * dq + static_cast<double>(c.q_lora_rank) + h * dl) +
+        rows_k * (dl + h * dkv + h * dq) +
+        rows_q * h * (static_cast<double>(c.v_head_dim) + static_cast<double>(c.kv_lora_rank));
   } else {
     const double hkv = static_cast<double>(NumKvHeads(c));
     const double dqk = static_cast<double>(HeadDimK(c)), dv = static_cast<double>(HeadDimV(c));
@@ -82,8 +83,7 @@ absl::StatusOr<CostEstimate> EstimateCosts(const ModuleConfig& config, int64_t b
   ATTN_RETURN_IF_ERROR(ValidateConfig(config));
   constexpr int64_t kMax = int64_t{1} << 31;
   if (batch < 0 || batch > kMax) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("batch: expected 0..", kMax, ", got ", batch));
+    return absl::InvalidArgumentError(absl::StrCat("batch: expected 0..", kMax, ", got ", batch));
   }
   if (seq_len < 0 || seq_len > kMax) {
     return absl::InvalidArgumentError(
@@ -93,15 +93,15 @@ absl::StatusOr<CostEstimate> EstimateCosts(const ModuleConfig& config, int64_t b
   e.parameters = ParameterCount(config);
   e.kv_cache_bytes_per_token = KvCacheBytesPerToken(config);
   if (batch != 0 && seq_len != 0 && e.kv_cache_bytes_per_token > INT64_MAX / batch / seq_len) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "seq_len: kv_cache_bytes = ", e.kv_cache_bytes_per_token, " x batch ", batch, " x ",
-        seq_len, " overflows int64"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_len: kv_cache_bytes = ", e.kv_cache_bytes_per_token, " x batch ", batch,
+                     " x ", seq_len, " overflows int64"));
   }
   e.kv_cache_bytes = e.kv_cache_bytes_per_token * batch * seq_len;
   e.prefill_flops = LayerFlops(config, batch, seq_len, seq_len, seq_len, true, MlaForm::kNaive);
-  e.decode_flops_per_token = LayerFlops(config, 1, 1, seq_len + 1, 1, true,
-                                        config.variant == Variant::kMla ? MlaForm::kAbsorbed
-                                                                        : MlaForm::kNaive);
+  e.decode_flops_per_token =
+      LayerFlops(config, 1, 1, seq_len + 1, 1, true,
+                 config.variant == Variant::kMla ? MlaForm::kAbsorbed : MlaForm::kNaive);
   return e;
 }
 

@@ -34,7 +34,7 @@ struct CostEstimate {
   int64_t parameters = 0;
   int64_t kv_cache_bytes_per_token = 0;  // one batch row, float32
   int64_t kv_cache_bytes = 0;            // per_token × batch × seq_len
-  double prefill_flops = 0;   // causal self-attention Forward of [batch, seq_len, d_model]
+  double prefill_flops = 0;           // causal self-attention Forward of [batch, seq_len, d_model]
   double decode_flops_per_token = 0;  // one row, one new token after seq_len cached (MLA absorbed)
 };
 

@@ -104,6 +104,9 @@ class AttentionModule {
   // A matrix, in the dtype it is held in.
   internal::WeightRef Matrix(const std::string& name) const;
   bool bf16_compute() const { return config_.compute_dtype == DType::kBfloat16; }
+  // Sdpa's compute dtype for the attention of Forward (its operands, the
+  // projections, are already rounded to bf16 in bf16 compute).
+  DType attention_dtype() const { return bf16_compute() ? DType::kBfloat16 : DType::kFloat32; }
 
  private:
   struct Bf16Matrix {

@@ -76,7 +76,8 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
   array.descr = std::string(absl::StripSuffix(absl::StripPrefix(descr, "'"), "'"));
   ATTN_ASSIGN_OR_RETURN(std::string fortran, HeaderValue(header, "fortran_order", path));
   if (fortran != "False") {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": Fortran-order arrays are not supported"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": Fortran-order arrays are not supported"));
   }
   ATTN_ASSIGN_OR_RETURN(std::string shape, HeaderValue(header, "shape", path));
   shape = std::string(absl::StripSuffix(absl::StripPrefix(shape, "("), ")"));
@@ -94,12 +95,13 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
   const int esize = ElementSize(array.descr);
   const int64_t n = NumElements(array.shape);
   if (esize <= 0 || n < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": unsupported dtype '", array.descr, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": unsupported dtype '", array.descr, "'"));
   }
   const size_t nbytes = static_cast<size_t>(n) * esize;
   if (content.size() - offset - header_len < nbytes) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": data shorter than shape ",
-                                                   ShapeString(array.shape), " needs"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": data shorter than shape ", ShapeString(array.shape), " needs"));
   }
   array.bytes.assign(content.begin() + offset + header_len,
                      content.begin() + offset + header_len + nbytes);
@@ -144,10 +146,12 @@ absl::Status WriteNpyRaw(const std::string& path, const std::string& descr,
   std::string shape_str = "(";
   for (int64_t d : shape) absl::StrAppend(&shape_str, d, ", ");
   if (shape.size() > 1) shape_str.resize(shape_str.size() - 1);  // "(2, 3)" not "(2, 3, )"
-  if (shape.size() > 1) shape_str.back() = ')';
-  else shape_str = shape.empty() ? "()" : absl::StrCat("(", shape[0], ",)");
-  std::string header = absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': ",
-                                    shape_str, ", }");
+  if (shape.size() > 1)
+    shape_str.back() = ')';
+  else
+    shape_str = shape.empty() ? "()" : absl::StrCat("(", shape[0], ",)");
+  std::string header =
+      absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': ", shape_str, ", }");
   // Pad so that the data starts at a multiple of 64 bytes; end with '\n'.
   const size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');

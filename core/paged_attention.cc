@@ -54,8 +54,9 @@ internal::Mat RunRows(const KvLayout& layout, const KvRun& run, int64_t n, int64
 
 }  // namespace
 
-absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
-                       const MutView4& out) {
+absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, const MutView4& out,
+                       DType compute) {
+  const bool round_p = compute == DType::kBfloat16;
   using internal::Mat;
   const KvLayout& layout = cache.layout();
   const int64_t batch = q.dims[0], hq = q.dims[1], t_new = q.dims[2], dk = q.dims[3];
@@ -137,8 +138,13 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
                                     scores.data() + j, lk);
           j += n;
         }
+        // Softmax without the division (P·V's rows are divided after, as
+        // Sdpa's whole-row path does, which rounds the same P for bf16).
+        float sums[kPagedRowTile];
         for (int64_t i = 0; i < nr && status.ok(); ++i) {
-          internal::MaskedSoftmaxRow(scores.data() + i * lk, kmax, scale, visible[i], nullptr, 0);
+          sums[i] = internal::UnnormalizedSoftmaxRow(scores.data() + i * lk, kmax, scale,
+                                                     visible[i], nullptr, 0);
+          if (round_p) RoundToBfloat16(scores.data() + i * lk, kmax);
         }
         std::fill(acc.begin(), acc.begin() + nr * dv, 0.0f);
         for (int64_t j = 0; j < kmax && status.ok();) {
@@ -151,7 +157,8 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
           j += n;
         }
         for (int64_t i = 0; i < nr && status.ok(); ++i) {
-          std::memcpy(o0 + i * os, acc.data() + i * dv, dv * sizeof(float));
+          const float inv = 1.0f / sums[i];
+          for (int64_t x = 0; x < dv; ++x) o0[i * os + x] = acc[i * dv + x] * inv;
         }
       } else {
         // Decode: each cached key and value row is read once for all rows
@@ -179,7 +186,7 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale,
               return internal::RowRun{run.data, run.stride, run.count, run.scales,
                                       run.scale_stride};
             },
-            s_rows, acc.data(), o_rows, /*weights_out=*/false, ElemOf(layout.dtype));
+            s_rows, acc.data(), o_rows, /*weights_out=*/false, ElemOf(layout.dtype), round_p);
       }
       if (!status.ok()) {
         std::lock_guard<std::mutex> lock(error_mu);

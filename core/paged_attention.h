@@ -36,8 +36,11 @@ inline constexpr int64_t kPagedRowTile = 32;
 // (cancellation.h), polled between tiles, says so, leaving the output
 // partly written. Runs on the compute threads (threading.h); the cache is
 // only read, so several calls may share one cache.
+// With `compute` kBfloat16 (a bf16 layer's decode: its queries already
+// rounded) the probabilities are rounded to bf16 before P·V, as Sdpa's bf16
+// products round them (sdpa.h).
 absl::Status PagedSdpa(const View4& query, const PagedKvCache& cache, float scale,
-                       const MutView4& output);
+                       const MutView4& output, DType compute = DType::kFloat32);
 
 }  // namespace attention
 

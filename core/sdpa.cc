@@ -213,14 +213,22 @@ absl::Status RoundedSdpa(Fn fn, const View4& q, const View4& k, const View4& v,
             weights);
 }
 
+// The float32 kernel; with round_p (operands already rounded to bf16, no
+// native bf16 matmul) P is rounded to bf16 before P·V as well.
+absl::Status SdpaF32(const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
+                     float scale, const MutView4& out, float* weights, bool round_p) {
+  ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
+  internal::SdpaCall call(q, k, v, out, weights, mask, ResolvedScale(scale, q.dims[3]),
+                          PlanFor(q, k, v, weights != nullptr));
+  call.round_p = round_p;
+  return RunCall(call);
+}
+
 }  // namespace
 
 absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask, float scale,
                   const MutView4& out, float* weights) {
-  ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
-  const internal::SdpaCall call(q, k, v, out, weights, mask, ResolvedScale(scale, q.dims[3]),
-                                PlanFor(q, k, v, weights != nullptr));
-  return RunCall(call);
+  return SdpaF32(q, k, v, mask, scale, out, weights, /*round_p=*/false);
 }
 
 absl::Status SdpaBf16(const Bf16View4& q, const Bf16View4& k, const Bf16View4& v,
@@ -231,8 +239,8 @@ absl::Status SdpaBf16(const Bf16View4& q, const Bf16View4& k, const Bf16View4& v
   if (!internal::Bf16MatmulAvailable() && !FewRowsOnly(plan)) {
     // No bf16 GEMM here: the float32 one on the widened (exact) operands.
     const std::vector<float> qw = WidenedCopy(q), kw = WidenedCopy(k), vw = WidenedCopy(v);
-    return Sdpa(DenseOf(qw, q.dims), DenseOf(kw, k.dims), DenseOf(vw, v.dims), mask, scale, out,
-                weights);
+    return SdpaF32(DenseOf(qw, q.dims), DenseOf(kw, k.dims), DenseOf(vw, v.dims), mask, scale, out,
+                   weights, /*round_p=*/true);
   }
   const internal::SdpaCall call(qs, ks, vs, out, weights, mask, ResolvedScale(scale, q.dims[3]),
                                 plan, internal::Bf16Operands{q.data, k.data, v.data});
@@ -249,9 +257,10 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
     return SdpaBf16(DenseOf(q16, q.dims), DenseOf(k16, k.dims), DenseOf(v16, v.dims), mask, scale,
                     out, weights);
   }
-  using SdpaFn = absl::Status (*)(const View4&, const View4&, const View4&, const MaskSpec&, float,
-                                  const MutView4&, float*);
-  return RoundedSdpa(static_cast<SdpaFn>(Sdpa), q, k, v, mask, scale, out, weights);
+  auto rounded_p = [](const View4& qr, const View4& kr, const View4& vr, const MaskSpec& m, float s,
+                      const MutView4& o,
+                      float* w) { return SdpaF32(qr, kr, vr, m, s, o, w, /*round_p=*/true); };
+  return RoundedSdpa(rounded_p, q, k, v, mask, scale, out, weights);
 }
 
 absl::Status SdpaReference(const View4& q, const View4& k, const View4& v, const MaskSpec& mask,

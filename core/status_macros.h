@@ -7,10 +7,10 @@
 #include "absl/status/statusor.h"
 
 // Returns the status from the enclosing function if `expr` is not OK.
-#define ATTN_RETURN_IF_ERROR(expr)                 \
-  do {                                             \
-    ::absl::Status attn_status_ = (expr);          \
-    if (!attn_status_.ok()) return attn_status_;   \
+#define ATTN_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status attn_status_ = (expr);        \
+    if (!attn_status_.ok()) return attn_status_; \
   } while (false)
 
 #define ATTN_CONCAT_INNER_(a, b) a##b

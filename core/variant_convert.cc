@@ -14,8 +14,8 @@ using internal::Mat;
 
 absl::Status CheckMha(const AttentionModule& m) {
   if (m.config().variant != Variant::kMha) {
-    return absl::InvalidArgumentError(absl::StrCat("module: expected an mha layer, got ",
-                                                   VariantFieldName(m.config().variant)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("module: expected an mha layer, got ", VariantFieldName(m.config().variant)));
   }
   return absl::OkStatus();
 }
@@ -67,8 +67,8 @@ absl::StatusOr<DerivedModule> PoolKvHeads(const AttentionModule& mha, int64_t kv
   ATTN_RETURN_IF_ERROR(CheckMha(mha));
   const ModuleConfig& c = mha.config();
   if (kv_heads < 1 || c.num_heads % kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("kv_heads: must divide num_heads = ",
-                                                   c.num_heads, ", got ", kv_heads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_heads: must divide num_heads = ", c.num_heads, ", got ", kv_heads));
   }
   DerivedModule out;
   out.config = c;
@@ -147,12 +147,13 @@ absl::StatusOr<DerivedModule> LowRankMla(const AttentionModule& mha, int64_t r, 
   // Mean RMS of the latent over the calibration rows sets the norm weight.
   const int64_t n = calibration.dim(0);
   Tensor lat({n, r});
-  ATTN_RETURN_IF_ERROR(internal::Linear(calibration.data(), n, d, d, down.data(), r, nullptr,
-                                        lat.data(), r));
+  ATTN_RETURN_IF_ERROR(
+      internal::Linear(calibration.data(), n, d, d, down.data(), r, nullptr, lat.data(), r));
   double rms_sum = 0;
   for (int64_t i = 0; i < n; ++i) {
     double s = 0;
-    for (int64_t j = 0; j < r; ++j) s += static_cast<double>(lat.data()[i * r + j]) * lat.data()[i * r + j];
+    for (int64_t j = 0; j < r; ++j)
+      s += static_cast<double>(lat.data()[i * r + j]) * lat.data()[i * r + j];
     rms_sum += std::sqrt(s / r + 1e-6);
   }
   const float rho = static_cast<float>(rms_sum / n);

@@ -130,7 +130,7 @@ class LatentAttention final : public AttentionModule {
     ov.data = attn.data();
     ov.dims[0] = in.batch, ov.dims[1] = h, ov.dims[2] = in.lq, ov.dims[3] = dv;
     ov.strides[0] = in.lq * h * dv, ov.strides[1] = dv, ov.strides[2] = h * dv;
-    return Sdpa(qv, kv4, vv, mask, Scale(), ov, weights);
+    return Sdpa(qv, kv4, vv, mask, Scale(), ov, weights, attention_dtype());
   }
 
   // W_UK folded into the query, attention over the latent (one shared kv
@@ -146,8 +146,8 @@ class LatentAttention final : public AttentionModule {
     const View4 kv = Strided(latent.data(), in.batch, 1, in.lk, dl, in.lk * dl, in.lk * dl, dl);
     const View4 vv = Strided(latent.data(), in.batch, 1, in.lk, r, in.lk * dl, in.lk * dl, dl);
     Tensor out_latent({mq, h * r});
-    ATTN_RETURN_IF_ERROR(
-        Sdpa(qv, kv, vv, mask, Scale(), LatentOutView(out_latent, in.batch, in.lq), weights));
+    ATTN_RETURN_IF_ERROR(Sdpa(qv, kv, vv, mask, Scale(), LatentOutView(out_latent, in.batch, in.lq),
+                              weights, attention_dtype()));
     return ExpandLatent(out_latent, mq, attn);
   }
 
@@ -179,7 +179,7 @@ class LatentAttention final : public AttentionModule {
     Tensor out_latent({m, h * r});
     ATTN_RETURN_IF_ERROR(
         PagedSdpa(Strided(qa.data(), batch, h, t_new, dl, t_new * h * dl, dl, h * dl), cache,
-                  Scale(), LatentOutView(out_latent, batch, t_new)));
+                  Scale(), LatentOutView(out_latent, batch, t_new), attention_dtype()));
     Tensor attn({m, h * dv});
     ATTN_RETURN_IF_ERROR(ExpandLatent(out_latent, m, attn));
     Tensor y({batch, t_new, d});

@@ -15,8 +15,7 @@ namespace attention::internal {
 
 // The layer of a valid mla config over its checked weights
 // (AttentionModule::Create checks both).
-std::unique_ptr<AttentionModule> MakeLatentAttention(const ModuleConfig& config,
-                                                     WeightMap weights);
+std::unique_ptr<AttentionModule> MakeLatentAttention(const ModuleConfig& config, WeightMap weights);
 
 }  // namespace attention::internal
 

@@ -12,16 +12,14 @@ namespace {
 absl::Status CheckInput(const ConstTensorRef& t, const char* field, int64_t d_model) {
   if (t.rank() != 3 || t.dim(0) < 1 || t.dim(1) < 1 || t.dim(2) != d_model) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": expected [B, L, d_model = ", d_model,
-                                                   "] with B, L >= 1, got ",
-                                                   ShapeString(t.shape)));
+                                                   "] with B, L >= 1, got ", ShapeString(t.shape)));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<LayerInputs> ResolveInputs(const ForwardInput& in, int64_t d_model,
-                                          bool single_kv) {
+absl::StatusOr<LayerInputs> ResolveInputs(const ForwardInput& in, int64_t d_model, bool single_kv) {
   if (!in.query.present) return absl::InvalidArgumentError("query: required");
   LayerInputs r;
   r.query = &in.query;
@@ -34,8 +32,8 @@ absl::StatusOr<LayerInputs> ResolveInputs(const ForwardInput& in, int64_t d_mode
   r.lq = r.query->dim(1);
   r.lk = r.key->dim(1);
   if (r.key->dim(0) != r.batch) {
-    return absl::InvalidArgumentError(absl::StrCat("key: dim 0 (B) expected ", r.batch,
-                                                   " (as query), got ", r.key->dim(0)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("key: dim 0 (B) expected ", r.batch, " (as query), got ", r.key->dim(0)));
   }
   if (r.value->dim(0) != r.batch || r.value->dim(1) != r.lk) {
     return absl::InvalidArgumentError(absl::StrCat("value: expected [B, Lk] = [", r.batch, ", ",

@@ -24,8 +24,7 @@ struct LayerInputs {
 // INVALID_ARGUMENT naming "query", "key" or "value" for a missing query or
 // inconsistent shapes; `single_kv` (mla) also refuses a value that differs
 // from the key.
-absl::StatusOr<LayerInputs> ResolveInputs(const ForwardInput& in, int64_t d_model,
-                                          bool single_kv);
+absl::StatusOr<LayerInputs> ResolveInputs(const ForwardInput& in, int64_t d_model, bool single_kv);
 
 // Where a result of `shape` goes: the caller's buffer when given (already
 // sized), else `owned`, allocated to `shape`.

@@ -67,7 +67,8 @@ class ProjectedAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(Sdpa(HeadsView(q.data(), in.batch, hq_, in.lq, dqk_),
                               HeadsView(k.data(), in.batch, hkv_, in.lk, dqk_),
                               HeadsView(v.data(), in.batch, hkv_, in.lk, dv_), input.mask, 0.0f,
-                              MutHeadsView(attn, in.batch, hq_, in.lq, dv_), weights));
+                              MutHeadsView(attn, in.batch, hq_, in.lq, dv_), weights,
+                              attention_dtype()));
     result.flops = LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, MlaForm::kNaive);
     if (o_.empty()) return result;
     ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
@@ -113,7 +114,8 @@ class ProjectedAttention final : public AttentionModule {
     Tensor attn({batch, t_new, hq_ * dv_});
     ATTN_RETURN_IF_ERROR(PagedSdpa(HeadsView(q.data(), batch, hq_, t_new, dqk_), cache,
                                    1.0f / std::sqrt(static_cast<float>(dqk_)),
-                                   MutHeadsView(attn.data(), batch, hq_, t_new, dv_)));
+                                   MutHeadsView(attn.data(), batch, hq_, t_new, dv_),
+                                   attention_dtype()));
     if (o_.empty()) return attn;
     const int64_t d = config().d_model;
     Tensor y({batch, t_new, d});

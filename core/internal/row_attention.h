@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/dtype.h"
 #include "core/internal/kernels.h"
 #include "core/internal/softmax.h"
 
@@ -71,12 +72,15 @@ inline int64_t FewRowsScratch(int64_t nr, int64_t dk, int64_t dv) {
 // `weights_out`, `s[i]` rows hold at least kmax floats (the caller's weights
 // rows, normalised here); without, FewRowsKeyBlock(nr, dk, dv) floats each.
 // `acc` holds nr·dv.
-// The runs' rows are of type `elem`.
+// The runs' rows are of type `elem`. With `round_p` (bf16 compute) and
+// without weights_out, the probabilities are rounded to bf16 before P·V
+// (their sums are not), as the bf16 GEMM paths round them.
 template <typename KeyRuns, typename ValueRuns>
 void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, int64_t kmax,
                    const int64_t* visible, const uint8_t* const* keep, int64_t keep_stride,
                    float scale, KeyRuns keys, ValueRuns values, float* const* s, float* acc,
-                   float* const* out, bool weights_out, KvElem elem = KvElem::kF32) {
+                   float* const* out, bool weights_out, KvElem elem = KvElem::kF32,
+                   bool round_p = false) {
   const KernelTable& kernels = Kernels();
   const auto scores_kv = kernels.scores_kv[static_cast<int>(elem)];
   const auto accumulate_kv = kernels.accumulate_kv[static_cast<int>(elem)];
@@ -146,6 +150,7 @@ void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, in
       if (alpha != 1.0f) {
         for (int64_t x = 0; x < dv; ++x) acc[i * dv + x] *= alpha;
       }
+      if (round_p) RoundToBfloat16(s[i], b1 - b0);
     }
     accumulate_values(b0, b1, b0);
   }

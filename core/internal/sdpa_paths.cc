@@ -69,9 +69,18 @@ Mat QueryRows(const SdpaCall& c, int64_t b, int64_t h, int64_t i, int64_t rows, 
 
 // Probability rows p[r · ld + j] (r < m, j < n) as the A of P·V: in place
 // in float32; for a bf16 call rounded to bf16 into scratch, as a bf16
-// GEMM's source.
+// GEMM's source (with round_p, rounded in float32).
 Mat ProbRows(const SdpaCall& c, const float* p, int64_t m, int64_t n, int64_t ld,
              SdpaScratch& scratch) {
+  if (c.round_p) {
+    if (scratch.p_rounded.size() < static_cast<size_t>(m * n)) scratch.p_rounded.resize(m * n);
+    for (int64_t r = 0; r < m; ++r) {
+      float* dst = scratch.p_rounded.data() + r * n;
+      std::copy_n(p + r * ld, n, dst);
+      RoundToBfloat16(dst, n);
+    }
+    return Mat::RowMajor(scratch.p_rounded.data(), m, n, n);
+  }
   if (!c.is_bf16()) return Mat::RowMajor(p, m, n, ld);
   if (scratch.p16.size() < static_cast<size_t>(m * n)) scratch.p16.resize(m * n);
   for (int64_t r = 0; r < m; ++r) FloatToBfloat16(p + r * ld, scratch.p16.data() + r * n, n);
@@ -125,8 +134,8 @@ absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
                                : static_cast<const void*>(v.Row(job.b, job.g, j));
         return RowRun{row, v.strides[2], lk - j};
       },
-      s_rows, scratch.acc.data(), o_rows, c.weights != nullptr,
-      bf16 ? KvElem::kBf16 : KvElem::kF32);
+      s_rows, scratch.acc.data(), o_rows, c.weights != nullptr, bf16 ? KvElem::kBf16 : KvElem::kF32,
+      c.rounds_p());
   if (c.weights != nullptr) {
     for (int64_t r = 0; r < nr; ++r) FillSkippedWeights(s_rows[r], job.kmax, lk);
   }
@@ -256,22 +265,45 @@ absl::Status RunWeights(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
                  s_base + hl * s_head_stride, lk));
     }
   }
+  auto s_row = [&](int64_t row) { return s_base + row / rows * s_head_stride + row % rows * lk; };
+  // bf16: P rounded before its division by the row's sum, as on the other
+  // paths (so that a row's output does not depend on whether weights were
+  // asked for); the output and weights rows are divided after P·V.
+  const bool bf16 = c.rounds_p();
+  if (bf16 && scratch.row_sum.size() < static_cast<size_t>(m)) scratch.row_sum.resize(m);
   for (int64_t row = 0; row < m; ++row) {
     const int64_t h = job.g * group + row / rows, i = job.i0 + row % rows;
-    float* s_row = s_base + row / rows * s_head_stride + row % rows * lk;
-    MaskedSoftmaxRow(s_row, job.kmax, c.scale, VisibleKeys(*c.mask, job.b, i, lq, lk),
-                     c.keep.Row(job.b, h, i), c.keep.strides[3]);
-    FillSkippedWeights(s_row, job.kmax, lk);
+    const int64_t visible = VisibleKeys(*c.mask, job.b, i, lq, lk);
+    if (bf16) {
+      scratch.row_sum[row] = UnnormalizedSoftmaxRow(s_row(row), job.kmax, c.scale, visible,
+                                                    c.keep.Row(job.b, h, i), c.keep.strides[3]);
+    } else {
+      MaskedSoftmaxRow(s_row(row), job.kmax, c.scale, visible, c.keep.Row(job.b, h, i),
+                       c.keep.strides[3]);
+      FillSkippedWeights(s_row(row), job.kmax, lk);
+    }
   }
   if (merged) {
     float* o0 = c.out.Row(job.b, job.g * group, job.i0);
-    return Matmul(ProbRows(c, s_base, m, job.kmax, lk, scratch), vm, o0, c.o_merged);
+    ATTN_RETURN_IF_ERROR(Matmul(ProbRows(c, s_base, m, job.kmax, lk, scratch), vm, o0, c.o_merged));
+  } else {
+    for (int64_t hl = 0; hl < group; ++hl) {
+      float* o0 = c.out.Row(job.b, job.g * group + hl, job.i0);
+      ATTN_RETURN_IF_ERROR(
+          Matmul(ProbRows(c, s_base + hl * s_head_stride, rows, job.kmax, lk, scratch), vm, o0,
+                 c.out.strides[2]));
+    }
   }
-  for (int64_t hl = 0; hl < group; ++hl) {
-    float* o0 = c.out.Row(job.b, job.g * group + hl, job.i0);
-    ATTN_RETURN_IF_ERROR(
-        Matmul(ProbRows(c, s_base + hl * s_head_stride, rows, job.kmax, lk, scratch), vm, o0,
-               c.out.strides[2]));
+  if (bf16) {
+    const int64_t dv = c.v.dims[3];
+    for (int64_t row = 0; row < m; ++row) {
+      const float inv = 1.0f / scratch.row_sum[row];
+      float* o = c.out.Row(job.b, job.g * group + row / rows, job.i0 + row % rows);
+      for (int64_t x = 0; x < dv; ++x) o[x] *= inv;
+      float* w = s_row(row);
+      for (int64_t j = 0; j < job.kmax; ++j) w[j] *= inv;
+      FillSkippedWeights(w, job.kmax, lk);
+    }
   }
   return absl::OkStatus();
 }

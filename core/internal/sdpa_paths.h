@@ -41,11 +41,14 @@ struct Bf16Operands {
 // One validated Sdpa call: its operands (shapes as core/sdpa.h), the
 // resolved scale, and the plan. With bf16 operands every product is a bf16
 // one (oneDNN's bf16 matmul, or the few-rows loops reading bf16 rows), with
-// float32 accumulation and softmax; P is rounded to bf16 before P·V on the
-// GEMM paths.
+// float32 accumulation and softmax; P is rounded to bf16 before P·V (see
+// SdpaBf16 in core/sdpa.h).
 struct SdpaCall {
   View4 q, k, v;
   Bf16Operands bf16;
+  // Float32 operands already rounded to bf16 (bf16 compute without native
+  // bf16 matmuls): the probabilities are rounded to bf16 before P·V too.
+  bool round_p = false;
   MutView4 out;
   float* weights = nullptr;  // dense [B, Hq, Lq, Lk], or null
   const MaskSpec* mask = nullptr;
@@ -61,6 +64,8 @@ struct SdpaCall {
            const MaskSpec& mask, float scale, const SdpaPlan& plan, Bf16Operands bf16 = {});
 
   bool is_bf16() const { return bf16.k != nullptr; }
+  // Whether P is rounded to bf16 before P·V (either kind of bf16 call).
+  bool rounds_p() const { return round_p || is_bf16(); }
   static int64_t Offset(const View4& view, int64_t b, int64_t h, int64_t i) {
     return b * view.strides[0] + h * view.strides[1] + i * view.strides[2];
   }
@@ -75,7 +80,7 @@ struct SdpaScratch {
   // bf16 calls, sized on first use: P rounded to bf16 for P·V, the G heads'
   // query rows packed in bf16, or widened to float32 for the few-rows loops.
   std::vector<uint16_t> p16, q16_pack;
-  std::vector<float> q_wide;
+  std::vector<float> q_wide, p_rounded;
 
   explicit SdpaScratch(const SdpaPlan& plan);
 };

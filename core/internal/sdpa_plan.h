@@ -53,11 +53,11 @@ struct SdpaProblem {
 };
 
 struct SdpaPlan {
-  int64_t group = 1;       // G = Hq / Hkv
-  int64_t query_tile = 1;  // Tq
-  int64_t tiles = 1;       // query tiles per (b, g): ceil(Lq / Tq)
-  int64_t jobs = 1;        // B · Hkv · tiles
-  int team = 1;            // threads to start: min(threads, jobs)
+  int64_t group = 1;                        // G = Hq / Hkv
+  int64_t query_tile = 1;                   // Tq
+  int64_t tiles = 1;                        // query tiles per (b, g): ceil(Lq / Tq)
+  int64_t jobs = 1;                         // B · Hkv · tiles
+  int team = 1;                             // threads to start: min(threads, jobs)
   SdpaPath path = SdpaPath::kFewRows;       // a job of Tq rows
   SdpaPath tail_path = SdpaPath::kFewRows;  // the last job when Lq % Tq != 0, else = path
   int64_t flash_keys = kFlashKeys;          // keys per kFlash tile

@@ -14,8 +14,8 @@ void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const u
   Kernels().softmax_row(s, n, scale, visible, keep, keep_stride, /*normalize=*/true);
 }
 
-float UnnormalizedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible,
-                             const uint8_t* keep, int64_t keep_stride) {
+float UnnormalizedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
+                             int64_t keep_stride) {
   return Kernels().softmax_row(s, n, scale, visible, keep, keep_stride, /*normalize=*/false);
 }
 

@@ -28,8 +28,8 @@ float OnlineSoftmaxTile(float* s, int64_t n, float scale, int64_t visible, const
 // MaskedSoftmaxRow without the division: returns the sum of the
 // exponentials (>= 1), by which whatever is computed from the row (P·V) is
 // then divided, a row of Dv instead of Lk.
-float UnnormalizedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible,
-                             const uint8_t* keep, int64_t keep_stride);
+float UnnormalizedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
+                             int64_t keep_stride);
 
 }  // namespace attention::internal
 

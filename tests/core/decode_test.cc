@@ -167,9 +167,10 @@ TEST(Decode, EveryCacheDtypeMatchesForwardToItsAccuracy) {
 // bf16 cache holds it exactly and the stream equals the bf16 Forward (mla:
 // its absorbed form, which rounds where Decode does) up to the summation
 // order, which a later rounding to bf16 (the output projection's input) can
-// turn into a bf16 step on a few elements: 1e-3. The narrower caches stay
-// within their own bounds. The bf16 layer stays within 1e-2 of the float32
-// one.
+// turn into a bf16 step on a few elements: 1e-3 (both round the
+// probabilities to bf16 before P·V, before their division by the row's
+// sum). The narrower caches stay within their own bounds. The bf16 layer
+// stays within 1e-2 of the float32 one.
 TEST(Decode, Bf16ComputeStreamsEqualTheBf16Forward) {
   const std::pair<DType, double> dtypes[] = {{DType::kFloat32, 1e-3},
                                              {DType::kBfloat16, 1e-3},

@@ -119,8 +119,7 @@ TEST_P(GoldenSdpa, MatchesPyTorchReference) {
 // within the precision contract of the float64 reference (AttendReference:
 // loops in double) on every mask kind of the golden cases; and it is the
 // reference computed on the rounded operands, but for the rounding of the
-// probabilities to bf16 before P·V on the GEMM paths (at most 2^-9 relative
-// each).
+// probabilities to bf16 before P·V (at most 2^-9 relative each).
 TEST_P(GoldenSdpa, Bf16ComputeIsWithinItsBoundOfTheDoubleReference) {
   const GoldenCase& c = GetParam();
   const Tensor q = Load(c.Path("query.npy")), k = Load(c.Path("key.npy")),

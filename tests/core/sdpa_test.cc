@@ -552,8 +552,7 @@ INSTANTIATE_TEST_SUITE_P(
 // bf16 compute on every path and mask kind. Q·Kᵀ of bf16 operands is exact
 // products summed in float32, so the weights match the reference computed on
 // the rounded operands to float32 rounding; the output differs from it only
-// by the GEMM paths' rounding of P to bf16 before P·V (2^-9 relative per
-// probability).
+// by the rounding of P to bf16 before P·V (2^-9 relative per probability).
 constexpr double kBf16Bound = 1e-2;          // the precision contract
 constexpr double kBf16RoundedPBound = 5e-3;  // P's rounding alone
 
@@ -676,6 +675,28 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(internal::SdpaPathName(c.path)) + (c.weights ? "Weights_" : "_") +
              PoisonName(std::get<1>(p.param)) + "_" + MaskName(std::get<2>(p.param));
     });
+
+// A causal forward's rows in bf16 compute (GEMM paths: P rounded against
+// each row's maximum) equal the same rows computed one at a time over their
+// visible keys (the few-rows loops of decode) to float32 summation order.
+TEST(SdpaBf16, DecodeRowsEqualTheCausalForwardsRows) {
+  const int64_t l = 150, d = 32;
+  const Tensor q = RandomTensor({1, 1, l, d}, 1), k = RandomTensor({1, 1, l, d}, 2),
+               v = RandomTensor({1, 1, l, d}, 3);
+  MaskSpec causal;
+  causal.causal = true;
+  Tensor full({1, 1, l, d}), row({1, 1, 1, d});
+  ASSERT_OK(Sdpa(View4::Of(q), View4::Of(k), View4::Of(v), causal, 0.0f, MutView4::Of(full),
+                 nullptr, DType::kBfloat16));
+  double worst = 0;
+  for (int64_t i = 0; i < l; ++i) {
+    ASSERT_OK(Sdpa(View4::Dense(q.data() + i * d, 1, 1, 1, d),
+                   View4::Dense(k.data(), 1, 1, i + 1, d), View4::Dense(v.data(), 1, 1, i + 1, d),
+                   MaskSpec(), 0.0f, MutView4::Of(row), nullptr, DType::kBfloat16));
+    worst = std::max(worst, RelError(row.data(), full.data() + i * d, d));
+  }
+  EXPECT_LT(worst, 1e-5);
+}
 
 TEST(Sdpa, FlopsCountCausalAsVisiblePairs) {
   EXPECT_DOUBLE_EQ(SdpaFlops(1, 1, 4, 4, 8, 8, false), 2.0 * 16 * 16);
