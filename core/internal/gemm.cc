@@ -245,20 +245,16 @@ void SmallRowsBf16(const float* a, int64_t m, int64_t k, const uint16_t* w, int6
   }
 }
 
-// SmallRowsBf16 on a CPU with AVX512_BF16 (Bf16MatmulAvailable): A in bf16
-// too (dense [M, K], the rounded A), and vdpbf16ps multiplies pairs of
-// elements of A and the weight rows, adding into float32 lanes, so neither
-// operand is widened. Weight rows four at a time, a chunk of K at a time
-// (8 KiB, read from L1 by each group of four rows of A).
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void SmallRowsDpBf16(
+// One block of four weight rows (n0 ..): its own function, for the target
+// attribute (an OpenMP-outlined loop body does not inherit it under clang).
+constexpr int64_t kDpRows = 4;
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void DpBf16Block(
     const uint16_t* a, int64_t m, int64_t k, const uint16_t* w, int64_t ldw, int64_t n, float* c,
-    int64_t ldc, const float* bias, bool accumulate) {
-  constexpr int64_t kRows = 4, kChunk = 1024, kGroup = 4;
-  const int64_t blocks = (n + kRows - 1) / kRows;
-  const bool parallel = !omp_in_parallel() && blocks > 1 && m * n * k > (int64_t{1} << 18);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t n0 = blk * kRows, nr = std::min(kRows, n - n0);
+    int64_t ldc, const float* bias, bool accumulate, int64_t n0) {
+  constexpr int64_t kRows = kDpRows, kChunk = 1024, kGroup = 4;
+  {
+    const int64_t nr = std::min(kRows, n - n0);
     float sums[kSmallRowsMax][kRows] = {};
     for (int64_t k0 = 0; k0 < k; k0 += kChunk) {
       const int64_t kc = std::min(kChunk, k - k0);
@@ -300,6 +296,21 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void SmallRowsDp
         *out = accumulate ? *out + sum : sum;
       }
     }
+  }
+}
+
+// SmallRowsBf16 on a CPU with AVX512_BF16 (Bf16MatmulAvailable): A in bf16
+// too (dense [M, K], the rounded A), and vdpbf16ps multiplies pairs of
+// elements of A and the weight rows, adding into float32 lanes, so neither
+// operand is widened. Weight rows four at a time, a chunk of K at a time
+// (8 KiB, read from L1 by each group of four rows of A).
+void SmallRowsDpBf16(const uint16_t* a, int64_t m, int64_t k, const uint16_t* w, int64_t ldw,
+                     int64_t n, float* c, int64_t ldc, const float* bias, bool accumulate) {
+  const int64_t blocks = (n + kDpRows - 1) / kDpRows;
+  const bool parallel = !omp_in_parallel() && blocks > 1 && m * n * k > (int64_t{1} << 18);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    DpBf16Block(a, m, k, w, ldw, n, c, ldc, bias, accumulate, blk * kDpRows);
   }
 }
 
