@@ -140,6 +140,10 @@ absl::StatusOr<pb::ModuleInfo> AttentionClient::LoadModule(const std::string& na
   for (const auto& [n, t] : weights) TensorToProto(t, wire_dtype, &(*req.mutable_weights())[n]);
   req.set_random_seed(seed);
   req.set_replace(replace);
+  return LoadModule(req);
+}
+
+absl::StatusOr<pb::ModuleInfo> AttentionClient::LoadModule(const pb::LoadModuleRequest& req) {
   pb::ModuleInfo info;
   grpc::ClientContext ctx;
   PrepareContext(&ctx);

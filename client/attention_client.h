@@ -57,8 +57,8 @@ struct AttendOptions {
   MaskSpec mask;
   float scale = 0.0f;  // 0: 1/sqrt(Dk)
   bool return_weights = false;
-  DType wire_dtype = DType::kFloat32;              // how q, k, v are sent
-  pb::DType output_dtype = pb::DTYPE_UNSPECIFIED;  // as the query
+  DType wire_dtype = DType::kFloat32;               // how q, k, v are sent
+  pb::DType output_dtype = pb::DTYPE_UNSPECIFIED;   // as the query
   pb::DType compute_dtype = pb::DTYPE_UNSPECIFIED;  // FLOAT32, or BFLOAT16
 };
 
@@ -140,6 +140,9 @@ class AttentionClient {
                                             const WeightMap& weights = {}, uint64_t seed = 0,
                                             bool replace = false,
                                             DType wire_dtype = DType::kFloat32);
+  // Any LoadModuleRequest as it is (e.g. `file` and `weights_prefix`: a
+  // checkpoint under the server's --model_dir).
+  absl::StatusOr<pb::ModuleInfo> LoadModule(const pb::LoadModuleRequest& request);
   absl::StatusOr<std::vector<pb::ModuleInfo>> ListModules();
   absl::Status UnloadModule(const std::string& name);
   absl::StatusOr<ForwardOutput> Forward(const std::string& module, const Tensor& query,

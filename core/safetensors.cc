@@ -2,7 +2,6 @@
 
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -37,10 +36,17 @@ bool ElementOf(const std::string& dtype, DType* type, int64_t* size) {
   return true;
 }
 
-absl::StatusOr<Tensor> ParseTensor(const std::string& name, const nlohmann::json& entry,
-                                   absl::string_view data, absl::string_view what,
-                                   int64_t max_elements) {
-  const std::string where = absl::StrCat(what, ": tensor '", name, "'");
+// A header entry's dtype, shape and byte range, checked against the
+// data's size.
+struct Extent {
+  DType type = DType::kFloat32;
+  std::vector<int64_t> shape;
+  int64_t count = 0;
+  uint64_t begin = 0, end = 0;
+};
+
+absl::StatusOr<Extent> ParseEntry(const std::string& where, const nlohmann::json& entry,
+                                  uint64_t data_bytes, int64_t max_elements) {
   if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
       !entry.contains("data_offsets") || !entry["dtype"].is_string() ||
       !entry["shape"].is_array() || !entry["data_offsets"].is_array() ||
@@ -48,43 +54,83 @@ absl::StatusOr<Tensor> ParseTensor(const std::string& name, const nlohmann::json
     return Bad(where, "expected {\"dtype\", \"shape\", \"data_offsets\": [begin, end]}");
   }
   const std::string dtype = entry["dtype"].get<std::string>();
-  DType type;
+  Extent x;
   int64_t element = 0;
-  if (!ElementOf(dtype, &type, &element)) {
+  if (!ElementOf(dtype, &x.type, &element)) {
     return Bad(where, absl::StrCat("dtype expected F32, F16 or BF16, got ", dtype));
   }
-  std::vector<int64_t> shape;
-  int64_t count = 1;
+  x.count = 1;
   for (const auto& d : entry["shape"]) {
     if (!d.is_number_unsigned()) return Bad(where, "shape: expected non-negative integers");
     const uint64_t dim = d.get<uint64_t>();
     if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max() / 8) ||
-        (dim != 0 && static_cast<uint64_t>(count) > (uint64_t{1} << 62) / dim)) {
+        (dim != 0 && static_cast<uint64_t>(x.count) > (uint64_t{1} << 62) / dim)) {
       return Bad(where, "shape: too many elements");
     }
-    shape.push_back(static_cast<int64_t>(dim));
-    count *= static_cast<int64_t>(dim);
+    x.shape.push_back(static_cast<int64_t>(dim));
+    x.count *= static_cast<int64_t>(dim);
   }
-  if (max_elements > 0 && count > max_elements) {
+  if (max_elements > 0 && x.count > max_elements) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": ", count, " elements, more than the limit of ", max_elements));
+        absl::StrCat(where, ": ", x.count, " elements, more than the limit of ", max_elements));
   }
   const auto& offsets = entry["data_offsets"];
   if (!offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned()) {
     return Bad(where, "data_offsets: expected two non-negative integers");
   }
-  const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
-  if (begin > end || end > data.size()) {
-    return Bad(where, absl::StrCat("data_offsets [", begin, ", ", end, ") outside the ",
-                                   data.size(), " data bytes"));
+  x.begin = offsets[0].get<uint64_t>(), x.end = offsets[1].get<uint64_t>();
+  if (x.begin > x.end || x.end > data_bytes) {
+    return Bad(where, absl::StrCat("data_offsets [", x.begin, ", ", x.end, ") outside the ",
+                                   data_bytes, " data bytes"));
   }
-  if (end - begin != static_cast<uint64_t>(count * element)) {
-    return Bad(where, absl::StrCat("data_offsets span ", end - begin, " bytes, but ", dtype, " ",
-                                   ShapeString(shape), " needs ", count * element));
+  if (x.end - x.begin != static_cast<uint64_t>(x.count * element)) {
+    return Bad(where, absl::StrCat("data_offsets span ", x.end - x.begin, " bytes, but ", dtype,
+                                   " ", ShapeString(x.shape), " needs ", x.count * element));
   }
-  Tensor t(shape);
-  DecodeToFloat(type, data.data() + begin, count, t.data());
-  return t;
+  return x;
+}
+
+// The header length and the parsed header of an image whose first 8 bytes
+// are `length_bytes` and whose size is `total`; `read_header` fetches the
+// header bytes.
+template <typename ReadHeader>
+absl::StatusOr<nlohmann::json> ParseHeader(absl::string_view what, const char* length_bytes,
+                                           uint64_t total, uint64_t* header_bytes,
+                                           ReadHeader read_header) {
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = n << 8 | static_cast<uint8_t>(length_bytes[i]);
+  if (n > kMaxHeaderBytes || n > total - 8) {
+    return Bad(what, absl::StrCat("header length ", n, " past the ", total,
+                                  "-byte file (or over 100 MB)"));
+  }
+  *header_bytes = n;
+  std::string header;
+  if (!read_header(n, &header)) return Bad(what, "cannot read the header");
+  nlohmann::json json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_object()) return Bad(what, "header is not a JSON object");
+  return json;
+}
+
+// Every tensor whose name starts with `prefix`, its bytes fetched by
+// read(offset into the data, size, destination).
+template <typename ReadData>
+absl::StatusOr<TensorMap> ReadTensors(const nlohmann::json& json, absl::string_view what,
+                                      uint64_t data_bytes, int64_t max_elements,
+                                      absl::string_view prefix, ReadData read) {
+  TensorMap tensors;
+  std::string buffer;
+  for (const auto& [name, entry] : json.items()) {
+    if (name == "__metadata__" || !absl::StartsWith(name, prefix)) continue;
+    const std::string where = absl::StrCat(what, ": tensor '", name, "'");
+    absl::StatusOr<Extent> x = ParseEntry(where, entry, data_bytes, max_elements);
+    if (!x.ok()) return x.status();
+    buffer.resize(x->end - x->begin);
+    if (!read(x->begin, buffer.size(), buffer.data())) return Bad(where, "cannot read its data");
+    Tensor t(x->shape);
+    DecodeToFloat(x->type, buffer.data(), x->count, t.data());
+    tensors.emplace(name, std::move(t));
+  }
+  return tensors;
 }
 
 }  // namespace
@@ -93,34 +139,56 @@ absl::StatusOr<TensorMap> ParseSafetensors(absl::string_view bytes, absl::string
                                            int64_t max_elements) {
   if (bytes.size() < 8) return Bad(what, "shorter than the 8-byte header length");
   uint64_t header_bytes = 0;
-  for (int i = 7; i >= 0; --i) header_bytes = header_bytes << 8 | static_cast<uint8_t>(bytes[i]);
-  if (header_bytes > kMaxHeaderBytes || header_bytes > bytes.size() - 8) {
-    return Bad(what, absl::StrCat("header length ", header_bytes, " past the ", bytes.size(),
-                                  "-byte file (or over 100 MB)"));
-  }
-  const absl::string_view header = bytes.substr(8, header_bytes);
+  absl::StatusOr<nlohmann::json> json = ParseHeader(what, bytes.data(), bytes.size(), &header_bytes,
+                                                    [&](uint64_t n, std::string* out) {
+                                                      out->assign(bytes.data() + 8, n);
+                                                      return true;
+                                                    });
+  if (!json.ok()) return json.status();
   const absl::string_view data = bytes.substr(8 + header_bytes);
-  const nlohmann::json json = nlohmann::json::parse(header.begin(), header.end(), nullptr,
-                                                    /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object()) {
-    return Bad(what, "header is not a JSON object");
-  }
-  TensorMap tensors;
-  for (const auto& [name, entry] : json.items()) {
-    if (name == "__metadata__") continue;
-    absl::StatusOr<Tensor> t = ParseTensor(name, entry, data, what, max_elements);
-    if (!t.ok()) return t.status();
-    tensors.emplace(name, *std::move(t));
-  }
-  return tensors;
+  return ReadTensors(*json, what, data.size(), max_elements, "",
+                     [&](uint64_t offset, size_t n, char* out) {
+                       std::memcpy(out, data.data() + offset, n);
+                       return true;
+                     });
 }
 
-absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, int64_t max_elements) {
-  std::ifstream in(path, std::ios::binary);
+absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, int64_t max_elements,
+                                          absl::string_view prefix) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return absl::NotFoundError(absl::StrCat(path, ": read failed"));
-  return ParseSafetensors(bytes, path, max_elements);
+  const uint64_t total = static_cast<uint64_t>(in.tellg());
+  char length[8];
+  in.seekg(0);
+  if (total < 8 || !in.read(length, 8)) return Bad(path, "shorter than the 8-byte header length");
+  uint64_t header_bytes = 0;
+  absl::StatusOr<nlohmann::json> json =
+      ParseHeader(path, length, total, &header_bytes, [&](uint64_t n, std::string* out) {
+        out->resize(n);
+        return static_cast<bool>(in.read(out->data(), static_cast<std::streamsize>(n)));
+      });
+  if (!json.ok()) return json.status();
+  const uint64_t data_start = 8 + header_bytes;
+  return ReadTensors(*json, path, total - data_start, max_elements, prefix,
+                     [&](uint64_t offset, size_t n, char* out) {
+                       in.seekg(static_cast<std::streamoff>(data_start + offset));
+                       return static_cast<bool>(in.read(out, static_cast<std::streamsize>(n)));
+                     });
+}
+
+std::string SafetensorsImage(const TensorMap& tensors) {
+  nlohmann::json header = nlohmann::json::object();
+  header["__metadata__"] = {{"format", "pt"}};
+  std::string data;
+  for (const auto& [name, t] : tensors) {
+    const uint64_t begin = data.size();
+    data.append(reinterpret_cast<const char*>(t.data()), static_cast<size_t>(t.size()) * 4);
+    header[name] = {{"dtype", "F32"}, {"shape", t.shape()}, {"data_offsets", {begin, data.size()}}};
+  }
+  const std::string json = header.dump();
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(uint64_t{json.size()} >> (8 * i) & 0xff);
+  return out + json + data;
 }
 
 absl::StatusOr<TensorMap> SelectLayerWeights(TensorMap tensors, absl::string_view prefix,

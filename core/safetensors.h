@@ -31,8 +31,15 @@ using TensorMap = std::map<std::string, Tensor>;
 absl::StatusOr<TensorMap> ParseSafetensors(absl::string_view bytes, absl::string_view what,
                                            int64_t max_elements = 0);
 
-// Reads and parses a file: NOT_FOUND if it cannot be opened, else as above.
-absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, int64_t max_elements = 0);
+// Reads a file's tensors whose names start with `prefix` (all for ""),
+// reading only their bytes (one layer out of a whole model's file):
+// NOT_FOUND if it cannot be opened, else as above.
+absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, int64_t max_elements = 0,
+                                          absl::string_view prefix = "");
+
+// The .safetensors image of `tensors`, all F32 (names sorted, data in that
+// order; "__metadata__" {"format": "pt"}).
+std::string SafetensorsImage(const TensorMap& tensors);
 
 // One layer's state_dict out of a checkpoint's tensors: names that start
 // with `prefix` keep the rest of their name (the others are dropped; an

@@ -56,6 +56,8 @@ ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA file: require client certifica
 ABSL_FLAG(std::string, auth_token_file, "",
           "file of bearer tokens, one per line ('#' starts a comment line): calls must send "
           "'authorization: Bearer <token>' (the health service stays open)");
+ABSL_FLAG(std::string, model_dir, "",
+          "directory of the .safetensors files LoadModule may name (its `file`); empty: none");
 ABSL_FLAG(int, metrics_port, -1, "serve Prometheus metrics (GET /metrics) on this port; -1: off");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1", "address of the metrics endpoint");
 ABSL_FLAG(int64_t, heap_retain_mb, 1024,
@@ -94,6 +96,7 @@ int main(int argc, char** argv) {
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.service.request_memory_bytes = absl::GetFlag(FLAGS_request_memory_mb) << 20;
   options.service.module_memory_bytes = absl::GetFlag(FLAGS_module_memory_mb) << 20;
+  options.service.model_dir = absl::GetFlag(FLAGS_model_dir);
   auto read = [](const std::string& path, std::string* out) -> bool {
     if (path.empty()) return true;
     std::ifstream in(path);

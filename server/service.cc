@@ -2,14 +2,17 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/cancellation.h"
+#include "core/safetensors.h"
 #include "core/status_macros.h"
 #include "core/threading.h"
 #include "server/decode_reactor.h"
@@ -131,19 +134,16 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Refuse(grpc::ServerUnaryReactor*
 }
 
 template <typename Request, typename Response, typename Fn>
-grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
-                                                          grpc::CallbackServerContext* ctx,
-                                                          const Request* request,
-                                                          Response* response,
-                                                          int64_t memory_estimate, Fn fn,
-                                                          bool tiny) {
+grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(
+    const char* method, grpc::CallbackServerContext* ctx, const Request* request,
+    Response* response, int64_t memory_estimate, Fn fn, bool tiny) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   const size_t request_bytes = request->ByteSizeLong();
   if (absl::Status s = auth_.Check(*ctx); !s.ok()) {
     return Refuse(reactor, method, s, request_bytes);
   }
-  absl::StatusOr<std::shared_ptr<Ticket>> ticket = admission_.Admit(
-      method, ctx, memory_estimate, static_cast<int64_t>(request_bytes));
+  absl::StatusOr<std::shared_ptr<Ticket>> ticket =
+      admission_.Admit(method, ctx, memory_estimate, static_cast<int64_t>(request_bytes));
   if (!ticket.ok()) {
     reactor->Finish(ToGrpcStatus(ticket.status()));
     return reactor;
@@ -160,8 +160,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunOnPool(const char* method,
   return reactor;
 }
 
-absl::Status CheckResponseSize(const char* field, double tensor_bytes,
-                               int64_t max_message_bytes) {
+absl::Status CheckResponseSize(const char* field, double tensor_bytes, int64_t max_message_bytes) {
   // gRPC's send limit is an int; the head and the tensors' shapes take a
   // few hundred bytes beside the data.
   const double limit =
@@ -221,11 +220,10 @@ float* AddFloatTensor(TensorResponse& response, int field, const std::vector<int
 // `t` encoded as `dtype` (FLOAT32, FLOAT16 or BFLOAT16) at `field`.
 void AddEncodedTensor(TensorResponse& response, int field, const Tensor& t, pb::DType dtype) {
   const DType d = ToCoreDType(dtype);
-  void* bytes = response.AddTensor(field, dtype, t.shape(),
-                                   static_cast<size_t>(t.size()) * DTypeSize(d));
+  void* bytes =
+      response.AddTensor(field, dtype, t.shape(), static_cast<size_t>(t.size()) * DTypeSize(d));
   EncodeFromFloat(d, t.data(), t.size(), bytes);
 }
-
 
 }  // namespace
 
@@ -268,7 +266,8 @@ int64_t AttentionServiceImpl::EstimateAttend(const pb::AttendRequest& r) const {
     if (t->dtype() != pb::DTYPE_FLOAT32) floats += static_cast<double>(n);
     if (r.compute_dtype() == pb::DTYPE_BFLOAT16) floats += static_cast<double>(n);
   }
-  return static_cast<int64_t>(floats * 4 + static_cast<double>(options_.compute_threads) * (4 << 20));
+  return static_cast<int64_t>(floats * 4 +
+                              static_cast<double>(options_.compute_threads) * (4 << 20));
 }
 
 int64_t AttentionServiceImpl::EstimateForward(const pb::ForwardRequest& r) const {
@@ -280,9 +279,9 @@ int64_t AttentionServiceImpl::EstimateForward(const pb::ForwardRequest& r) const
   const ModuleConfig& c = m->module->config();
   // Inputs or outputs that validation refuses reserve nothing (see above).
   const int64_t limit = options_.max_tensor_elements;
-  const double biggest = std::max({ElementsOrZero({b, lq, c.d_model}), ElementsOrZero({b, lk, c.d_model}),
-                                   r.return_weights() ? ElementsOrZero({b, NumQueryHeads(c), lq, lk})
-                                                      : 0.0});
+  const double biggest =
+      std::max({ElementsOrZero({b, lq, c.d_model}), ElementsOrZero({b, lk, c.d_model}),
+                r.return_weights() ? ElementsOrZero({b, NumQueryHeads(c), lq, lk}) : 0.0});
   if (limit > 0 && biggest > static_cast<double>(limit)) return 0;
   return std::min<int64_t>(INT64_MAX / 2, ForwardWorkingBytes(c, b, lq, lk, r.return_weights()));
 }
@@ -329,13 +328,14 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::RunRaw(const char* method,
     return Refuse(ctx->DefaultReactor(), method, status, request->Length());
   }
   const Request& req = call->request;
-  return RunOnPool(method, ctx, &req, &call->response, estimate(req),
-                   [call, response, fn = std::move(fn)](int64_t queue_us) -> absl::Status {
-                     ATTN_RETURN_IF_ERROR(fn(call->request, call->head, call->response, queue_us));
-                     *response = call->response.Serialize();
-                     return absl::OkStatus();
-                   },
-                   tiny(req));
+  return RunOnPool(
+      method, ctx, &req, &call->response, estimate(req),
+      [call, response, fn = std::move(fn)](int64_t queue_us) -> absl::Status {
+        ATTN_RETURN_IF_ERROR(fn(call->request, call->head, call->response, queue_us));
+        *response = call->response.Serialize();
+        return absl::OkStatus();
+      },
+      tiny(req));
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerContext* ctx,
@@ -347,67 +347,72 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
       [this](const pb::AttendRequest& r) { return TinyAttend(r); },
       [this](const pb::AttendRequest& request_msg, pb::AttendResponse& head,
              TensorResponse& tensors, int64_t queue_us) -> absl::Status {
-    const pb::AttendRequest* req = &request_msg;
-    pb::AttendResponse* resp = &head;
-    // timing.compute_us (the contract): conversion, attention, encoding.
-    const Clock::time_point start = Clock::now();
-    const int64_t limit = options_.max_tensor_elements;
-    if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
-    if (!req->has_key()) return absl::InvalidArgumentError("key: required, got nothing");
-    if (!req->has_value()) return absl::InvalidArgumentError("value: required, got nothing");
-    ATTN_ASSIGN_OR_RETURN(pb::DType out_dtype, ResolveOutputDType(req->output_dtype(),
-                                                                  req->query().dtype(),
-                                                                  "output_dtype"));
-    if (!std::isfinite(req->scale())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("scale: expected a finite number (0: 1/sqrt(Dk)), got ", req->scale()));
-    }
-    // Float32 inputs are read where protobuf parsed them; float32 outputs
-    // are written straight into the slices that go onto the wire.
-    Tensor q_store, k_store, v_store;
-    ATTN_ASSIGN_OR_RETURN(View4 q, ViewFromProto(req->query(), "query", kQuerySpec, limit, &q_store));
-    ATTN_ASSIGN_OR_RETURN(View4 k, ViewFromProto(req->key(), "key", kKeySpec, limit, &k_store));
-    ATTN_ASSIGN_OR_RETURN(View4 v, ViewFromProto(req->value(), "value", kValueSpec, limit, &v_store));
-    ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromProto(req->mask(), "mask", limit));
-    ATTN_ASSIGN_OR_RETURN(DType compute,
-                          wire::ComputeDTypeFromProto(req->compute_dtype(), "compute_dtype"));
-    // Operands sent as BFLOAT16 are bf16 values already: no rounding copy.
-    if (req->query().dtype() == pb::DTYPE_BFLOAT16 && req->key().dtype() == pb::DTYPE_BFLOAT16 &&
-        req->value().dtype() == pb::DTYPE_BFLOAT16) {
-      compute = DType::kFloat32;
-    }
-    ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
-    const std::vector<int64_t> out_shape = {q.dims[0], q.dims[1], q.dims[2], v.dims[3]};
-    const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};
-    ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
-    if (req->return_weights()) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
-    ATTN_RETURN_IF_ERROR(CheckResponseSize(
-        "output", ResponseBytes(out_shape, req->return_weights() ? w_shape : Shape{}, out_dtype),
-        options_.max_message_bytes));
-    constexpr int kOutput = pb::AttendResponse::kOutputFieldNumber;
-    constexpr int kWeights = pb::AttendResponse::kWeightsFieldNumber;
-    if (out_dtype == pb::DTYPE_FLOAT32) {
-      const MutView4 out = MutView4::Dense(AddFloatTensor(tensors, kOutput, out_shape),
-                                           out_shape[0], out_shape[1], out_shape[2],
-                                           out_shape[3]);
-      float* weights =
-          req->return_weights() ? AddFloatTensor(tensors, kWeights, w_shape) : nullptr;
-      ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), out, weights, compute));
-    } else {
-      Tensor out(out_shape), weights;
-      if (req->return_weights()) weights = Tensor(w_shape);
-      ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), MutView4::Of(out),
-                                req->return_weights() ? weights.data() : nullptr, compute));
-      AddEncodedTensor(tensors, kOutput, out, out_dtype);
-      if (req->return_weights()) AddEncodedTensor(tensors, kWeights, weights, out_dtype);
-    }
-    resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
-    resp->mutable_timing()->set_queue_us(queue_us);
-    resp->mutable_timing()->set_flops(SdpaFlops(q.dims[0], q.dims[1], q.dims[2], k.dims[2],
-                                                q.dims[3], v.dims[3], mask.causal));
-    resp->set_variant(VariantName(q.dims[1], k.dims[1]));
-    return absl::OkStatus();
-  });
+        const pb::AttendRequest* req = &request_msg;
+        pb::AttendResponse* resp = &head;
+        // timing.compute_us (the contract): conversion, attention, encoding.
+        const Clock::time_point start = Clock::now();
+        const int64_t limit = options_.max_tensor_elements;
+        if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
+        if (!req->has_key()) return absl::InvalidArgumentError("key: required, got nothing");
+        if (!req->has_value()) return absl::InvalidArgumentError("value: required, got nothing");
+        ATTN_ASSIGN_OR_RETURN(
+            pb::DType out_dtype,
+            ResolveOutputDType(req->output_dtype(), req->query().dtype(), "output_dtype"));
+        if (!std::isfinite(req->scale())) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("scale: expected a finite number (0: 1/sqrt(Dk)), got ", req->scale()));
+        }
+        // Float32 inputs are read where protobuf parsed them; float32 outputs
+        // are written straight into the slices that go onto the wire.
+        Tensor q_store, k_store, v_store;
+        ATTN_ASSIGN_OR_RETURN(View4 q,
+                              ViewFromProto(req->query(), "query", kQuerySpec, limit, &q_store));
+        ATTN_ASSIGN_OR_RETURN(View4 k, ViewFromProto(req->key(), "key", kKeySpec, limit, &k_store));
+        ATTN_ASSIGN_OR_RETURN(View4 v,
+                              ViewFromProto(req->value(), "value", kValueSpec, limit, &v_store));
+        ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromProto(req->mask(), "mask", limit));
+        ATTN_ASSIGN_OR_RETURN(DType compute,
+                              wire::ComputeDTypeFromProto(req->compute_dtype(), "compute_dtype"));
+        // Operands sent as BFLOAT16 are bf16 values already: no rounding copy.
+        if (req->query().dtype() == pb::DTYPE_BFLOAT16 &&
+            req->key().dtype() == pb::DTYPE_BFLOAT16 &&
+            req->value().dtype() == pb::DTYPE_BFLOAT16) {
+          compute = DType::kFloat32;
+        }
+        ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
+        const std::vector<int64_t> out_shape = {q.dims[0], q.dims[1], q.dims[2], v.dims[3]};
+        const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};
+        ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
+        if (req->return_weights())
+          ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
+        ATTN_RETURN_IF_ERROR(CheckResponseSize(
+            "output",
+            ResponseBytes(out_shape, req->return_weights() ? w_shape : Shape{}, out_dtype),
+            options_.max_message_bytes));
+        constexpr int kOutput = pb::AttendResponse::kOutputFieldNumber;
+        constexpr int kWeights = pb::AttendResponse::kWeightsFieldNumber;
+        if (out_dtype == pb::DTYPE_FLOAT32) {
+          const MutView4 out =
+              MutView4::Dense(AddFloatTensor(tensors, kOutput, out_shape), out_shape[0],
+                              out_shape[1], out_shape[2], out_shape[3]);
+          float* weights =
+              req->return_weights() ? AddFloatTensor(tensors, kWeights, w_shape) : nullptr;
+          ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), out, weights, compute));
+        } else {
+          Tensor out(out_shape), weights;
+          if (req->return_weights()) weights = Tensor(w_shape);
+          ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), MutView4::Of(out),
+                                    req->return_weights() ? weights.data() : nullptr, compute));
+          AddEncodedTensor(tensors, kOutput, out, out_dtype);
+          if (req->return_weights()) AddEncodedTensor(tensors, kWeights, weights, out_dtype);
+        }
+        resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
+        resp->mutable_timing()->set_queue_us(queue_us);
+        resp->mutable_timing()->set_flops(SdpaFlops(q.dims[0], q.dims[1], q.dims[2], k.dims[2],
+                                                    q.dims[3], v.dims[3], mask.causal));
+        resp->set_variant(VariantName(q.dims[1], k.dims[1]));
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerContext* ctx,
@@ -419,62 +424,62 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
       [](const pb::ForwardRequest&) { return false; },
       [this](const pb::ForwardRequest& request_msg, pb::ForwardResponse& head,
              TensorResponse& tensors, int64_t queue_us) -> absl::Status {
-    const pb::ForwardRequest* req = &request_msg;
-    pb::ForwardResponse* resp = &head;
-    // timing.compute_us (the contract): conversion, the layer, encoding.
-    const Clock::time_point start = Clock::now();
-    const int64_t limit = options_.max_tensor_elements;
-    ATTN_ASSIGN_OR_RETURN(LoadedModule m, registry_.Get(req->module()));
-    const ModuleConfig& config = m.module->config();
-    if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
-    ATTN_ASSIGN_OR_RETURN(pb::DType out_dtype, ResolveOutputDType(req->output_dtype(),
-                                                                  req->query().dtype(),
-                                                                  "output_dtype"));
-    // Float32 inputs are read where protobuf parsed them; float32 outputs
-    // are written straight into the slices that go onto the wire.
-    Tensor query_store, key_store, value_store;
-    ForwardInput in;
-    ATTN_ASSIGN_OR_RETURN(in.query, RefFromProto(req->query(), "query", kInputSpec, limit,
-                                                 &query_store));
-    if (req->has_key()) {
-      ATTN_ASSIGN_OR_RETURN(in.key,
-                            RefFromProto(req->key(), "key", kInputSpec, limit, &key_store));
-    }
-    if (req->has_value()) {
-      ATTN_ASSIGN_OR_RETURN(in.value,
-                            RefFromProto(req->value(), "value", kInputSpec, limit, &value_store));
-    }
-    ATTN_ASSIGN_OR_RETURN(in.mask, MaskFromProto(req->mask(), "mask", limit));
-    in.return_weights = req->return_weights();
-    // Output and largest intermediate sizes before anything is computed.
-    const int64_t b = in.query.dim(0), lq = in.query.dim(1);
-    const int64_t lk = in.key.present ? in.key.dim(1) : lq;  // rank 3: kInputSpec
-    const std::vector<int64_t> out_shape = {b, lq, OutputDim(config)};
-    const std::vector<int64_t> w_shape = {b, NumQueryHeads(config), lq, lk};
-    ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
-    if (in.return_weights) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
-    ATTN_RETURN_IF_ERROR(CheckResponseSize(
-        "output", ResponseBytes(out_shape, in.return_weights ? w_shape : Shape{}, out_dtype),
-        options_.max_message_bytes));
-    constexpr int kOutput = pb::ForwardResponse::kOutputFieldNumber;
-    constexpr int kWeights = pb::ForwardResponse::kWeightsFieldNumber;
-    const bool direct = out_dtype == pb::DTYPE_FLOAT32;
-    if (direct) {
-      // Allocated before the module validates the shapes: bounded by the
-      // limits just checked, and a failed call's response is dropped unsent.
-      in.output = AddFloatTensor(tensors, kOutput, out_shape);
-      if (in.return_weights) in.weights = AddFloatTensor(tensors, kWeights, w_shape);
-    }
-    ATTN_ASSIGN_OR_RETURN(ForwardResult r, m.module->Forward(in));
-    if (!direct) {
-      AddEncodedTensor(tensors, kOutput, r.output, out_dtype);
-      if (in.return_weights) AddEncodedTensor(tensors, kWeights, r.weights, out_dtype);
-    }
-    resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
-    resp->mutable_timing()->set_queue_us(queue_us);
-    resp->mutable_timing()->set_flops(r.flops);
-    return absl::OkStatus();
-  });
+        const pb::ForwardRequest* req = &request_msg;
+        pb::ForwardResponse* resp = &head;
+        // timing.compute_us (the contract): conversion, the layer, encoding.
+        const Clock::time_point start = Clock::now();
+        const int64_t limit = options_.max_tensor_elements;
+        ATTN_ASSIGN_OR_RETURN(LoadedModule m, registry_.Get(req->module()));
+        const ModuleConfig& config = m.module->config();
+        if (!req->has_query()) return absl::InvalidArgumentError("query: required, got nothing");
+        ATTN_ASSIGN_OR_RETURN(
+            pb::DType out_dtype,
+            ResolveOutputDType(req->output_dtype(), req->query().dtype(), "output_dtype"));
+        // Float32 inputs are read where protobuf parsed them; float32 outputs
+        // are written straight into the slices that go onto the wire.
+        Tensor query_store, key_store, value_store;
+        ForwardInput in;
+        ATTN_ASSIGN_OR_RETURN(in.query,
+                              RefFromProto(req->query(), "query", kInputSpec, limit, &query_store));
+        if (req->has_key()) {
+          ATTN_ASSIGN_OR_RETURN(in.key,
+                                RefFromProto(req->key(), "key", kInputSpec, limit, &key_store));
+        }
+        if (req->has_value()) {
+          ATTN_ASSIGN_OR_RETURN(
+              in.value, RefFromProto(req->value(), "value", kInputSpec, limit, &value_store));
+        }
+        ATTN_ASSIGN_OR_RETURN(in.mask, MaskFromProto(req->mask(), "mask", limit));
+        in.return_weights = req->return_weights();
+        // Output and largest intermediate sizes before anything is computed.
+        const int64_t b = in.query.dim(0), lq = in.query.dim(1);
+        const int64_t lk = in.key.present ? in.key.dim(1) : lq;  // rank 3: kInputSpec
+        const std::vector<int64_t> out_shape = {b, lq, OutputDim(config)};
+        const std::vector<int64_t> w_shape = {b, NumQueryHeads(config), lq, lk};
+        ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
+        if (in.return_weights) ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
+        ATTN_RETURN_IF_ERROR(CheckResponseSize(
+            "output", ResponseBytes(out_shape, in.return_weights ? w_shape : Shape{}, out_dtype),
+            options_.max_message_bytes));
+        constexpr int kOutput = pb::ForwardResponse::kOutputFieldNumber;
+        constexpr int kWeights = pb::ForwardResponse::kWeightsFieldNumber;
+        const bool direct = out_dtype == pb::DTYPE_FLOAT32;
+        if (direct) {
+          // Allocated before the module validates the shapes: bounded by the
+          // limits just checked, and a failed call's response is dropped unsent.
+          in.output = AddFloatTensor(tensors, kOutput, out_shape);
+          if (in.return_weights) in.weights = AddFloatTensor(tensors, kWeights, w_shape);
+        }
+        ATTN_ASSIGN_OR_RETURN(ForwardResult r, m.module->Forward(in));
+        if (!direct) {
+          AddEncodedTensor(tensors, kOutput, r.output, out_dtype);
+          if (in.return_weights) AddEncodedTensor(tensors, kWeights, r.weights, out_dtype);
+        }
+        resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
+        resp->mutable_timing()->set_queue_us(queue_us);
+        resp->mutable_timing()->set_flops(r.flops);
+        return absl::OkStatus();
+      });
 }
 
 namespace {
@@ -486,33 +491,103 @@ absl::Status CheckModuleName(const std::string& name) {
   }
   for (unsigned char c : name) {
     if (c < 0x20 || c == 0x7f) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("name: expected no control characters, got byte 0x",
-                       absl::Hex(c, absl::kZeroPad2)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "name: expected no control characters, got byte 0x", absl::Hex(c, absl::kZeroPad2)));
     }
   }
   return absl::OkStatus();
 }
 
+// The path of LoadModuleRequest.file under model_dir: relative, without a
+// ".." component, and (links resolved) inside the directory.
+absl::StatusOr<std::string> ResolveModelFile(const std::string& model_dir,
+                                             const std::string& file) {
+  if (model_dir.empty()) {
+    return absl::FailedPreconditionError(
+        "file: this server has no --model_dir, so it reads no files; send `weights` instead");
+  }
+  const std::filesystem::path relative(file);
+  if (relative.is_absolute()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("file: '", file, "' is absolute; name a file relative to --model_dir"));
+  }
+  for (const auto& part : relative) {
+    if (part == "..") {
+      return absl::PermissionDeniedError(
+          absl::StrCat("file: '", file,
+                       "' has a '..' component; files outside --model_dir are "
+                       "not served"));
+    }
+  }
+  std::error_code error;
+  const std::filesystem::path root = std::filesystem::canonical(model_dir, error);
+  if (error) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("file: --model_dir '", model_dir, "' cannot be read: ", error.message()));
+  }
+  const std::filesystem::path target = std::filesystem::canonical(root / relative, error);
+  if (error) {
+    return absl::NotFoundError(absl::StrCat("file: '", file, "' not found under --model_dir"));
+  }
+  const std::string root_s = root.string(), target_s = target.string();
+  if (target_s.size() <= root_s.size() || target_s.compare(0, root_s.size(), root_s) != 0 ||
+      target_s[root_s.size()] != '/') {
+    return absl::PermissionDeniedError(
+        absl::StrCat("file: '", file, "' leads out of --model_dir (through a link)"));
+  }
+  if (!std::filesystem::is_regular_file(target, error)) {
+    return absl::InvalidArgumentError(absl::StrCat("file: '", file, "' is not a regular file"));
+  }
+  return target_s;
+}
+
+// The request's tensors (`weights`, or `file` under model_dir), the
+// prefix stripped and Hugging Face names mapped; empty for a random init.
+absl::StatusOr<WeightMap> RequestWeights(const pb::LoadModuleRequest& req,
+                                         const ModuleConfig& config, int64_t limit,
+                                         const std::string& model_dir) {
+  if (!req.file().empty() && !req.weights().empty()) {
+    return absl::InvalidArgumentError("file: give either `file` or `weights`, not both");
+  }
+  WeightMap tensors;
+  if (!req.file().empty()) {
+    ATTN_ASSIGN_OR_RETURN(const std::string path, ResolveModelFile(model_dir, req.file()));
+    absl::StatusOr<TensorMap> read = ReadSafetensors(path, limit, req.weights_prefix());
+    if (!read.ok()) {
+      // Name the file as the client gave it, not the server's path.
+      const std::string message(read.status().message());
+      return absl::Status(
+          read.status().code(),
+          absl::StrCat("file: ", absl::StrReplaceAll(message, {{path, req.file()}})));
+    }
+    tensors = *std::move(read);
+  } else {
+    for (const auto& [name, tensor] : req.weights()) {
+      ATTN_ASSIGN_OR_RETURN(
+          Tensor t, TensorFromProto(tensor, absl::StrCat("weights['", name, "']"), {}, limit));
+      tensors.emplace(name, std::move(t));
+    }
+    if (tensors.empty()) return tensors;
+  }
+  return SelectLayerWeights(std::move(tensors), req.weights_prefix(), config);
+}
+
 absl::StatusOr<LoadedModule> BuildModule(const pb::LoadModuleRequest& req, int64_t limit,
-                                         const ModuleRegistry& registry) {
+                                         const ModuleRegistry& registry,
+                                         const std::string& model_dir) {
   ATTN_RETURN_IF_ERROR(CheckModuleName(req.name()));
   ATTN_ASSIGN_OR_RETURN(ModuleConfig config, ConfigFromProto(req.config()));
   // Refuse a module larger than the limits before allocating its weights.
   for (const WeightSpec& s : ExpectedWeights(config)) {
-    ATTN_RETURN_IF_ERROR(CheckElementLimit(absl::StrCat("weights['", s.name, "']"), s.shape, limit));
+    ATTN_RETURN_IF_ERROR(
+        CheckElementLimit(absl::StrCat("weights['", s.name, "']"), s.shape, limit));
   }
   ATTN_RETURN_IF_ERROR(registry.CheckFits(req.name(), ModuleBytes(config)));
+  ATTN_ASSIGN_OR_RETURN(WeightMap weights, RequestWeights(req, config, limit, model_dir));
   std::unique_ptr<AttentionModule> module;
-  if (req.weights().empty()) {
+  if (weights.empty()) {
     ATTN_ASSIGN_OR_RETURN(module, AttentionModule::CreateRandom(config, req.random_seed()));
   } else {
-    WeightMap weights;
-    for (const auto& [name, tensor] : req.weights()) {
-      ATTN_ASSIGN_OR_RETURN(
-          Tensor t, TensorFromProto(tensor, absl::StrCat("weights['", name, "']"), {}, limit));
-      weights.emplace(name, std::move(t));
-    }
     ATTN_ASSIGN_OR_RETURN(module, AttentionModule::Create(config, std::move(weights)));
   }
   return MakeLoadedModule(req.name(), req.config(), std::move(module));
@@ -524,7 +599,8 @@ int64_t AttentionServiceImpl::EstimateLoadModule(const pb::LoadModuleRequest& r)
   // The weights as float32 (decoded, or the random init), beside the
   // request; a config that validation refuses reserves nothing.
   absl::StatusOr<ModuleConfig> config = ConfigFromProto(r.config());
-  const int64_t weights = config.ok() ? ModuleBytes(*config) : 0;
+  // A file's tensors are read as float32 beside the module's own copy.
+  const int64_t weights = config.ok() ? ModuleBytes(*config) * (r.file().empty() ? 1 : 2) : 0;
   const int64_t request = static_cast<int64_t>(r.ByteSizeLong());
   return weights > INT64_MAX / 2 - request ? INT64_MAX / 2 : weights + request;
 }
@@ -534,11 +610,12 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::LoadModule(grpc::CallbackServerC
                                                            pb::ModuleInfo* resp) {
   return RunOnPool("LoadModule", ctx, req, resp, EstimateLoadModule(*req),
                    [this, req, resp](int64_t) -> absl::Status {
-    ATTN_ASSIGN_OR_RETURN(LoadedModule loaded,
-                          BuildModule(*req, options_.max_tensor_elements, registry_));
-    *resp = loaded.info;
-    return registry_.Add(req->name(), std::move(loaded), req->replace());
-  });
+                     ATTN_ASSIGN_OR_RETURN(LoadedModule loaded,
+                                           BuildModule(*req, options_.max_tensor_elements,
+                                                       registry_, options_.model_dir));
+                     *resp = loaded.info;
+                     return registry_.Add(req->name(), std::move(loaded), req->replace());
+                   });
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::ListModules(grpc::CallbackServerContext* ctx,
@@ -553,8 +630,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::ListModules(grpc::CallbackServer
 grpc::ServerUnaryReactor* AttentionServiceImpl::UnloadModule(grpc::CallbackServerContext* ctx,
                                                              const pb::UnloadModuleRequest* req,
                                                              pb::UnloadModuleResponse* resp) {
-  return RunInline("UnloadModule", ctx, req, resp,
-                   [&] { return registry_.Remove(req->name()); });
+  return RunInline("UnloadModule", ctx, req, resp, [&] { return registry_.Remove(req->name()); });
 }
 
 grpc::ServerUnaryReactor* AttentionServiceImpl::Estimate(grpc::CallbackServerContext* ctx,

@@ -38,6 +38,9 @@ struct ServiceOptions {
   int max_queued = 64;                         // requests waiting for a worker; 0: no limit
   int64_t request_memory_bytes = int64_t{4} << 30;  // admitted requests' estimates together
   int64_t module_memory_bytes = int64_t{4} << 30;   // loaded modules' weights; 0: no limit
+  // Root of the .safetensors files LoadModule may name (`file`); empty:
+  // LoadModule.file is refused.
+  std::string model_dir;
   // Bearer tokens accepted in "authorization: Bearer <token>" metadata;
   // empty: no authentication. The health service is always open.
   std::vector<std::string> auth_tokens;

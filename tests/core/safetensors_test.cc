@@ -77,11 +77,18 @@ TEST(Safetensors, ReadsAFile) {
   const std::string path = testing::TempDir() + "/layer.safetensors";
   {
     std::ofstream out(path, std::ios::binary);
-    out << Image({{"w", "F32", {2}, Bytes(std::vector<float>{1, 2})}});
+    out << Image({{"w", "F32", {2}, Bytes(std::vector<float>{1, 2})},
+                  {"layers.1.w", "F32", {1}, Bytes(std::vector<float>{3})}});
   }
   auto t = ReadSafetensors(path);
   ASSERT_OK(t);
   EXPECT_EQ(t->at("w").values(), (std::vector<float>{1, 2}));
+  EXPECT_EQ(t->at("layers.1.w").values(), (std::vector<float>{3}));
+  // Only the prefix's tensors are read.
+  auto one = ReadSafetensors(path, 0, "layers.1.");
+  ASSERT_OK(one);
+  ASSERT_EQ(one->size(), 1u);
+  EXPECT_EQ(one->at("layers.1.w").values(), (std::vector<float>{3}));
   std::remove(path.c_str());
   EXPECT_EQ(ReadSafetensors(path).status().code(), absl::StatusCode::kNotFound);
 }
@@ -122,6 +129,19 @@ TEST(Safetensors, MalformedImagesNameWhatIsWrong) {
   auto limited = ParseSafetensors(Image({{"w", "F32", {2}, two}}), "m", /*max_elements=*/1);
   EXPECT_EQ(limited.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(limited.status().message(), "more than the limit of 1"));
+}
+
+TEST(Safetensors, ImagesWrittenReadBackExactly) {
+  TensorMap tensors;
+  tensors.emplace("b", RandomTensor({3, 5}, 1));
+  tensors.emplace("a.bias", RandomTensor({7}, 2));
+  auto back = ParseSafetensors(SafetensorsImage(tensors), "image");
+  ASSERT_OK(back);
+  ASSERT_EQ(back->size(), 2u);
+  for (const auto& [name, t] : tensors) {
+    EXPECT_EQ(back->at(name).shape(), t.shape()) << name;
+    EXPECT_EQ(back->at(name).values(), t.values()) << name;
+  }
 }
 
 TEST(Safetensors, SelectLayerWeightsStripsThePrefixAndMapsHuggingFaceNames) {

@@ -2,11 +2,15 @@
 // Every RPC, every variant, every mask kind, FP16/BF16 in and out, weights,
 // self and cross attention; results equal to the core's.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "core/module.h"
+#include "core/safetensors.h"
 #include "core/sdpa.h"
 #include "tests/core/test_configs.h"
 #include "tests/core/test_util.h"
@@ -46,8 +50,8 @@ TEST_F(ServerTest, DemoModulesAreLoadedAndSorted) {
   ASSERT_OK(modules);
   std::vector<std::string> names;
   for (const auto& m : *modules) names.push_back(m.name());
-  EXPECT_EQ(names, (std::vector<std::string>{"demo-gqa", "demo-mha", "demo-mla", "demo-mqa",
-                                             "demo-sa"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"demo-gqa", "demo-mha", "demo-mla", "demo-mqa", "demo-sa"}));
 }
 
 TEST_F(ServerTest, LoadListUnloadRoundTrip) {
@@ -138,10 +142,10 @@ TEST_P(ServerAttend, EqualsTheCore) {
 std::vector<AttendCase> AttendCases() {
   std::vector<AttendCase> cases;
   const std::pair<const char*, Mask> masks[] = {{"NoMask", Mask::kNone},
-                                               {"Causal", Mask::kCausal},
-                                               {"KeyLengths", Mask::kKeyLengths},
-                                               {"Keep", Mask::kKeep},
-                                               {"AllMasks", Mask::kAll}};
+                                                {"Causal", Mask::kCausal},
+                                                {"KeyLengths", Mask::kKeyLengths},
+                                                {"Keep", Mask::kKeep},
+                                                {"AllMasks", Mask::kAll}};
   const std::tuple<const char*, int64_t, int64_t> heads[] = {
       {"Mha", 4, 4}, {"Gqa", 6, 2}, {"Mqa", 4, 1}};
   for (const auto& [hname, hq, hkv] : heads) {
@@ -185,8 +189,7 @@ TEST_F(ServerTest, HalfPrecisionInAndOut) {
     o.return_weights = true;
     auto same = client_->Attend(q, k, v, o);  // output dtype follows the query
     ASSERT_OK(same);
-    EXPECT_EQ(same->output_dtype,
-              dt == DType::kFloat16 ? pb::DTYPE_FLOAT16 : pb::DTYPE_BFLOAT16);
+    EXPECT_EQ(same->output_dtype, dt == DType::kFloat16 ? pb::DTYPE_FLOAT16 : pb::DTYPE_BFLOAT16);
     EXPECT_LT(RelError(same->output, Rounded(want->output, dt)), 1e-6);
     EXPECT_LT(RelError(same->weights, Rounded(want->weights, dt)), 1e-6);
     o.output_dtype = pb::DTYPE_FLOAT32;  // 16-bit in, float32 out
@@ -286,8 +289,8 @@ TEST_P(ServerForward, StateDictModuleEqualsTheCore) {
 
 std::vector<ForwardCase> ForwardCases() {
   std::vector<ForwardCase> cases;
-  for (Variant v : {Variant::kSelfAttention, Variant::kMha, Variant::kGqa, Variant::kMqa,
-                    Variant::kMla}) {
+  for (Variant v :
+       {Variant::kSelfAttention, Variant::kMha, Variant::kGqa, Variant::kMqa, Variant::kMla}) {
     const std::string name = VariantFieldName(v);
     cases.push_back({name + "_Self_Causal", Config(v), false, Mask::kCausal});
     cases.push_back({name + "_Self_Keep", Config(v), false, Mask::kKeep});
@@ -487,8 +490,8 @@ std::vector<double> NaiveHead(const Tensor& q, const Tensor& k, const Tensor& v)
 
 TEST_F(ServerTest, NarrowHeadsOverLongKeysAreAnsweredNotInternal) {
   // Dk 4, Dv 1 over 4097 keys once came back INTERNAL from oneDNN's sgemm.
-  for (const auto& [dk, dv] : std::vector<std::pair<int64_t, int64_t>>{{4, 1}, {1, 1}, {3, 5},
-                                                                       {5, 2}, {2, 3}}) {
+  for (const auto& [dk, dv] :
+       std::vector<std::pair<int64_t, int64_t>>{{4, 1}, {1, 1}, {3, 5}, {5, 2}, {2, 3}}) {
     SCOPED_TRACE(absl::StrCat("Dk ", dk, ", Dv ", dv));
     const Tensor q = RandomTensor({1, 1, 32, dk}, 1), k = RandomTensor({1, 1, 4097, dk}, 2),
                  v = RandomTensor({1, 1, 4097, dv}, 3);
@@ -522,6 +525,115 @@ TEST_F(ServerTest, NonFiniteInputsGiveNanRowsNotFiniteAnswers) {
   auto inf = client_->Attend(q_pos, k_inf, v);
   ASSERT_OK(inf);
   for (float x : inf->output.values()) EXPECT_TRUE(std::isnan(x)) << x;
+}
+
+// Checkpoints under --model_dir: a GQA layer with Hugging Face names inside
+// a whole model's file, picked by weights_prefix, computes as the same
+// weights sent as a state_dict; paths out of the directory are refused.
+class ModelDirTest : public ServerTest {
+ protected:
+  void Customize(server::ServerOptions& options) override {
+    dir_ = testing::TempDir() + "/models-" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ + "/sub");
+    options.service.model_dir = dir_;
+  }
+  void TearDown() override {
+    ServerTest::TearDown();
+    std::filesystem::remove_all(dir_);
+  }
+  void Write(const std::string& path, const TensorMap& tensors) {
+    std::ofstream out(path, std::ios::binary);
+    out << SafetensorsImage(tensors);
+  }
+  pb::LoadModuleRequest FileRequest(const std::string& name, const std::string& file) {
+    pb::LoadModuleRequest req;
+    req.set_name(name);
+    *req.mutable_config() = client::ConfigToProto(Config(Variant::kGqa));
+    req.set_file(file);
+    req.set_weights_prefix("model.layers.3.self_attn.");
+    return req;
+  }
+  std::string dir_;
+};
+
+TEST_F(ModelDirTest, ALayerOfAHuggingFaceFileEqualsItsStateDict) {
+  const ModuleConfig config = Config(Variant::kGqa);
+  WeightMap weights;
+  TensorMap file;
+  uint32_t seed = 30;
+  for (const WeightSpec& s : ExpectedWeights(config)) {
+    Tensor t = RandomTensor(s.shape, seed++);
+    std::string hf = s.name;  // W_q.weight -> q_proj.weight
+    for (const char* p : {"q", "k", "v", "o"}) {
+      const std::string ours = std::string("W_") + p;
+      if (hf.rfind(ours + ".", 0) == 0) hf = std::string(p) + "_proj" + hf.substr(ours.size());
+    }
+    file.emplace("model.layers.3.self_attn." + hf, t);
+    file.emplace("model.layers.4.self_attn." + hf, RandomTensor(s.shape, seed + 100));
+    weights.emplace(s.name, std::move(t));
+  }
+  file.emplace("model.embed_tokens.weight", RandomTensor({10, 32}, 99));
+  Write(dir_ + "/sub/model.safetensors", file);
+
+  ASSERT_OK(client_->LoadModule(FileRequest("from-file", "sub/model.safetensors")));
+  ASSERT_OK(client_->LoadModule("from-dict", client::ConfigToProto(config), weights));
+  const Tensor x = RandomTensor({2, 5, 32}, 1);
+  ForwardOptions o;
+  o.mask.causal = true;
+  auto a = client_->Forward("from-file", x, o);
+  auto b = client_->Forward("from-dict", x, o);
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  EXPECT_EQ(a->output.values(), b->output.values());
+
+  // The prefix of a layer that is not there names the field.
+  pb::LoadModuleRequest missing = FileRequest("none", "sub/model.safetensors");
+  missing.set_weights_prefix("model.layers.9.");
+  auto none = client_->LoadModule(missing);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(none.status().message(), "weights_prefix")) << none.status();
+}
+
+TEST_F(ModelDirTest, PathsOutOfTheDirectoryAreRefused) {
+  Write(dir_ + "/../outside.safetensors", {{"x", Tensor({1})}});
+  std::filesystem::create_symlink(dir_ + "/../outside.safetensors", dir_ + "/link.safetensors");
+  const struct {
+    std::string file;
+    absl::StatusCode code;
+    const char* says;
+  } cases[] = {
+      {"/etc/passwd", absl::StatusCode::kPermissionDenied, "is absolute"},
+      {"../outside.safetensors", absl::StatusCode::kPermissionDenied, "'..'"},
+      {"sub/../../outside.safetensors", absl::StatusCode::kPermissionDenied, "'..'"},
+      {"link.safetensors", absl::StatusCode::kPermissionDenied, "leads out of --model_dir"},
+      {"sub/absent.safetensors", absl::StatusCode::kNotFound, "not found"},
+      {"sub", absl::StatusCode::kInvalidArgument, "not a regular file"},
+  };
+  for (const auto& c : cases) {
+    auto r = client_->LoadModule(FileRequest("m", c.file));
+    ASSERT_FALSE(r.ok()) << c.file;
+    EXPECT_EQ(r.status().code(), c.code) << c.file << ": " << r.status();
+    EXPECT_TRUE(absl::StartsWith(r.status().message(), "file: ")) << r.status();
+    EXPECT_TRUE(absl::StrContains(r.status().message(), c.says)) << r.status();
+  }
+  // Both a file and weights.
+  pb::LoadModuleRequest both = FileRequest("m", "sub/model.safetensors");
+  client::TensorToProto(Tensor({1}), DType::kFloat32, &(*both.mutable_weights())["W_q.weight"]);
+  EXPECT_EQ(client_->LoadModule(both).status().code(), absl::StatusCode::kInvalidArgument);
+  std::filesystem::remove(dir_ + "/../outside.safetensors");
+  // The server still serves.
+  EXPECT_OK(client_->ListModules());
+}
+
+TEST_F(ServerTest, AServerWithoutAModelDirReadsNoFiles) {
+  pb::LoadModuleRequest req;
+  req.set_name("m");
+  *req.mutable_config() = client::ConfigToProto(Config(Variant::kGqa));
+  req.set_file("model.safetensors");
+  auto r = client_->LoadModule(req);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "--model_dir")) << r.status();
 }
 
 }  // namespace

@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ttention/v1/attention.proto\x12\x0c\x61ttention.v1\"I\n\x06Tensor\x12\"\n\x05\x64type\x18\x01 \x01(\x0e\x32\x13.attention.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"O\n\x04Mask\x12\x0e\n\x06\x63\x61usal\x18\x01 \x01(\x08\x12\x13\n\x0bkey_lengths\x18\x02 \x03(\x03\x12\"\n\x04keep\x18\x03 \x01(\x0b\x32\x14.attention.v1.Tensor\"=\n\x06Timing\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x12\n\ncompute_us\x18\x02 \x01(\x03\x12\r\n\x05\x66lops\x18\x03 \x01(\x01\"\x9c\x02\n\rAttendRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.attention.v1.Tensor\x12!\n\x03key\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor\x12#\n\x05value\x18\x03 \x01(\x0b\x32\x14.attention.v1.Tensor\x12 \n\x04mask\x18\x04 \x01(\x0b\x32\x12.attention.v1.Mask\x12\r\n\x05scale\x18\x05 \x01(\x02\x12\x16\n\x0ereturn_weights\x18\x06 \x01(\x08\x12)\n\x0coutput_dtype\x18\x07 \x01(\x0e\x32\x13.attention.v1.DType\x12*\n\rcompute_dtype\x18\x08 \x01(\x0e\x32\x13.attention.v1.DType\"\x94\x01\n\x0e\x41ttendResponse\x12$\n\x06output\x18\x01 \x01(\x0b\x32\x14.attention.v1.Tensor\x12%\n\x07weights\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.attention.v1.Timing\"\x95\x03\n\x0cModuleConfig\x12\x0f\n\x07\x64_model\x18\x01 \x01(\x03\x12\x11\n\x04\x62ias\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12;\n\x0eself_attention\x18\n \x01(\x0b\x32!.attention.v1.SelfAttentionConfigH\x00\x12,\n\x03mha\x18\x0b \x01(\x0b\x32\x1d.attention.v1.MultiHeadConfigH\x00\x12/\n\x03gqa\x18\x0c \x01(\x0b\x32 .attention.v1.GroupedQueryConfigH\x00\x12-\n\x03mqa\x18\r \x01(\x0b\x32\x1e.attention.v1.MultiQueryConfigH\x00\x12)\n\x03mla\x18\x0e \x01(\x0b\x32\x1a.attention.v1.LatentConfigH\x00\x12+\n\x0ekv_cache_dtype\x18\x04 \x01(\x0e\x32\x13.attention.v1.DType\x12*\n\rcompute_dtype\x18\x03 \x01(\x0e\x32\x13.attention.v1.DTypeB\t\n\x07variantB\x07\n\x05_bias\"/\n\x13SelfAttentionConfig\x12\x0b\n\x03\x64_k\x18\x01 \x01(\x03\x12\x0b\n\x03\x64_v\x18\x02 \x01(\x03\"$\n\x0fMultiHeadConfig\x12\x11\n\tnum_heads\x18\x01 \x01(\x03\"?\n\x12GroupedQueryConfig\x12\x13\n\x0bnum_q_heads\x18\x01 \x01(\x03\x12\x14\n\x0cnum_kv_heads\x18\x02 \x01(\x03\"%\n\x10MultiQueryConfig\x12\x11\n\tnum_heads\x18\x01 \x01(\x03\"\xa8\x01\n\x0cLatentConfig\x12\x11\n\tnum_heads\x18\x01 \x01(\x03\x12\x13\n\x0bq_lora_rank\x18\x02 \x01(\x03\x12\x14\n\x0ckv_lora_rank\x18\x03 \x01(\x03\x12\x18\n\x10qk_nope_head_dim\x18\x04 \x01(\x03\x12\x18\n\x10qk_rope_head_dim\x18\x05 \x01(\x03\x12\x12\n\nv_head_dim\x18\x06 \x01(\x03\x12\x12\n\nrope_theta\x18\x07 \x01(\x01\"\xf8\x01\n\x11LoadModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1a.attention.v1.ModuleConfig\x12=\n\x07weights\x18\x03 \x03(\x0b\x32,.attention.v1.LoadModuleRequest.WeightsEntry\x12\x13\n\x0brandom_seed\x18\x04 \x01(\x04\x12\x0f\n\x07replace\x18\x05 \x01(\x08\x1a\x44\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor:\x02\x38\x01\"\x81\x01\n\nModuleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1a.attention.v1.ModuleConfig\x12\x17\n\x0fparameter_count\x18\x03 \x01(\x03\x12 \n\x18kv_cache_bytes_per_token\x18\x04 \x01(\x03\"\x14\n\x12ListModulesRequest\"@\n\x13ListModulesResponse\x12)\n\x07modules\x18\x01 \x03(\x0b\x32\x18.attention.v1.ModuleInfo\"#\n\x13UnloadModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14UnloadModuleResponse\"\xf2\x01\n\x0e\x46orwardRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\x12#\n\x05query\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor\x12!\n\x03key\x18\x03 \x01(\x0b\x32\x14.attention.v1.Tensor\x12#\n\x05value\x18\x04 \x01(\x0b\x32\x14.attention.v1.Tensor\x12 \n\x04mask\x18\x05 \x01(\x0b\x32\x12.attention.v1.Mask\x12\x16\n\x0ereturn_weights\x18\x06 \x01(\x08\x12)\n\x0coutput_dtype\x18\x07 \x01(\x0e\x32\x13.attention.v1.DType\"\x84\x01\n\x0f\x46orwardResponse\x12$\n\x06output\x18\x01 \x01(\x0b\x32\x14.attention.v1.Tensor\x12%\n\x07weights\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor\x12$\n\x06timing\x18\x03 \x01(\x0b\x32\x14.attention.v1.Timing\"k\n\rDecodeRequest\x12*\n\x05start\x18\x01 \x01(\x0b\x32\x19.attention.v1.DecodeStartH\x00\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x14.attention.v1.TensorH\x00\x42\x06\n\x04step\"m\n\x0b\x44\x65\x63odeStart\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\r\n\x05\x62\x61tch\x18\x02 \x01(\x03\x12\x12\n\nmax_tokens\x18\x03 \x01(\x03\x12+\n\x0ekv_cache_dtype\x18\x04 \x01(\x0e\x32\x13.attention.v1.DType\"\x8b\x01\n\x0e\x44\x65\x63odeResponse\x12$\n\x06output\x18\x01 \x01(\x0b\x32\x14.attention.v1.Tensor\x12\x15\n\rcached_tokens\x18\x02 \x01(\x03\x12\x16\n\x0ekv_cache_bytes\x18\x03 \x01(\x03\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.attention.v1.Timing\"]\n\x0f\x45stimateRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.attention.v1.ModuleConfig\x12\r\n\x05\x62\x61tch\x18\x02 \x01(\x03\x12\x0f\n\x07seq_len\x18\x03 \x01(\x03\"\x97\x01\n\x10\x45stimateResponse\x12\x12\n\nparameters\x18\x01 \x01(\x03\x12 \n\x18kv_cache_bytes_per_token\x18\x02 \x01(\x03\x12\x16\n\x0ekv_cache_bytes\x18\x03 \x01(\x03\x12\x15\n\rprefill_flops\x18\x04 \x01(\x01\x12\x1e\n\x16\x64\x65\x63ode_flops_per_token\x18\x05 \x01(\x01\"\x16\n\x14GetServerInfoRequest\"\x91\x02\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0eonednn_version\x18\x02 \x01(\t\x12\x0f\n\x07\x63pu_isa\x18\x03 \x01(\t\x12\x0f\n\x07threads\x18\x04 \x01(\x05\x12$\n\x06limits\x18\x05 \x01(\x0b\x32\x14.attention.v1.Limits\x12\x10\n\x08variants\x18\x06 \x03(\t\x12,\n\x08kv_cache\x18\x07 \x01(\x0b\x32\x1a.attention.v1.KvCacheUsage\x12&\n\x04load\x18\x08 \x01(\x0b\x32\x18.attention.v1.ServerLoad\x12*\n\x07methods\x18\t \x03(\x0b\x32\x19.attention.v1.MethodStats\"\x9d\x01\n\x0bMethodStats\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x33\n\x05\x63odes\x18\x02 \x03(\x0b\x32$.attention.v1.MethodStats.CodesEntry\x12\x1b\n\x13latency_seconds_sum\x18\x03 \x01(\x01\x1a,\n\nCodesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"|\n\nServerLoad\x12\x19\n\x11inflight_requests\x18\x01 \x01(\x05\x12\x17\n\x0fqueued_requests\x18\x02 \x01(\x05\x12\x1d\n\x15reserved_memory_bytes\x18\x03 \x01(\x03\x12\x1b\n\x13module_memory_bytes\x18\x04 \x01(\x03\"_\n\x0cKvCacheUsage\x12\x13\n\x0b\x62lock_bytes\x18\x01 \x01(\x03\x12\x14\n\x0c\x62locks_total\x18\x02 \x01(\x03\x12\x13\n\x0b\x62locks_used\x18\x03 \x01(\x03\x12\x0f\n\x07streams\x18\x04 \x01(\x05\"\x88\x02\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\x1b\n\x13max_tensor_elements\x18\x02 \x01(\x03\x12\x16\n\x0ekv_cache_bytes\x18\x03 \x01(\x03\x12\x1e\n\x16max_concurrent_streams\x18\x04 \x01(\x05\x12\x1d\n\x15max_inflight_requests\x18\x05 \x01(\x05\x12\x1b\n\x13max_queued_requests\x18\x06 \x01(\x05\x12\x17\n\x0f\x63ompute_threads\x18\x07 \x01(\x05\x12\x1c\n\x14request_memory_bytes\x18\x08 \x01(\x03\x12\x1b\n\x13module_memory_bytes\x18\t \x01(\x03*x\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03\x12\x0e\n\nDTYPE_BOOL\x10\x04\x12\x0e\n\nDTYPE_INT8\x10\x05\x32\xf6\x04\n\x10\x41ttentionService\x12\x43\n\x06\x41ttend\x12\x1b.attention.v1.AttendRequest\x1a\x1c.attention.v1.AttendResponse\x12G\n\nLoadModule\x12\x1f.attention.v1.LoadModuleRequest\x1a\x18.attention.v1.ModuleInfo\x12R\n\x0bListModules\x12 .attention.v1.ListModulesRequest\x1a!.attention.v1.ListModulesResponse\x12U\n\x0cUnloadModule\x12!.attention.v1.UnloadModuleRequest\x1a\".attention.v1.UnloadModuleResponse\x12\x46\n\x07\x46orward\x12\x1c.attention.v1.ForwardRequest\x1a\x1d.attention.v1.ForwardResponse\x12G\n\x06\x44\x65\x63ode\x12\x1b.attention.v1.DecodeRequest\x1a\x1c.attention.v1.DecodeResponse(\x01\x30\x01\x12I\n\x08\x45stimate\x12\x1d.attention.v1.EstimateRequest\x1a\x1e.attention.v1.EstimateResponse\x12M\n\rGetServerInfo\x12\".attention.v1.GetServerInfoRequest\x1a\x18.attention.v1.ServerInfoB\x03\xf8\x01\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ttention/v1/attention.proto\x12\x0c\x61ttention.v1\"I\n\x06Tensor\x12\"\n\x05\x64type\x18\x01 \x01(\x0e\x32\x13.attention.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"O\n\x04Mask\x12\x0e\n\x06\x63\x61usal\x18\x01 \x01(\x08\x12\x13\n\x0bkey_lengths\x18\x02 \x03(\x03\x12\"\n\x04keep\x18\x03 \x01(\x0b\x32\x14.attention.v1.Tensor\"=\n\x06Timing\x12\x10\n\x08queue_us\x18\x01 \x01(\x03\x12\x12\n\ncompute_us\x18\x02 \x01(\x03\x12\r\n\x05\x66lops\x18\x03 \x01(\x01\"\x9c\x02\n\rAttendRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.attention.v1.Tensor\x12!\n\x03key\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor\x12#\n\x05value\x18\x03 \x01(\x0b\x32\x14.attention.v1.Tensor\x12 \n\x04mask\x18\x04 \x01(\x0b\x32\x12.attention.v1.Mask\x12\r\n\x05scale\x18\x05 \x01(\x02\x12\x16\n\x0ereturn_weights\x18\x06 \x01(\x08\x12)\n\x0coutput_dtype\x18\x07 \x01(\x0e\x32\x13.attention.v1.DType\x12*\n\rcompute_dtype\x18\x08 \x01(\x0e\x32\x13.attention.v1.DType\"\x94\x01\n\x0e\x41ttendResponse\x12$\n\x06output\x18\x01 \x01(\x0b\x32\x14.attention.v1.Tensor\x12%\n\x07weights\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.attention.v1.Timing\"\x95\x03\n\x0cModuleConfig\x12\x0f\n\x07\x64_model\x18\x01 \x01(\x03\x12\x11\n\x04\x62ias\x18\x02 \x01(\x08H\x01\x88\x01\x01\x12;\n\x0eself_attention\x18\n \x01(\x0b\x32!.attention.v1.SelfAttentionConfigH\x00\x12,\n\x03mha\x18\x0b \x01(\x0b\x32\x1d.attention.v1.MultiHeadConfigH\x00\x12/\n\x03gqa\x18\x0c \x01(\x0b\x32 .attention.v1.GroupedQueryConfigH\x00\x12-\n\x03mqa\x18\r \x01(\x0b\x32\x1e.attention.v1.MultiQueryConfigH\x00\x12)\n\x03mla\x18\x0e \x01(\x0b\x32\x1a.attention.v1.LatentConfigH\x00\x12+\n\x0ekv_cache_dtype\x18\x04 \x01(\x0e\x32\x13.attention.v1.DType\x12*\n\rcompute_dtype\x18\x03 \x01(\x0e\x32\x13.attention.v1.DTypeB\t\n\x07variantB\x07\n\x05_bias\"/\n\x13SelfAttentionConfig\x12\x0b\n\x03\x64_k\x18\x01 \x01(\x03\x12\x0b\n\x03\x64_v\x18\x02 \x01(\x03\"$\n\x0fMultiHeadConfig\x12\x11\n\tnum_heads\x18\x01 \x01(\x03\"?\n\x12GroupedQueryConfig\x12\x13\n\x0bnum_q_heads\x18\x01 \x01(\x03\x12\x14\n\x0cnum_kv_heads\x18\x02 \x01(\x03\"%\n\x10MultiQueryConfig\x12\x11\n\tnum_heads\x18\x01 \x01(\x03\"\xa8\x01\n\x0cLatentConfig\x12\x11\n\tnum_heads\x18\x01 \x01(\x03\x12\x13\n\x0bq_lora_rank\x18\x02 \x01(\x03\x12\x14\n\x0ckv_lora_rank\x18\x03 \x01(\x03\x12\x18\n\x10qk_nope_head_dim\x18\x04 \x01(\x03\x12\x18\n\x10qk_rope_head_dim\x18\x05 \x01(\x03\x12\x12\n\nv_head_dim\x18\x06 \x01(\x03\x12\x12\n\nrope_theta\x18\x07 \x01(\x01\"\x9e\x02\n\x11LoadModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1a.attention.v1.ModuleConfig\x12=\n\x07weights\x18\x03 \x03(\x0b\x32,.attention.v1.LoadModuleRequest.WeightsEntry\x12\x13\n\x0brandom_seed\x18\x04 \x01(\x04\x12\x0f\n\x07replace\x18\x05 \x01(\x08\x12\x16\n\x0eweights_prefix\x18\x06 \x01(\t\x12\x0c\n\x04\x66ile\x18\x07 \x01(\t\x1a\x44\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor:\x02\x38\x01\"\x81\x01\n\nModuleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1a.attention.v1.ModuleConfig\x12\x17\n\x0fparameter_count\x18\x03 \x01(\x03\x12 \n\x18kv_cache_bytes_per_token\x18\x04 \x01(\x03\"\x14\n\x12ListModulesRequest\"@\n\x13ListModulesResponse\x12)\n\x07modules\x18\x01 \x03(\x0b\x32\x18.attention.v1.ModuleInfo\"#\n\x13UnloadModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14UnloadModuleResponse\"\xf2\x01\n\x0e\x46orwardRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\x12#\n\x05query\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor\x12!\n\x03key\x18\x03 \x01(\x0b\x32\x14.attention.v1.Tensor\x12#\n\x05value\x18\x04 \x01(\x0b\x32\x14.attention.v1.Tensor\x12 \n\x04mask\x18\x05 \x01(\x0b\x32\x12.attention.v1.Mask\x12\x16\n\x0ereturn_weights\x18\x06 \x01(\x08\x12)\n\x0coutput_dtype\x18\x07 \x01(\x0e\x32\x13.attention.v1.DType\"\x84\x01\n\x0f\x46orwardResponse\x12$\n\x06output\x18\x01 \x01(\x0b\x32\x14.attention.v1.Tensor\x12%\n\x07weights\x18\x02 \x01(\x0b\x32\x14.attention.v1.Tensor\x12$\n\x06timing\x18\x03 \x01(\x0b\x32\x14.attention.v1.Timing\"k\n\rDecodeRequest\x12*\n\x05start\x18\x01 \x01(\x0b\x32\x19.attention.v1.DecodeStartH\x00\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x14.attention.v1.TensorH\x00\x42\x06\n\x04step\"m\n\x0b\x44\x65\x63odeStart\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\r\n\x05\x62\x61tch\x18\x02 \x01(\x03\x12\x12\n\nmax_tokens\x18\x03 \x01(\x03\x12+\n\x0ekv_cache_dtype\x18\x04 \x01(\x0e\x32\x13.attention.v1.DType\"\x8b\x01\n\x0e\x44\x65\x63odeResponse\x12$\n\x06output\x18\x01 \x01(\x0b\x32\x14.attention.v1.Tensor\x12\x15\n\rcached_tokens\x18\x02 \x01(\x03\x12\x16\n\x0ekv_cache_bytes\x18\x03 \x01(\x03\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.attention.v1.Timing\"]\n\x0f\x45stimateRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.attention.v1.ModuleConfig\x12\r\n\x05\x62\x61tch\x18\x02 \x01(\x03\x12\x0f\n\x07seq_len\x18\x03 \x01(\x03\"\x97\x01\n\x10\x45stimateResponse\x12\x12\n\nparameters\x18\x01 \x01(\x03\x12 \n\x18kv_cache_bytes_per_token\x18\x02 \x01(\x03\x12\x16\n\x0ekv_cache_bytes\x18\x03 \x01(\x03\x12\x15\n\rprefill_flops\x18\x04 \x01(\x01\x12\x1e\n\x16\x64\x65\x63ode_flops_per_token\x18\x05 \x01(\x01\"\x16\n\x14GetServerInfoRequest\"\x91\x02\n\nServerInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0eonednn_version\x18\x02 \x01(\t\x12\x0f\n\x07\x63pu_isa\x18\x03 \x01(\t\x12\x0f\n\x07threads\x18\x04 \x01(\x05\x12$\n\x06limits\x18\x05 \x01(\x0b\x32\x14.attention.v1.Limits\x12\x10\n\x08variants\x18\x06 \x03(\t\x12,\n\x08kv_cache\x18\x07 \x01(\x0b\x32\x1a.attention.v1.KvCacheUsage\x12&\n\x04load\x18\x08 \x01(\x0b\x32\x18.attention.v1.ServerLoad\x12*\n\x07methods\x18\t \x03(\x0b\x32\x19.attention.v1.MethodStats\"\x9d\x01\n\x0bMethodStats\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x33\n\x05\x63odes\x18\x02 \x03(\x0b\x32$.attention.v1.MethodStats.CodesEntry\x12\x1b\n\x13latency_seconds_sum\x18\x03 \x01(\x01\x1a,\n\nCodesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"|\n\nServerLoad\x12\x19\n\x11inflight_requests\x18\x01 \x01(\x05\x12\x17\n\x0fqueued_requests\x18\x02 \x01(\x05\x12\x1d\n\x15reserved_memory_bytes\x18\x03 \x01(\x03\x12\x1b\n\x13module_memory_bytes\x18\x04 \x01(\x03\"_\n\x0cKvCacheUsage\x12\x13\n\x0b\x62lock_bytes\x18\x01 \x01(\x03\x12\x14\n\x0c\x62locks_total\x18\x02 \x01(\x03\x12\x13\n\x0b\x62locks_used\x18\x03 \x01(\x03\x12\x0f\n\x07streams\x18\x04 \x01(\x05\"\x88\x02\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\x1b\n\x13max_tensor_elements\x18\x02 \x01(\x03\x12\x16\n\x0ekv_cache_bytes\x18\x03 \x01(\x03\x12\x1e\n\x16max_concurrent_streams\x18\x04 \x01(\x05\x12\x1d\n\x15max_inflight_requests\x18\x05 \x01(\x05\x12\x1b\n\x13max_queued_requests\x18\x06 \x01(\x05\x12\x17\n\x0f\x63ompute_threads\x18\x07 \x01(\x05\x12\x1c\n\x14request_memory_bytes\x18\x08 \x01(\x03\x12\x1b\n\x13module_memory_bytes\x18\t \x01(\x03*x\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03\x12\x0e\n\nDTYPE_BOOL\x10\x04\x12\x0e\n\nDTYPE_INT8\x10\x05\x32\xf6\x04\n\x10\x41ttentionService\x12\x43\n\x06\x41ttend\x12\x1b.attention.v1.AttendRequest\x1a\x1c.attention.v1.AttendResponse\x12G\n\nLoadModule\x12\x1f.attention.v1.LoadModuleRequest\x1a\x18.attention.v1.ModuleInfo\x12R\n\x0bListModules\x12 .attention.v1.ListModulesRequest\x1a!.attention.v1.ListModulesResponse\x12U\n\x0cUnloadModule\x12!.attention.v1.UnloadModuleRequest\x1a\".attention.v1.UnloadModuleResponse\x12\x46\n\x07\x46orward\x12\x1c.attention.v1.ForwardRequest\x1a\x1d.attention.v1.ForwardResponse\x12G\n\x06\x44\x65\x63ode\x12\x1b.attention.v1.DecodeRequest\x1a\x1c.attention.v1.DecodeResponse(\x01\x30\x01\x12I\n\x08\x45stimate\x12\x1d.attention.v1.EstimateRequest\x1a\x1e.attention.v1.EstimateResponse\x12M\n\rGetServerInfo\x12\".attention.v1.GetServerInfoRequest\x1a\x18.attention.v1.ServerInfoB\x03\xf8\x01\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'attention.v1.attention_pb2', globals())
@@ -25,8 +25,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _LOADMODULEREQUEST_WEIGHTSENTRY._serialized_options = b'8\001'
   _METHODSTATS_CODESENTRY._options = None
   _METHODSTATS_CODESENTRY._serialized_options = b'8\001'
-  _DTYPE._serialized_start=3946
-  _DTYPE._serialized_end=4066
+  _DTYPE._serialized_start=3984
+  _DTYPE._serialized_end=4104
   _TENSOR._serialized_start=46
   _TENSOR._serialized_end=119
   _MASK._serialized_start=121
@@ -50,47 +50,47 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _LATENTCONFIG._serialized_start=1303
   _LATENTCONFIG._serialized_end=1471
   _LOADMODULEREQUEST._serialized_start=1474
-  _LOADMODULEREQUEST._serialized_end=1722
-  _LOADMODULEREQUEST_WEIGHTSENTRY._serialized_start=1654
-  _LOADMODULEREQUEST_WEIGHTSENTRY._serialized_end=1722
-  _MODULEINFO._serialized_start=1725
-  _MODULEINFO._serialized_end=1854
-  _LISTMODULESREQUEST._serialized_start=1856
-  _LISTMODULESREQUEST._serialized_end=1876
-  _LISTMODULESRESPONSE._serialized_start=1878
-  _LISTMODULESRESPONSE._serialized_end=1942
-  _UNLOADMODULEREQUEST._serialized_start=1944
-  _UNLOADMODULEREQUEST._serialized_end=1979
-  _UNLOADMODULERESPONSE._serialized_start=1981
-  _UNLOADMODULERESPONSE._serialized_end=2003
-  _FORWARDREQUEST._serialized_start=2006
-  _FORWARDREQUEST._serialized_end=2248
-  _FORWARDRESPONSE._serialized_start=2251
-  _FORWARDRESPONSE._serialized_end=2383
-  _DECODEREQUEST._serialized_start=2385
-  _DECODEREQUEST._serialized_end=2492
-  _DECODESTART._serialized_start=2494
-  _DECODESTART._serialized_end=2603
-  _DECODERESPONSE._serialized_start=2606
-  _DECODERESPONSE._serialized_end=2745
-  _ESTIMATEREQUEST._serialized_start=2747
-  _ESTIMATEREQUEST._serialized_end=2840
-  _ESTIMATERESPONSE._serialized_start=2843
-  _ESTIMATERESPONSE._serialized_end=2994
-  _GETSERVERINFOREQUEST._serialized_start=2996
-  _GETSERVERINFOREQUEST._serialized_end=3018
-  _SERVERINFO._serialized_start=3021
-  _SERVERINFO._serialized_end=3294
-  _METHODSTATS._serialized_start=3297
-  _METHODSTATS._serialized_end=3454
-  _METHODSTATS_CODESENTRY._serialized_start=3410
-  _METHODSTATS_CODESENTRY._serialized_end=3454
-  _SERVERLOAD._serialized_start=3456
-  _SERVERLOAD._serialized_end=3580
-  _KVCACHEUSAGE._serialized_start=3582
-  _KVCACHEUSAGE._serialized_end=3677
-  _LIMITS._serialized_start=3680
-  _LIMITS._serialized_end=3944
-  _ATTENTIONSERVICE._serialized_start=4069
-  _ATTENTIONSERVICE._serialized_end=4699
+  _LOADMODULEREQUEST._serialized_end=1760
+  _LOADMODULEREQUEST_WEIGHTSENTRY._serialized_start=1692
+  _LOADMODULEREQUEST_WEIGHTSENTRY._serialized_end=1760
+  _MODULEINFO._serialized_start=1763
+  _MODULEINFO._serialized_end=1892
+  _LISTMODULESREQUEST._serialized_start=1894
+  _LISTMODULESREQUEST._serialized_end=1914
+  _LISTMODULESRESPONSE._serialized_start=1916
+  _LISTMODULESRESPONSE._serialized_end=1980
+  _UNLOADMODULEREQUEST._serialized_start=1982
+  _UNLOADMODULEREQUEST._serialized_end=2017
+  _UNLOADMODULERESPONSE._serialized_start=2019
+  _UNLOADMODULERESPONSE._serialized_end=2041
+  _FORWARDREQUEST._serialized_start=2044
+  _FORWARDREQUEST._serialized_end=2286
+  _FORWARDRESPONSE._serialized_start=2289
+  _FORWARDRESPONSE._serialized_end=2421
+  _DECODEREQUEST._serialized_start=2423
+  _DECODEREQUEST._serialized_end=2530
+  _DECODESTART._serialized_start=2532
+  _DECODESTART._serialized_end=2641
+  _DECODERESPONSE._serialized_start=2644
+  _DECODERESPONSE._serialized_end=2783
+  _ESTIMATEREQUEST._serialized_start=2785
+  _ESTIMATEREQUEST._serialized_end=2878
+  _ESTIMATERESPONSE._serialized_start=2881
+  _ESTIMATERESPONSE._serialized_end=3032
+  _GETSERVERINFOREQUEST._serialized_start=3034
+  _GETSERVERINFOREQUEST._serialized_end=3056
+  _SERVERINFO._serialized_start=3059
+  _SERVERINFO._serialized_end=3332
+  _METHODSTATS._serialized_start=3335
+  _METHODSTATS._serialized_end=3492
+  _METHODSTATS_CODESENTRY._serialized_start=3448
+  _METHODSTATS_CODESENTRY._serialized_end=3492
+  _SERVERLOAD._serialized_start=3494
+  _SERVERLOAD._serialized_end=3618
+  _KVCACHEUSAGE._serialized_start=3620
+  _KVCACHEUSAGE._serialized_end=3715
+  _LIMITS._serialized_start=3718
+  _LIMITS._serialized_end=3982
+  _ATTENTIONSERVICE._serialized_start=4107
+  _ATTENTIONSERVICE._serialized_end=4737
 # @@protoc_insertion_point(module_scope)
