@@ -40,8 +40,11 @@ const std::vector<CliCommand>& CliCommands() {
       {"list", "The loaded modules.", {}},
       {"load",
        "Registers a module --name of --variant and its config flags; weights from --weights_dir "
-       "(one NAME.npy per state_dict entry, float) or random from --seed.",
-       Concat({"name", "weights_dir", "seed", "replace"}, ModuleConfigFlags())},
+       "(one NAME.npy per state_dict entry, float), a local --safetensors checkpoint, a --file "
+       "the server reads under its --model_dir (both with the layer's --prefix; Hugging Face "
+       "names q_proj... are accepted), or random from --seed.",
+       Concat({"name", "weights_dir", "safetensors", "file", "prefix", "seed", "replace"},
+              ModuleConfigFlags())},
       {"unload", "Removes module --name.", {"name"}},
       {"attend",
        "SDPA over heads: random inputs of --b --hq --hkv --lq --lk --dk --dv, or all three of "

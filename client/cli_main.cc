@@ -27,6 +27,7 @@
 #include "client/cli_output.h"
 #include "client/compare.h"
 #include "core/npy.h"
+#include "core/safetensors.h"
 #include "core/status_macros.h"
 #include "flags/help.h"
 #include "wire/convert.h"
@@ -88,6 +89,13 @@ ABSL_FLAG(std::string, kv_cache_dtype, "",
           "load, estimate: the module's KV cache, f32, bf16, f16 or int8 (default f32); decode: "
           "the stream's (default: the module's)");
 ABSL_FLAG(std::string, weights_dir, "", "load: directory of NAME.npy state_dict files");
+ABSL_FLAG(std::string, safetensors, "",
+          "load: a local .safetensors checkpoint whose tensors (those under --prefix) are sent");
+ABSL_FLAG(std::string, file, "",
+          "load: a .safetensors file the server reads, relative to its --model_dir");
+ABSL_FLAG(std::string, prefix, "",
+          "load: weights_prefix, the layer's name prefix in the checkpoint, e.g. "
+          "model.layers.7.self_attn.");
 ABSL_FLAG(bool, replace, false, "load: replace a module of the same name");
 ABSL_FLAG(int64_t, batch, 1, "estimate: batch");
 ABSL_FLAG(int64_t, seq_len, 4096, "estimate: sequence length");
@@ -307,13 +315,40 @@ absl::Status Run(const std::string& command) {
   }
   if (command == "load") {
     ATTN_ASSIGN_OR_RETURN(pb::ModuleConfig config, ConfigFromFlags());
-    WeightMap weights;
-    if (!absl::GetFlag(FLAGS_weights_dir).empty()) {
-      ATTN_ASSIGN_OR_RETURN(weights, ReadStateDict(absl::GetFlag(FLAGS_weights_dir)));
+    const std::string weights_dir = absl::GetFlag(FLAGS_weights_dir);
+    const std::string local = absl::GetFlag(FLAGS_safetensors);
+    const std::string file = absl::GetFlag(FLAGS_file);
+    if (!weights_dir.empty() + !local.empty() + !file.empty() > 1) {
+      return absl::InvalidArgumentError(
+          "--weights_dir, --safetensors, --file: give at most one source of weights");
     }
-    ATTN_ASSIGN_OR_RETURN(pb::ModuleInfo info,
-                          client->LoadModule(absl::GetFlag(FLAGS_name), config, weights, seed,
-                                             absl::GetFlag(FLAGS_replace)));
+    pb::LoadModuleRequest req;
+    req.set_name(absl::GetFlag(FLAGS_name));
+    *req.mutable_config() = config;
+    req.set_random_seed(seed);
+    req.set_replace(absl::GetFlag(FLAGS_replace));
+    // The server strips the prefix and maps Hugging Face's names.
+    req.set_weights_prefix(absl::GetFlag(FLAGS_prefix));
+    req.set_file(file);
+    WeightMap weights;
+    if (!weights_dir.empty()) {
+      ATTN_ASSIGN_OR_RETURN(weights, ReadStateDict(weights_dir));
+    } else if (!local.empty()) {
+      absl::StatusOr<TensorMap> read = ReadSafetensors(local, 0, absl::GetFlag(FLAGS_prefix));
+      if (!read.ok()) {
+        return absl::Status(read.status().code(),
+                            absl::StrCat("--safetensors: ", read.status().message()));
+      }
+      weights = *std::move(read);
+      if (weights.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--prefix: no tensor of ", local, " starts with '", absl::GetFlag(FLAGS_prefix), "'"));
+      }
+    }
+    for (const auto& [n, t] : weights) {
+      client::TensorToProto(t, DType::kFloat32, &(*req.mutable_weights())[n]);
+    }
+    ATTN_ASSIGN_OR_RETURN(pb::ModuleInfo info, client->LoadModule(req));
     PrintModule(info);
     return absl::OkStatus();
   }

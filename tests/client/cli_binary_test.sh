@@ -87,6 +87,34 @@ done
 grep -q 'The state_dict has biases' "$work/compare"
 grep -q '^| MLA (latent 8+8) |' "$work/compare"
 
+# A layer out of a Hugging Face checkpoint (q_proj... under a prefix, BF16,
+# beside another layer), read locally and sent; a prefix that matches
+# nothing, and --file on a server without --model_dir, are refused.
+/usr/bin/python3 - "$work/model.safetensors" <<'PY'
+import json, struct, sys
+tensors, data = {}, b""
+for layer in (0, 1):
+    for p in ("q", "k", "v", "o"):
+        for part, shape in (("weight", [64, 64]), ("bias", [64])):
+            n = shape[0] * (shape[1] if len(shape) > 1 else 1)
+            bits = 0x3c24 if part == "weight" else 0x3dcd
+            raw = struct.pack("<%dH" % n, *[bits] * n)
+            tensors["model.layers.%d.self_attn.%s_proj.%s" % (layer, p, part)] = {
+                "dtype": "BF16", "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+            data += raw
+header = json.dumps(tensors).encode()
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(header)) + header + data)
+PY
+"${cli[@]}" load --name hf --variant mha --d_model 64 --heads 4 \
+  --safetensors "$work/model.safetensors" --prefix model.layers.1.self_attn. | grep -q '^hf'
+out=$("${cli[@]}" load --name hf2 --variant mha --d_model 64 --heads 4 \
+  --safetensors "$work/model.safetensors" --prefix model.layers.7. 2>&1) && exit 1
+grep -q -- "--prefix: no tensor" <<<"$out" || { echo "$out"; exit 1; }
+out=$("${cli[@]}" load --name hf3 --variant mha --d_model 64 --heads 4 \
+  --file model.safetensors 2>&1) && exit 1
+grep -q -- "--model_dir" <<<"$out" || { echo "$out"; exit 1; }
+
 "${cli[@]}" health | grep -qx SERVING   # still serving after all of it
 kill -TERM "$pid"
 wait "$pid"
