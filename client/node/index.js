@@ -327,16 +327,20 @@ class AttentionClient {
   //   {d_model: 16, mha: {num_heads: 2}} or
   //   {d_model: 64, gqa: {num_q_heads: 8, num_kv_heads: 2}, bias: true}.
   // stateDict maps PyTorch names ("W_q.weight", ...) to {data, shape};
-  // omitted: random initialisation from `seed`.
+  // omitted: random initialisation from `seed`. weightsPrefix picks one
+  // layer of a whole model's tensors (the server strips it and takes
+  // Hugging Face's q_proj... for mha/gqa/mqa); file names a .safetensors
+  // the server reads under its --model_dir instead of stateDict.
   // Resolves to {name, config, parameterCount, kvCacheBytesPerToken}.
   async loadModule({ name, config, stateDict, seed = 0, replace = false,
-    weightsDtype = 'float32', timeoutMs } = {}) {
+    weightsDtype = 'float32', weightsPrefix = '', file = '', timeoutMs } = {}) {
     const weights = {};
     for (const [k, t] of Object.entries(stateDict || {})) {
+      if (!k.startsWith(weightsPrefix)) continue;  // the server ignores them
       weights[k] = toTensor(t, weightsDtype, `weights['${k}']`);
     }
     const resp = await this._unary('LoadModule', {
-      name, config, weights, random_seed: seed, replace,
+      name, config, weights, random_seed: seed, replace, weights_prefix: weightsPrefix, file,
     }, timeoutMs);
     return toModuleInfo(resp);
   }

@@ -316,6 +316,29 @@ test('loadModule + forward: MHA (d_model 16, 2 heads) with JS-built weights', as
     (err) => err.code === status.NOT_FOUND && /js-mha/.test(err.details));
 });
 
+test('loadModule with weightsPrefix: one layer of Hugging Face-named tensors', async () => {
+  const rand = rng(13);
+  const dModel = 16;
+  const sd = mhaStateDict(rand, dModel);
+  const hf = {};
+  for (const [k, t] of Object.entries(sd)) {  // W_q.weight -> layers.1.q_proj.weight
+    const [proj, part] = k.split('.');
+    hf[`layers.1.${proj.slice(-1)}_proj.${part}`] = t;
+    hf[`layers.0.${proj.slice(-1)}_proj.${part}`] = { data: t.data.map((v) => v + 1), shape: t.shape };
+  }
+  await client.loadModule({
+    name: 'js-hf', config: { d_model: dModel, mha: { num_heads: 2 } }, stateDict: hf,
+    weightsPrefix: 'layers.1.',
+  });
+  const x = randTensor(rand, [1, 4, dModel]);
+  const r = await client.forward({ module: 'js-hf', query: x, causal: true });
+  assertClose(r.output, mhaRef(sd, x, 2, { causal: true }), 1e-4, 'prefixed layer');
+  await client.unloadModule('js-hf');
+  await assert.rejects(client.loadModule({
+    name: 'js-file', config: { d_model: dModel, mha: { num_heads: 2 } }, file: 'm.safetensors',
+  }), (err) => err.code === status.FAILED_PRECONDITION && /--model_dir/.test(err.details));
+});
+
 test('a bad request rejects with INVALID_ARGUMENT (code 3) naming Hkv', async () => {
   const rand = rng(4);
   await assert.rejects(

@@ -228,7 +228,7 @@ class AttentionClient:
     # -- Modules ----------------------------------------------------------
 
     def load_module(self, name, config, state_dict=None, seed=0, replace=False,
-                    weights_dtype=np.float32, timeout=None):
+                    weights_dtype=np.float32, timeout=None, weights_prefix="", file=None):
         """Registers an attention layer.
 
         `config` is a dict such as {"d_model": 64, "mha": {"num_heads": 4}}
@@ -241,13 +241,21 @@ class AttentionClient:
         a .safetensors file holding them (needs the `safetensors` package:
         pip install "./client/python[safetensors]"); None: random
         initialisation from `seed`. Weights go over the wire as
-        `weights_dtype`. Returns ModuleInfo.
+        `weights_dtype`. `weights_prefix` picks one layer out of a whole
+        model's tensors: the server strips it from every name and ignores
+        names without it (only those are sent), and for mha, gqa and mqa
+        takes Hugging Face's q_proj, k_proj, v_proj, o_proj beside W_q....
+        `file` names a .safetensors file the server reads itself, relative
+        to its --model_dir (then no state_dict). Returns ModuleInfo.
         """
         req = pb2.LoadModuleRequest(name=name, config=module_config(config),
-                                    random_seed=int(seed), replace=bool(replace))
+                                    random_seed=int(seed), replace=bool(replace),
+                                    weights_prefix=weights_prefix, file=file or "")
         if isinstance(state_dict, (str, os.PathLike)):
             state_dict = _load_safetensors(state_dict)
         for key, value in (state_dict or {}).items():
+            if not key.startswith(weights_prefix):
+                continue
             req.weights[key].CopyFrom(to_tensor(value, weights_dtype, "weights[%r]" % key))
         return _module_info(self._call(self._stub.LoadModule, req, timeout))
 
