@@ -63,8 +63,9 @@ absl::StatusOr<Extent> ParseEntry(const std::string& where, const nlohmann::json
   for (const auto& d : entry["shape"]) {
     if (!d.is_number_unsigned()) return Bad(where, "shape: expected non-negative integers");
     const uint64_t dim = d.get<uint64_t>();
-    if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max() / 8) ||
-        (dim != 0 && static_cast<uint64_t>(x.count) > (uint64_t{1} << 62) / dim)) {
+    // count · dim · (element size <= 4) stays within int64_t.
+    constexpr uint64_t kMaxCount = static_cast<uint64_t>(std::numeric_limits<int64_t>::max() / 8);
+    if (dim > kMaxCount || (dim != 0 && static_cast<uint64_t>(x.count) > kMaxCount / dim)) {
       return Bad(where, "shape: too many elements");
     }
     x.shape.push_back(static_cast<int64_t>(dim));
@@ -116,18 +117,33 @@ absl::StatusOr<nlohmann::json> ParseHeader(absl::string_view what, const char* l
 template <typename ReadData>
 absl::StatusOr<TensorMap> ReadTensors(const nlohmann::json& json, absl::string_view what,
                                       uint64_t data_bytes, int64_t max_elements,
-                                      absl::string_view prefix, ReadData read) {
-  TensorMap tensors;
-  std::string buffer;
+                                      absl::string_view prefix, int64_t max_total_elements,
+                                      ReadData read) {
+  // The whole header first: every entry checked, the total bounded.
+  std::vector<std::pair<std::string, Extent>> selected;
+  int64_t total = 0;
   for (const auto& [name, entry] : json.items()) {
     if (name == "__metadata__" || !absl::StartsWith(name, prefix)) continue;
     const std::string where = absl::StrCat(what, ": tensor '", name, "'");
     absl::StatusOr<Extent> x = ParseEntry(where, entry, data_bytes, max_elements);
     if (!x.ok()) return x.status();
-    buffer.resize(x->end - x->begin);
-    if (!read(x->begin, buffer.size(), buffer.data())) return Bad(where, "cannot read its data");
-    Tensor t(x->shape);
-    DecodeToFloat(x->type, buffer.data(), x->count, t.data());
+    total += x->count;  // each count < 2^60: no overflow for any real header
+    if (max_total_elements > 0 && total > max_total_elements) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights_prefix: the tensors of ", what, " under '", prefix, "' hold more than ",
+          max_total_elements, " elements, more than the layer needs (end the prefix with '.')"));
+    }
+    selected.emplace_back(name, *std::move(x));
+  }
+  TensorMap tensors;
+  std::string buffer;
+  for (const auto& [name, x] : selected) {
+    buffer.resize(x.end - x.begin);
+    if (!read(x.begin, buffer.size(), buffer.data())) {
+      return Bad(absl::StrCat(what, ": tensor '", name, "'"), "cannot read its data");
+    }
+    Tensor t(x.shape);
+    DecodeToFloat(x.type, buffer.data(), x.count, t.data());
     tensors.emplace(name, std::move(t));
   }
   return tensors;
@@ -146,7 +162,7 @@ absl::StatusOr<TensorMap> ParseSafetensors(absl::string_view bytes, absl::string
                                                     });
   if (!json.ok()) return json.status();
   const absl::string_view data = bytes.substr(8 + header_bytes);
-  return ReadTensors(*json, what, data.size(), max_elements, "",
+  return ReadTensors(*json, what, data.size(), max_elements, "", 0,
                      [&](uint64_t offset, size_t n, char* out) {
                        std::memcpy(out, data.data() + offset, n);
                        return true;
@@ -154,7 +170,7 @@ absl::StatusOr<TensorMap> ParseSafetensors(absl::string_view bytes, absl::string
 }
 
 absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, int64_t max_elements,
-                                          absl::string_view prefix) {
+                                          absl::string_view prefix, int64_t max_total_elements) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   const uint64_t total = static_cast<uint64_t>(in.tellg());
@@ -169,7 +185,7 @@ absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, int64_t max_e
       });
   if (!json.ok()) return json.status();
   const uint64_t data_start = 8 + header_bytes;
-  return ReadTensors(*json, path, total - data_start, max_elements, prefix,
+  return ReadTensors(*json, path, total - data_start, max_elements, prefix, max_total_elements,
                      [&](uint64_t offset, size_t n, char* out) {
                        in.seekg(static_cast<std::streamoff>(data_start + offset));
                        return static_cast<bool>(in.read(out, static_cast<std::streamsize>(n)));

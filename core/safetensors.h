@@ -25,17 +25,20 @@ using TensorMap = std::map<std::string, Tensor>;
 
 // Parses a whole .safetensors image. `what` names the source in errors (a
 // file name). A tensor of more than `max_elements` elements (0: no limit),
-// a header that is not the format's, offsets outside the data or not
-// matching dtype × shape, and duplicate names are INVALID_ARGUMENT with the
-// tensor's name.
+// a header that is not the format's, and offsets outside the data or not
+// matching dtype × shape are INVALID_ARGUMENT with the tensor's name (a
+// name given twice in the header: its last entry counts).
 absl::StatusOr<TensorMap> ParseSafetensors(absl::string_view bytes, absl::string_view what,
                                            int64_t max_elements = 0);
 
 // Reads a file's tensors whose names start with `prefix` (all for ""),
 // reading only their bytes (one layer out of a whole model's file):
-// NOT_FOUND if it cannot be opened, else as above.
+// NOT_FOUND if it cannot be opened, else as above. More than
+// `max_total_elements` elements under the prefix together (0: no limit) is
+// INVALID_ARGUMENT naming "weights_prefix", before any data is read.
 absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path, int64_t max_elements = 0,
-                                          absl::string_view prefix = "");
+                                          absl::string_view prefix = "",
+                                          int64_t max_total_elements = 0);
 
 // The .safetensors image of `tensors`, all F32 (names sorted, data in that
 // order; "__metadata__" {"format": "pt"}).

@@ -235,6 +235,12 @@ absl::Status SdpaBf16(const Bf16View4& q, const Bf16View4& k, const Bf16View4& v
                       const MaskSpec& mask, float scale, const MutView4& out, float* weights) {
   const View4 qs = q.Shape(), ks = k.Shape(), vs = v.Shape();
   ATTN_RETURN_IF_ERROR(ValidateSdpa(qs, ks, vs, mask));
+  if (q.data == nullptr || k.data == nullptr || v.data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(q.data == nullptr   ? "query"
+                                                   : k.data == nullptr ? "key"
+                                                                       : "value",
+                                                   ": no data"));
+  }
   const internal::SdpaPlan plan = PlanFor(qs, ks, vs, weights != nullptr);
   if (!internal::Bf16MatmulAvailable() && !FewRowsOnly(plan)) {
     // No bf16 GEMM here: the float32 one on the widened (exact) operands.

@@ -373,12 +373,6 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
         ATTN_ASSIGN_OR_RETURN(MaskSpec mask, MaskFromProto(req->mask(), "mask", limit));
         ATTN_ASSIGN_OR_RETURN(DType compute,
                               wire::ComputeDTypeFromProto(req->compute_dtype(), "compute_dtype"));
-        // Operands sent as BFLOAT16 are bf16 values already: no rounding copy.
-        if (req->query().dtype() == pb::DTYPE_BFLOAT16 &&
-            req->key().dtype() == pb::DTYPE_BFLOAT16 &&
-            req->value().dtype() == pb::DTYPE_BFLOAT16) {
-          compute = DType::kFloat32;
-        }
         ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
         const std::vector<int64_t> out_shape = {q.dims[0], q.dims[1], q.dims[2], v.dims[3]};
         const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};
@@ -506,6 +500,9 @@ absl::StatusOr<std::string> ResolveModelFile(const std::string& model_dir,
     return absl::FailedPreconditionError(
         "file: this server has no --model_dir, so it reads no files; send `weights` instead");
   }
+  if (file.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("file: expected a path without NUL bytes");
+  }
   const std::filesystem::path relative(file);
   if (relative.is_absolute()) {
     return absl::PermissionDeniedError(
@@ -521,20 +518,24 @@ absl::StatusOr<std::string> ResolveModelFile(const std::string& model_dir,
   }
   std::error_code error;
   const std::filesystem::path root = std::filesystem::canonical(model_dir, error);
-  if (error) {
+  if (error) {  // the server's own path is not the client's business
     return absl::FailedPreconditionError(
-        absl::StrCat("file: --model_dir '", model_dir, "' cannot be read: ", error.message()));
+        absl::StrCat("file: the server's --model_dir cannot be read: ", error.message()));
   }
   const std::filesystem::path target = std::filesystem::canonical(root / relative, error);
   if (error) {
     return absl::NotFoundError(absl::StrCat("file: '", file, "' not found under --model_dir"));
   }
-  const std::string root_s = root.string(), target_s = target.string();
-  if (target_s.size() <= root_s.size() || target_s.compare(0, root_s.size(), root_s) != 0 ||
-      target_s[root_s.size()] != '/') {
+  // Inside: root's components are a proper prefix of target's.
+  auto r = root.begin();
+  auto t = target.begin();
+  for (; r != root.end() && t != target.end() && *r == *t; ++r, ++t) {
+  }
+  if (r != root.end()) {
     return absl::PermissionDeniedError(
         absl::StrCat("file: '", file, "' leads out of --model_dir (through a link)"));
   }
+  const std::string target_s = target.string();
   if (!std::filesystem::is_regular_file(target, error)) {
     return absl::InvalidArgumentError(absl::StrCat("file: '", file, "' is not a regular file"));
   }
@@ -552,7 +553,11 @@ absl::StatusOr<WeightMap> RequestWeights(const pb::LoadModuleRequest& req,
   WeightMap tensors;
   if (!req.file().empty()) {
     ATTN_ASSIGN_OR_RETURN(const std::string path, ResolveModelFile(model_dir, req.file()));
-    absl::StatusOr<TensorMap> read = ReadSafetensors(path, limit, req.weights_prefix());
+    // A prefix that matches more than the layer (a whole model's tensors,
+    // or "layers.1" matching layers 10-19) is refused before any is read.
+    const int64_t layer_elements = ParameterCount(config);
+    absl::StatusOr<TensorMap> read =
+        ReadSafetensors(path, limit, req.weights_prefix(), layer_elements);
     if (!read.ok()) {
       // Name the file as the client gave it, not the server's path.
       const std::string message(read.status().message());

@@ -267,8 +267,7 @@ absl::Status RunWeights(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
   }
   auto s_row = [&](int64_t row) { return s_base + row / rows * s_head_stride + row % rows * lk; };
   // bf16: P rounded before its division by the row's sum, as on the other
-  // paths (so that a row's output does not depend on whether weights were
-  // asked for); the output and weights rows are divided after P·V.
+  // GEMM paths; the output and weights rows are divided after P·V.
   const bool bf16 = c.rounds_p();
   if (bf16 && scratch.row_sum.size() < static_cast<size_t>(m)) scratch.row_sum.resize(m);
   for (int64_t row = 0; row < m; ++row) {

@@ -89,6 +89,10 @@ TEST(Safetensors, ReadsAFile) {
   ASSERT_OK(one);
   ASSERT_EQ(one->size(), 1u);
   EXPECT_EQ(one->at("layers.1.w").values(), (std::vector<float>{3}));
+  // A bound on the prefix's elements together.
+  auto bounded = ReadSafetensors(path, 0, "", /*max_total_elements=*/2);
+  EXPECT_EQ(bounded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(bounded.status().message(), "weights_prefix"));
   std::remove(path.c_str());
   EXPECT_EQ(ReadSafetensors(path).status().code(), absl::StatusCode::kNotFound);
 }
@@ -117,6 +121,12 @@ TEST(Safetensors, MalformedImagesNameWhatIsWrong) {
       {"entry", Image({}, "\"w\":{\"dtype\":\"F32\"}"), "tensor 'w': expected {"},
       {"shape", Image({}, "\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,0]}"),
        "tensor 'w': shape: expected non-negative integers"},
+      // 2^31 · 2^31 · 4 bytes would wrap to 0 in 64 bits.
+      {"overflow",
+       Image({},
+             "\"w\":{\"dtype\":\"F32\",\"shape\":[2147483648,2147483648],"
+             "\"data_offsets\":[0,0]}"),
+       "tensor 'w': shape: too many elements"},
   };
   for (const Case& c : cases) {
     auto t = ParseSafetensors(c.image, "m.safetensors");

@@ -587,6 +587,13 @@ TEST_F(ModelDirTest, ALayerOfAHuggingFaceFileEqualsItsStateDict) {
   ASSERT_OK(b);
   EXPECT_EQ(a->output.values(), b->output.values());
 
+  // A prefix that takes more than one layer is refused before reading.
+  pb::LoadModuleRequest two = FileRequest("two", "sub/model.safetensors");
+  two.set_weights_prefix("model.layers.");
+  auto wide = client_->LoadModule(two);
+  EXPECT_EQ(wide.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(wide.status().message(), "more than the layer needs"))
+      << wide.status();
   // The prefix of a layer that is not there names the field.
   pb::LoadModuleRequest missing = FileRequest("none", "sub/model.safetensors");
   missing.set_weights_prefix("model.layers.9.");
@@ -609,6 +616,8 @@ TEST_F(ModelDirTest, PathsOutOfTheDirectoryAreRefused) {
       {"link.safetensors", absl::StatusCode::kPermissionDenied, "leads out of --model_dir"},
       {"sub/absent.safetensors", absl::StatusCode::kNotFound, "not found"},
       {"sub", absl::StatusCode::kInvalidArgument, "not a regular file"},
+      {".", absl::StatusCode::kInvalidArgument, "not a regular file"},
+      {std::string("a\0b", 3), absl::StatusCode::kInvalidArgument, "NUL"},
   };
   for (const auto& c : cases) {
     auto r = client_->LoadModule(FileRequest("m", c.file));
