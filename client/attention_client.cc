@@ -179,6 +179,7 @@ absl::StatusOr<ForwardOutput> AttentionClient::Forward(const std::string& module
     TensorToProto(*options.value, options.wire_dtype, req.mutable_value());
   }
   MaskToProto(options.mask, req.mutable_mask());
+  req.set_position_offset(options.position_offset);
   req.set_return_weights(options.return_weights);
   req.set_output_dtype(options.output_dtype);
   pb::ForwardResponse resp;

@@ -77,6 +77,7 @@ struct ForwardOptions {
   bool return_weights = false;
   DType wire_dtype = DType::kFloat32;
   pb::DType output_dtype = pb::DTYPE_UNSPECIFIED;
+  int64_t position_offset = 0;  // rotary embeddings: position of the first token
 };
 
 struct ForwardOutput {

@@ -12,10 +12,23 @@ constexpr char kUsage[] =
     "attention_cli help [COMMAND]   (or attention_cli [COMMAND] --help)";
 
 const std::vector<std::string>& ModuleConfigFlags() {
-  static const auto* flags = new std::vector<std::string>{
-      "variant", "d_model", "bias", "heads", "kv_heads", "d_k", "d_v", "q_lora_rank",
-      "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_theta",
-      "compute_dtype", "kv_cache_dtype"};
+  static const auto* flags = new std::vector<std::string>{"variant",
+                                                          "d_model",
+                                                          "bias",
+                                                          "heads",
+                                                          "kv_heads",
+                                                          "d_k",
+                                                          "d_v",
+                                                          "q_lora_rank",
+                                                          "kv_lora_rank",
+                                                          "qk_nope_head_dim",
+                                                          "qk_rope_head_dim",
+                                                          "v_head_dim",
+                                                          "rope_theta",
+                                                          "rope",
+                                                          "rotary_dim",
+                                                          "compute_dtype",
+                                                          "kv_cache_dtype"};
   return *flags;
 }
 
@@ -34,7 +47,8 @@ const std::vector<std::string>& ConnectionFlags() {
 
 const std::vector<CliCommand>& CliCommands() {
   static const auto* commands = new std::vector<CliCommand>{
-      {"info", "The server's version, oneDNN and ISA, variants, modules, limits, load and KV cache.",
+      {"info",
+       "The server's version, oneDNN and ISA, variants, modules, limits, load and KV cache.",
        {}},
       {"health", "grpc.health.v1 status; exits 0 when SERVING.", {}},
       {"list", "The loaded modules.", {}},
@@ -50,8 +64,10 @@ const std::vector<CliCommand>& CliCommands() {
        "SDPA over heads: random inputs of --b --hq --hkv --lq --lk --dk --dv, or all three of "
        "--q --k --v as float .npy files (then the shape flags must stay unset); --out writes the "
        "output.",
-       {"b", "hq", "hkv", "lq", "lk", "dk", "dv", "seed", "q", "k", "v", "causal", "key_lengths",
-        "keep", "scale", "dtype", "output_dtype", "compute_dtype", "out", "weights_out"}},
+       {"b",     "hq",           "hkv",           "lq",   "lk",
+        "dk",    "dv",           "seed",          "q",    "k",
+        "v",     "causal",       "key_lengths",   "keep", "scale",
+        "dtype", "output_dtype", "compute_dtype", "out",  "weights_out"}},
       {"forward",
        "A whole layer: --module on a random [--b, --lq, d_model] input or --query (and --key, "
        "--value) float .npy files; --out writes the output.",
@@ -59,7 +75,8 @@ const std::vector<CliCommand>& CliCommands() {
         "dtype", "output_dtype", "out", "weights_out"}},
       {"estimate", "Parameters, KV bytes and FLOPs of a config at --batch and --seq_len.",
        Concat({"batch", "seq_len"}, ModuleConfigFlags())},
-      {"decode", "Streams --lq random tokens through --module in chunks of --chunk.",
+      {"decode",
+       "Streams --lq random tokens through --module in chunks of --chunk.",
        {"module", "b", "lq", "chunk", "seed", "kv_cache_dtype"}},
       {"compare",
        "The variant comparison at --d_model/--heads/--seq: parameters, KV bytes, measured "
@@ -88,8 +105,8 @@ absl::StatusOr<std::string> CliHelp(absl::string_view command,
     if (!c.flags.empty()) text = flags::HelpText(absl::StrCat(text, "\nFlags:"), c.flags);
     return flags::HelpText(absl::StrCat(text, "\nConnection flags:"), ConnectionFlags());
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown command '", command, "' (expected ",
-                                                 absl::StrJoin(names, ", "), ")"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown command '", command, "' (expected ", absl::StrJoin(names, ", "), ")"));
 }
 
 }  // namespace attention::client

@@ -82,7 +82,10 @@ ABSL_FLAG(int64_t, kv_lora_rank, 128, "mla latent rank");
 ABSL_FLAG(int64_t, qk_nope_head_dim, 32, "mla");
 ABSL_FLAG(int64_t, qk_rope_head_dim, 16, "mla");
 ABSL_FLAG(int64_t, v_head_dim, 32, "mla");
-ABSL_FLAG(double, rope_theta, 0, "mla RoPE base (0: 10000)");
+ABSL_FLAG(double, rope_theta, 0, "RoPE base of mla, and of --rope (0: 10000)");
+ABSL_FLAG(std::string, rope, "none",
+          "mha, gqa, mqa: rotary embeddings of q and k, none, neox (rotate-half) or gptj");
+ABSL_FLAG(int64_t, rotary_dim, 0, "--rope: rotated dims of each head (0: all)");
 ABSL_FLAG(std::string, compute_dtype, "",
           "load, estimate, attend: precision of the matrix products, f32 or bf16 (default f32)");
 ABSL_FLAG(std::string, kv_cache_dtype, "",
@@ -245,6 +248,15 @@ absl::StatusOr<pb::ModuleConfig> ConfigFromFlags() {
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--variant: expected self_attention, mha, gqa, mqa or mla, got '", v, "'"));
+  }
+  const std::string rope = absl::GetFlag(FLAGS_rope);
+  if (rope == "neox" || rope == "gptj") {
+    c.rope.style = rope == "neox" ? RopeStyle::kNeox : RopeStyle::kGptj;
+    c.rope.theta = absl::GetFlag(FLAGS_rope_theta);
+    c.rope.rotary_dim = absl::GetFlag(FLAGS_rotary_dim);
+  } else if (rope != "none") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rope: expected none, neox or gptj, got '", rope, "'"));
   }
   pb::ModuleConfig config = ConfigToProto(c);
   ATTN_ASSIGN_OR_RETURN(pb::DType compute,

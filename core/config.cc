@@ -48,8 +48,36 @@ const char* VariantFieldName(Variant variant) {
   return "?";
 }
 
+namespace {
+
+// config.rope of an mha, gqa or mqa layer (d_head = d_model / num_heads).
+absl::Status CheckRope(const ModuleConfig& c) {
+  const RopeConfig& r = c.rope;
+  if (r.style == RopeStyle::kNone) return absl::OkStatus();
+  if (!(r.theta >= 0.0) || !std::isfinite(r.theta)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.rope.theta: expected a finite value >= 0 (0: 10000), got ", r.theta));
+  }
+  const int64_t d_head = c.d_model / c.num_heads;
+  if (r.rotary_dim < 0 || r.rotary_dim > d_head || r.rotary_dim % 2 != 0 ||
+      (r.rotary_dim == 0 && d_head % 2 != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.rope.rotary_dim: expected an even number in 0..", d_head,
+        " (the head width d_model / heads; 0: all of it, which must be even), got ", r.rotary_dim));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateConfig(const ModuleConfig& c) {
   ATTN_RETURN_IF_ERROR(CheckRange("config.d_model", c.d_model, 1));
+  if (c.rope.style != RopeStyle::kNone && c.variant != Variant::kMha &&
+      c.variant != Variant::kGqa && c.variant != Variant::kMqa) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.rope: only mha, gqa and mqa layers take it, not ", VariantFieldName(c.variant),
+        c.variant == Variant::kMla ? " (its own qk_rope_head_dim and rope_theta)" : ""));
+  }
   ATTN_RETURN_IF_ERROR(CheckKvCacheDType(c.kv_cache_dtype, "config.kv_cache_dtype"));
   ATTN_RETURN_IF_ERROR(CheckComputeDType(c.compute_dtype, "config.compute_dtype"));
   switch (c.variant) {
@@ -60,13 +88,16 @@ absl::Status ValidateConfig(const ModuleConfig& c) {
     case Variant::kMha:
     case Variant::kMqa:
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_heads"), c.num_heads, 1));
-      return CheckDivides(Field(c, "num_heads"), c.num_heads, "d_model", c.d_model);
+      ATTN_RETURN_IF_ERROR(CheckDivides(Field(c, "num_heads"), c.num_heads, "d_model", c.d_model));
+      return CheckRope(c);
     case Variant::kGqa:
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_q_heads"), c.num_heads, 1));
       ATTN_RETURN_IF_ERROR(
           CheckDivides(Field(c, "num_q_heads"), c.num_heads, "d_model", c.d_model));
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_kv_heads"), c.num_kv_heads, 1));
-      return CheckDivides(Field(c, "num_kv_heads"), c.num_kv_heads, "num_q_heads", c.num_heads);
+      ATTN_RETURN_IF_ERROR(
+          CheckDivides(Field(c, "num_kv_heads"), c.num_kv_heads, "num_q_heads", c.num_heads));
+      return CheckRope(c);
     case Variant::kMla:
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_heads"), c.num_heads, 1));
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "q_lora_rank"), c.q_lora_rank, 0));

@@ -40,6 +40,16 @@ enum class Variant { kSelfAttention, kMha, kGqa, kMqa, kMla };
 // "self_attention", "mha", "gqa", "mqa", "mla" (the contract's field names).
 const char* VariantFieldName(Variant variant);
 
+// Rotary position embeddings of an mha, gqa or mqa layer (mla has its own
+// fields): NeoX rotate-half (Llama, Qwen, Mistral) or GPT-J interleaved
+// pairs, over the first rotary_dim dims of each query and key head.
+enum class RopeStyle { kNone, kNeox, kGptj };
+struct RopeConfig {
+  RopeStyle style = RopeStyle::kNone;
+  double theta = 0.0;      // 0: 10000
+  int64_t rotary_dim = 0;  // 0: the head width; else even and <= it
+};
+
 struct ModuleConfig {
   Variant variant = Variant::kMha;
   int64_t d_model = 0;
@@ -63,6 +73,9 @@ struct ModuleConfig {
   // products' operands rounded to bf16, accumulation, softmax and norms in
   // float32).
   DType compute_dtype = DType::kFloat32;
+  // mha, gqa, mqa: rotary embeddings of q and k (positions 0.. in Forward,
+  // plus ForwardInput::position_offset; the absolute index in Decode).
+  RopeConfig rope;
 };
 
 // How mla attends (the other variants have one form).

@@ -43,6 +43,9 @@ struct ForwardInput {
   MaskSpec mask;
   bool return_weights = false;
   MlaForm mla_form = MlaForm::kNaive;
+  // Position of the first query (and key) token for rotary embeddings
+  // (config.rope); >= 0.
+  int64_t position_offset = 0;
   // Optional destinations (the server's response buffers): when set, the
   // output [B, Lq, OutputDim] / the weights [B, H, Lq, Lk] are written there
   // and the result's tensors stay empty.

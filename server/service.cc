@@ -445,6 +445,7 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Forward(grpc::CallbackServerCont
         }
         ATTN_ASSIGN_OR_RETURN(in.mask, MaskFromProto(req->mask(), "mask", limit));
         in.return_weights = req->return_weights();
+        in.position_offset = req->position_offset();
         // Output and largest intermediate sizes before anything is computed.
         const int64_t b = in.query.dim(0), lq = in.query.dim(1);
         const int64_t lk = in.key.present ? in.key.dim(1) : lq;  // rank 3: kInputSpec

@@ -235,6 +235,25 @@ absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
                         KvCacheDTypeFromProto(c.kv_cache_dtype(), "config.kv_cache_dtype"));
   ATTN_ASSIGN_OR_RETURN(config.compute_dtype,
                         ComputeDTypeFromProto(c.compute_dtype(), "config.compute_dtype"));
+  if (c.has_rope()) {
+    switch (c.rope().style()) {
+      case pb::ROPE_NONE:
+        config.rope.style = RopeStyle::kNone;
+        break;
+      case pb::ROPE_NEOX:
+        config.rope.style = RopeStyle::kNeox;
+        break;
+      case pb::ROPE_GPTJ:
+        config.rope.style = RopeStyle::kGptj;
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("config.rope.style: expected ROPE_NONE, ROPE_NEOX or ROPE_GPTJ, got ",
+                         static_cast<int>(c.rope().style())));
+    }
+    config.rope.theta = c.rope().theta();
+    config.rope.rotary_dim = c.rope().rotary_dim();
+  }
   switch (c.variant_case()) {
     case pb::ModuleConfig::kSelfAttention:
       config.variant = Variant::kSelfAttention;
@@ -280,6 +299,12 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
   if (c.variant != Variant::kMla) out->set_bias(c.bias);
   if (c.kv_cache_dtype != DType::kFloat32) out->set_kv_cache_dtype(ToProtoDType(c.kv_cache_dtype));
   if (c.compute_dtype != DType::kFloat32) out->set_compute_dtype(ToProtoDType(c.compute_dtype));
+  if (c.rope.style != RopeStyle::kNone) {
+    pb::RotaryConfig* r = out->mutable_rope();
+    r->set_style(c.rope.style == RopeStyle::kNeox ? pb::ROPE_NEOX : pb::ROPE_GPTJ);
+    r->set_theta(c.rope.theta);
+    r->set_rotary_dim(c.rope.rotary_dim);
+  }
   switch (c.variant) {
     case Variant::kSelfAttention:
       out->mutable_self_attention()->set_d_k(c.d_k);

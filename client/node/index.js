@@ -358,9 +358,10 @@ class AttentionClient {
   // d_model] for cross-attention (omitted: self-attention). Masks and dtypes
   // as attend(). Resolves to {output, weights, timing}.
   async forward({ module, query, key, value, causal = false, keyLengths, keep,
-    returnWeights = false, dtype = 'float32', outputDtype, timeoutMs } = {}) {
+    returnWeights = false, dtype = 'float32', outputDtype, positionOffset = 0, timeoutMs } = {}) {
     const req = {
       module,
+      position_offset: positionOffset,
       query: toTensor(query, dtype, 'query'),
       key: key ? toTensor(key, dtype, 'key') : undefined,
       value: value ? toTensor(value, dtype, 'value') : undefined,

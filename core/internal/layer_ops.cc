@@ -18,7 +18,7 @@ void RmsNormRows(float* x, int64_t rows, int64_t n, int64_t ld, const float* wei
 }
 
 void ApplyRope(float* x, int64_t batch, int64_t len, int64_t heads, int64_t head_stride,
-               int64_t row_stride, int64_t d, float theta, int64_t pos0) {
+               int64_t row_stride, int64_t d, float theta, int64_t pos0, bool interleaved) {
   const int64_t half = d / 2;
   // Frequencies as torch computes them: float32 1 / theta^(2k/d).
   std::vector<float> inv_freq(half);
@@ -41,10 +41,13 @@ void ApplyRope(float* x, int64_t batch, int64_t len, int64_t heads, int64_t head
       float* row = x + (b * len + t) * row_stride;
       for (int64_t h = 0; h < heads; ++h) {
         float* v = row + h * head_stride;
+        // The k-th pair: (v[k], v[k + half]), or (v[2k], v[2k + 1]).
+        const int64_t step = interleaved ? 2 : 1, other = interleaved ? 1 : half;
         for (int64_t k = 0; k < half; ++k) {
-          const float x1 = v[k], x2 = v[k + half];
-          v[k] = x1 * c[k] - x2 * s[k];
-          v[k + half] = x2 * c[k] + x1 * s[k];
+          float* a = v + k * step;
+          const float x1 = a[0], x2 = a[other];
+          a[0] = x1 * c[k] - x2 * s[k];
+          a[other] = x2 * c[k] + x1 * s[k];
         }
       }
     }

@@ -9,6 +9,7 @@
 #include "core/dtype.h"
 #include "core/internal/gemm.h"
 #include "core/internal/layer_inputs.h"
+#include "core/internal/layer_ops.h"
 #include "core/kv_cache.h"
 #include "core/paged_attention.h"
 #include "core/sdpa.h"
@@ -45,12 +46,23 @@ class ProjectedAttention final : public AttentionModule {
     const View4 shape_v = View4::Dense(nullptr, in.batch, hkv_, in.lk, dv_);
     ATTN_RETURN_IF_ERROR(ValidateSdpa(shape_q, shape_k, shape_v, input.mask));
 
+    if (input.position_offset < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("position_offset: expected >= 0, got ", input.position_offset));
+    }
+    if (c.rope.style != RopeStyle::kNone && input.key.present) {
+      return absl::InvalidArgumentError(
+          "key: a layer with rotary embeddings (config.rope) attends to its own tokens; "
+          "send no key or value");
+    }
     const int64_t mq = in.batch * in.lq, mk = in.batch * in.lk, d = c.d_model;
     Tensor q({mq, hq_ * dqk_}), k({mk, hkv_ * dqk_}), v({mk, hkv_ * dv_});
     const CancellationCheck* cancel = CurrentCancellation();
     ATTN_RETURN_IF_ERROR(Project(*in.query, q_, hq_ * dqk_, q));
     ATTN_RETURN_IF_ERROR(Project(*in.key, k_, hkv_ * dqk_, k));
     ATTN_RETURN_IF_ERROR(Project(*in.value, v_, hkv_ * dv_, v));
+    Rotate(q, in.batch, in.lq, hq_, input.position_offset);
+    Rotate(k, in.batch, in.lk, hkv_, input.position_offset);
     ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
 
     // [B, L, H, D] buffers read as [B, H, L, D] through strides.
@@ -83,6 +95,17 @@ class ProjectedAttention final : public AttentionModule {
     return config().bias ? W(prefix + ".bias").data() : nullptr;
   }
 
+  // Rotary embeddings (config.rope) in place on projected rows [B·len,
+  // heads·dqk] at positions pos0 + t; rounded to bf16 again in bf16 compute.
+  void Rotate(Tensor& x, int64_t batch, int64_t len, int64_t heads, int64_t pos0) const {
+    const RopeConfig& r = config().rope;
+    if (r.style == RopeStyle::kNone) return;
+    ApplyRope(
+        x.data(), batch, len, heads, dqk_, heads * dqk_, r.rotary_dim == 0 ? dqk_ : r.rotary_dim,
+        static_cast<float>(r.theta == 0.0 ? 10000.0 : r.theta), pos0, r.style == RopeStyle::kGptj);
+    if (bf16_compute()) RoundToBfloat16(x.data(), x.size());
+  }
+
   // y = x · Wᵀ + b. With bf16 compute y is rounded to bf16 too: it is the
   // operand of the attention's products (and what Decode caches).
   absl::Status Project(const ConstTensorRef& x, const std::string& prefix, int64_t n,
@@ -102,6 +125,8 @@ class ProjectedAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(Project(&x, q_, hq_ * dqk_, q));
     ATTN_RETURN_IF_ERROR(Project(&x, k_, hkv_ * dqk_, k));
     ATTN_RETURN_IF_ERROR(Project(&x, v_, hkv_ * dv_, v));
+    Rotate(q, batch, t_new, hq_, l0);
+    Rotate(k, batch, t_new, hkv_, l0);
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t t = 0; t < t_new; ++t) {
         for (int64_t h = 0; h < hkv_; ++h) {

@@ -111,6 +111,12 @@ PY
 out=$("${cli[@]}" load --name hf2 --variant mha --d_model 64 --heads 4 \
   --safetensors "$work/model.safetensors" --prefix model.layers.7. 2>&1) && exit 1
 grep -q -- "--prefix: no tensor" <<<"$out" || { echo "$out"; exit 1; }
+# A Llama-style layer: rope, no biases; the flag's bad value is named.
+"${cli[@]}" load --name llama --variant gqa --d_model 64 --heads 4 --kv_heads 2 --bias=false \
+  --rope neox --rope_theta 500000 | grep -q '^llama'
+out=$("${cli[@]}" load --name bad-rope --variant gqa --d_model 64 --heads 4 --kv_heads 2 \
+  --rope yarn 2>&1) && exit 1
+grep -q -- "--rope: expected none, neox or gptj" <<<"$out" || { echo "$out"; exit 1; }
 out=$("${cli[@]}" load --name hf3 --variant mha --d_model 64 --heads 4 \
   --file model.safetensors 2>&1) && exit 1
 grep -q -- "--model_dir" <<<"$out" || { echo "$out"; exit 1; }

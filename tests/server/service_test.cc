@@ -527,6 +527,42 @@ TEST_F(ServerTest, NonFiniteInputsGiveNanRowsNotFiniteAnswers) {
   for (float x : inf->output.values()) EXPECT_TRUE(std::isnan(x)) << x;
 }
 
+// A layer with rotary embeddings through the server: its config round-trips
+// and Forward at a position offset equals the core's.
+TEST_F(ServerTest, RopeLayerAtAnOffsetEqualsTheCore) {
+  ModuleConfig config = Config(Variant::kGqa);
+  config.rope.style = RopeStyle::kNeox;
+  config.rope.theta = 1e6;
+  config.rope.rotary_dim = 4;
+  auto local = AttentionModule::CreateRandom(config, 5);
+  ASSERT_OK(local);
+  auto info = client_->LoadModule("rope", client::ConfigToProto(config), (*local)->weights());
+  ASSERT_OK(info);
+  EXPECT_EQ(info->config().rope().style(), pb::ROPE_NEOX);
+  EXPECT_EQ(info->config().rope().rotary_dim(), 4);
+  const Tensor x = RandomTensor({2, 6, 32}, 1);
+  ForwardOptions o;
+  o.mask.causal = true;
+  o.position_offset = 100;
+  auto got = client_->Forward("rope", x, o);
+  ASSERT_OK(got);
+  ForwardInput in;
+  in.query = &x;
+  in.mask.causal = true;
+  in.position_offset = 100;
+  auto want = (*local)->Forward(in);
+  ASSERT_OK(want);
+  EXPECT_LT(RelError(got->output, want->output), kF32Tolerance);
+  o.position_offset = -1;
+  auto bad = client_->Forward("rope", x, o);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "position_offset")) << bad.status();
+  pb::ModuleConfig mla = client::ConfigToProto(Config(Variant::kMla));
+  mla.mutable_rope()->set_style(pb::ROPE_NEOX);
+  auto refused = client_->LoadModule("mla-rope", mla);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "config.rope")) << refused.status();
+}
+
 // Checkpoints under --model_dir: a GQA layer with Hugging Face names inside
 // a whole model's file, picked by weights_prefix, computes as the same
 // weights sent as a state_dict; paths out of the directory are refused.

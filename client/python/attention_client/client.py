@@ -270,12 +270,15 @@ class AttentionClient:
 
     def forward(self, module, query, key=None, value=None, causal=False, key_lengths=None,
                 keep=None, return_weights=False, dtype=np.float32, output_dtype=None,
-                timeout=None):
+                timeout=None, position_offset=0):
         """Runs a registered layer on query [B, Lq, d_model] (self-attention),
-        or with key/value [B, Lk, d_model] (cross-attention).
+        or with key/value [B, Lk, d_model] (cross-attention). `position_offset`
+        is the position of the first token for a layer with rotary
+        embeddings (config "rope").
         Returns ForwardResult(output, weights, timing)."""
         req = pb2.ForwardRequest(module=module, query=to_tensor(query, dtype, "query"),
                                  return_weights=bool(return_weights),
+                                 position_offset=int(position_offset),
                                  output_dtype=dtype_enum(output_dtype))
         if key is not None:
             req.key.CopyFrom(to_tensor(key, dtype, "key"))

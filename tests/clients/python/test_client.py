@@ -171,6 +171,22 @@ def test_unknown_module_is_not_found(client, rng):
     raises_code(grpc.StatusCode.NOT_FOUND, client.decode, "no-such", [x])
 
 
+def test_rope_layer_decode_matches_forward_at_absolute_positions(client, rng):
+    config = {"d_model": D_MODEL, "gqa": {"num_q_heads": HEADS, "num_kv_heads": 2},
+              "rope": {"style": "ROPE_NEOX", "theta": 10000.0}}
+    info = client.load_module("py-rope", config, seed=3)
+    assert info.config["rope"]["style"] == "ROPE_NEOX"
+    tokens = randn(rng, 1, 7, D_MODEL)
+    full = client.forward("py-rope", tokens, causal=True).output
+    steps = list(client.decode("py-rope", np.split(tokens, [4, 5], axis=1), max_tokens=8))
+    assert_close(np.concatenate([s.output for s in steps], axis=1), full, atol=1e-4)
+    # Scores see relative positions only: the same tokens at offset 3 give
+    # the same outputs (to rounding).
+    shifted = client.forward("py-rope", tokens, causal=True, position_offset=3).output
+    assert_close(shifted, full, atol=1e-4)
+    client.unload_module("py-rope")
+
+
 def test_decode_matches_forward(client, rng):
     sd = attention_state_dict(rng, D_MODEL, HEADS, HEADS)
     info = client.load_module("py-dec", {"d_model": D_MODEL, "mha": {"num_heads": HEADS}},
