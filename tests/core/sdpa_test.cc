@@ -282,6 +282,23 @@ struct PathCase {
 
 void PrintTo(const PathCase& c, std::ostream* os) { *os << internal::SdpaPathName(c.path); }
 
+void PoisonInputs(Poison poison, const Workload& w, Tensor& q, Tensor& k, Tensor& v) {
+  switch (poison) {
+    case Poison::kQueryNan:  // the last query row of the last head
+      q.data()[q.size() - w.dk + 1] = NAN;
+      break;
+    case Poison::kKeyInf:  // key 5 of kv head 0: +Inf or -Inf scores by the sign of q
+      k.data()[5 * w.dk] = INFINITY;
+      break;
+    case Poison::kVisibleValueNan:  // key 2, seen by every causal row
+      v.data()[2 * w.dv] = NAN;
+      break;
+    case Poison::kHiddenValueNan:  // the last key, causally hidden from all rows but the last
+      v.data()[(w.lk - 1) * w.dv] = NAN;
+      break;
+  }
+}
+
 // Elements NaN in exactly the same places, the others within tolerance.
 void ExpectSameNansAndClose(const Tensor& got, const Tensor& want, double tolerance,
                             const char* what) {
@@ -322,20 +339,7 @@ TEST_P(SdpaNonFinite, PropagatesAsTheReference) {
   Tensor k = RandomTensor({w.b, w.hkv, w.lk, w.dk}, 2);
   Tensor v = RandomTensor({w.b, w.hkv, w.lk, w.dv}, 3);
   const MaskSpec mask = MakeMask(mask_kind, w, 4);
-  switch (poison) {
-    case Poison::kQueryNan:  // the last query row of the last head
-      q.data()[q.size() - w.dk + 1] = NAN;
-      break;
-    case Poison::kKeyInf:  // key 5 of kv head 0: +Inf or -Inf scores by the sign of q
-      k.data()[5 * w.dk] = INFINITY;
-      break;
-    case Poison::kVisibleValueNan:  // key 2, seen by every causal row
-      v.data()[2 * w.dv] = NAN;
-      break;
-    case Poison::kHiddenValueNan:  // the last key, causally hidden from all rows but the last
-      v.data()[(w.lk - 1) * w.dv] = NAN;
-      break;
-  }
+  PoisonInputs(poison, w, q, k, v);
   auto ref = AttendReference(q, k, v, mask, {0.0f, true});
   ASSERT_OK(ref);
   int64_t ref_nans = 0;
@@ -487,67 +491,31 @@ MaskSpec Keep(std::vector<int64_t> shape, int64_t n) {
   return m;
 }
 
+// clang-format off
 INSTANTIATE_TEST_SUITE_P(
     Table, SdpaBadInput,
     testing::Values(
         BadInput{"QueryRank3", {2, 4, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, {}, "query", "rank 4"},
         BadInput{"ZeroLq", {2, 4, 0, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, {}, "query", ">= 1"},
-        BadInput{
-            "KeyBatch", {2, 4, 3, 8}, {3, 4, 5, 8}, {2, 4, 5, 8}, {}, "key", "expected 2, got 3"},
+        BadInput{"KeyBatch", {2, 4, 3, 8}, {3, 4, 5, 8}, {2, 4, 5, 8}, {}, "key", "expected 2, got 3"},
         BadInput{"KeyDk", {2, 4, 3, 8}, {2, 4, 5, 7}, {2, 4, 5, 8}, {}, "key", "expected 8, got 7"},
         BadInput{"HkvNotDividing", {2, 6, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, {}, "key", "Hkv = 4"},
-        BadInput{"ValueHeads",
-                 {2, 4, 3, 8},
-                 {2, 4, 5, 8},
-                 {2, 2, 5, 8},
-                 {},
-                 "value",
-                 "expected 4, got 2"},
-        BadInput{
-            "ValueLk", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 6, 8}, {}, "value", "expected 5, got 6"},
-        BadInput{"KeyLengthsCount",
-                 {2, 4, 3, 8},
-                 {2, 4, 5, 8},
-                 {2, 4, 5, 8},
-                 Lengths({5}),
-                 "mask.key_lengths",
-                 "expected 2 entries"},
-        BadInput{"KeyLengthZero",
-                 {2, 4, 3, 8},
-                 {2, 4, 5, 8},
-                 {2, 4, 5, 8},
-                 Lengths({5, 0}),
-                 "mask.key_lengths[1]",
-                 "expected 1..5"},
-        BadInput{"KeyLengthTooLong",
-                 {2, 4, 3, 8},
-                 {2, 4, 5, 8},
-                 {2, 4, 5, 8},
-                 Lengths({6, 1}),
-                 "mask.key_lengths[0]",
-                 "got 6"},
-        BadInput{"KeepNotBroadcastable",
-                 {2, 4, 3, 8},
-                 {2, 4, 5, 8},
-                 {2, 4, 5, 8},
-                 Keep({3, 4}, 12),
-                 "mask.keep",
-                 "must be 1 or 5"},
-        BadInput{"KeepRank5",
-                 {2, 4, 3, 8},
-                 {2, 4, 5, 8},
-                 {2, 4, 5, 8},
-                 Keep({1, 2, 4, 3, 5}, 120),
-                 "mask.keep",
-                 "rank <= 4"},
-        BadInput{"KeepShortData",
-                 {2, 4, 3, 8},
-                 {2, 4, 5, 8},
-                 {2, 4, 5, 8},
-                 Keep({3, 5}, 14),
-                 "mask.keep",
-                 "needs 15 elements, got 14"}),
+        BadInput{"ValueHeads", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 2, 5, 8}, {}, "value", "expected 4, got 2"},
+        BadInput{"ValueLk", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 6, 8}, {}, "value", "expected 5, got 6"},
+        BadInput{"KeyLengthsCount", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Lengths({5}),
+                 "mask.key_lengths", "expected 2 entries"},
+        BadInput{"KeyLengthZero", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Lengths({5, 0}),
+                 "mask.key_lengths[1]", "expected 1..5"},
+        BadInput{"KeyLengthTooLong", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Lengths({6, 1}),
+                 "mask.key_lengths[0]", "got 6"},
+        BadInput{"KeepNotBroadcastable", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8},
+                 Keep({3, 4}, 12), "mask.keep", "must be 1 or 5"},
+        BadInput{"KeepRank5", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Keep({1, 2, 4, 3, 5}, 120),
+                 "mask.keep", "rank <= 4"},
+        BadInput{"KeepShortData", {2, 4, 3, 8}, {2, 4, 5, 8}, {2, 4, 5, 8}, Keep({3, 5}, 14),
+                 "mask.keep", "needs 15 elements, got 14"}),
     [](const auto& p) { return p.param.name; });
+// clang-format on
 
 // bf16 compute on every path and mask kind. Q·Kᵀ of bf16 operands is exact
 // products summed in float32, so the weights match the reference computed on
@@ -634,20 +602,7 @@ TEST_P(SdpaBf16NonFinite, PropagatesAsTheReference) {
   Tensor k = RandomTensor({w.b, w.hkv, w.lk, w.dk}, 2);
   Tensor v = RandomTensor({w.b, w.hkv, w.lk, w.dv}, 3);
   const MaskSpec mask = MakeMask(mask_kind, w, 4);
-  switch (poison) {
-    case Poison::kQueryNan:
-      q.data()[q.size() - w.dk + 1] = NAN;
-      break;
-    case Poison::kKeyInf:
-      k.data()[5 * w.dk] = INFINITY;
-      break;
-    case Poison::kVisibleValueNan:
-      v.data()[2 * w.dv] = NAN;
-      break;
-    case Poison::kHiddenValueNan:
-      v.data()[(w.lk - 1) * w.dv] = NAN;
-      break;
-  }
+  PoisonInputs(poison, w, q, k, v);
   auto ref = AttendReference(q, k, v, mask, Bf16Options(true));
   ASSERT_OK(ref);
   auto r = Attend(q, k, v, mask, Bf16Options(c.weights));
