@@ -72,11 +72,34 @@ absl::Status CheckRope(const ModuleConfig& c) {
 
 absl::Status ValidateConfig(const ModuleConfig& c) {
   ATTN_RETURN_IF_ERROR(CheckRange("config.d_model", c.d_model, 1));
-  if (c.rope.style != RopeStyle::kNone && c.variant != Variant::kMha &&
-      c.variant != Variant::kGqa && c.variant != Variant::kMqa) {
+  const bool projected =
+      c.variant == Variant::kMha || c.variant == Variant::kGqa || c.variant == Variant::kMqa;
+  if (c.rope.style != RopeStyle::kNone && !projected) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config.rope: only mha, gqa and mqa layers take it, not ", VariantFieldName(c.variant),
         c.variant == Variant::kMla ? " (its own qk_rope_head_dim and rope_theta)" : ""));
+  }
+  if (c.qk_norm && !projected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.qk_norm: only mha, gqa and mqa layers take it, not ", VariantFieldName(c.variant)));
+  }
+  if (c.output_bias.has_value() && !projected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.output_bias: only mha, gqa and mqa layers "
+                     "take it, not ",
+                     VariantFieldName(c.variant)));
+  }
+  if (c.scale != 0.0 && !projected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.scale: only mha, gqa and mqa layers take it, not ", VariantFieldName(c.variant)));
+  }
+  if (!(c.scale >= 0.0) || !std::isfinite(c.scale)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.scale: expected a finite value >= 0 (0: 1/sqrt(d_head)), got ", c.scale));
+  }
+  if (!(c.norm_eps >= 0.0) || !std::isfinite(c.norm_eps)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.norm_eps: expected a finite value >= 0 (0: 1e-6), got ", c.norm_eps));
   }
   ATTN_RETURN_IF_ERROR(CheckKvCacheDType(c.kv_cache_dtype, "config.kv_cache_dtype"));
   ATTN_RETURN_IF_ERROR(CheckComputeDType(c.compute_dtype, "config.compute_dtype"));
@@ -188,7 +211,11 @@ std::vector<WeightSpec> ExpectedWeights(const ModuleConfig& c) {
       linear("W_q", d, d, c.bias);
       linear("W_k", kv, d, c.bias);
       linear("W_v", kv, d, c.bias);
-      linear("W_o", d, d, c.bias);
+      linear("W_o", d, d, HasOutputBias(c));
+      if (c.qk_norm) {
+        specs.push_back({"q_norm.weight", {HeadDimK(c)}});
+        specs.push_back({"k_norm.weight", {HeadDimK(c)}});
+      }
       break;
     }
     case Variant::kMla: {

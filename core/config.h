@@ -26,6 +26,7 @@
 #define ATTENTION_CORE_CONFIG_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,7 +77,19 @@ struct ModuleConfig {
   // mha, gqa, mqa: rotary embeddings of q and k (positions 0.. in Forward,
   // plus ForwardInput::position_offset; the absolute index in Decode).
   RopeConfig rope;
+  // mha, gqa, mqa: RMSNorm over each head of q and k (weights q_norm.weight,
+  // k_norm.weight [d_head]) before RoPE, as Qwen3; its epsilon (0: 1e-6).
+  bool qk_norm = false;
+  double norm_eps = 0.0;
+  // mha, gqa, mqa: the scores' scale (0: 1/sqrt(d_head)).
+  double scale = 0.0;
+  // mha, gqa, mqa: whether W_o has a bias (Qwen2: q/k/v biases, none on
+  // o_proj); unset: `bias` (HasOutputBias).
+  std::optional<bool> output_bias;
 };
+
+// Whether W_o has a bias: config.output_bias, or config.bias when unset.
+inline bool HasOutputBias(const ModuleConfig& c) { return c.output_bias.value_or(c.bias); }
 
 // How mla attends (the other variants have one form).
 enum class MlaForm {

@@ -150,7 +150,7 @@ absl::StatusOr<std::unique_ptr<AttentionModule>> AttentionModule::CreateRandom(
   WeightMap weights;
   for (const WeightSpec& s : ExpectedWeights(config)) {
     Tensor t(s.shape);
-    if (absl::StrContains(s.name, "layernorm")) {
+    if (absl::StrContains(s.name, "layernorm") || absl::StrContains(s.name, "_norm.")) {
       std::fill(t.values().begin(), t.values().end(), 1.0f);
     } else {
       // nn.Linear: U(-1/sqrt(in_features), 1/sqrt(in_features)) for both.

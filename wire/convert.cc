@@ -254,6 +254,10 @@ absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
     config.rope.theta = c.rope().theta();
     config.rope.rotary_dim = c.rope().rotary_dim();
   }
+  config.qk_norm = c.qk_norm();
+  config.norm_eps = c.norm_eps();
+  config.scale = c.scale();
+  if (c.has_output_bias()) config.output_bias = c.output_bias();
   switch (c.variant_case()) {
     case pb::ModuleConfig::kSelfAttention:
       config.variant = Variant::kSelfAttention;
@@ -299,6 +303,10 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
   if (c.variant != Variant::kMla) out->set_bias(c.bias);
   if (c.kv_cache_dtype != DType::kFloat32) out->set_kv_cache_dtype(ToProtoDType(c.kv_cache_dtype));
   if (c.compute_dtype != DType::kFloat32) out->set_compute_dtype(ToProtoDType(c.compute_dtype));
+  if (c.qk_norm) out->set_qk_norm(true);
+  if (c.norm_eps != 0.0) out->set_norm_eps(static_cast<float>(c.norm_eps));
+  if (c.scale != 0.0) out->set_scale(static_cast<float>(c.scale));
+  if (c.output_bias.has_value()) out->set_output_bias(*c.output_bias);
   if (c.rope.style != RopeStyle::kNone) {
     pb::RotaryConfig* r = out->mutable_rope();
     r->set_style(c.rope.style == RopeStyle::kNeox ? pb::ROPE_NEOX : pb::ROPE_GPTJ);

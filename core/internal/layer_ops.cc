@@ -5,14 +5,13 @@
 
 namespace attention::internal {
 
-void RmsNormRows(float* x, int64_t rows, int64_t n, int64_t ld, const float* weight) {
+void RmsNormRows(float* x, int64_t rows, int64_t n, int64_t ld, const float* weight, double eps) {
 #pragma omp parallel for schedule(static) if (rows * n > (1 << 16))
   for (int64_t r = 0; r < rows; ++r) {
     float* row = x + r * ld;
     double sum = 0;
     for (int64_t j = 0; j < n; ++j) sum += static_cast<double>(row[j]) * row[j];
-    const float inv =
-        static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + kRmsNormEps));
+    const float inv = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
     for (int64_t j = 0; j < n; ++j) row[j] = row[j] * inv * weight[j];
   }
 }

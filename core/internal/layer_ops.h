@@ -10,7 +10,8 @@ inline constexpr float kRmsNormEps = 1e-6f;
 
 // In place for each of `rows` rows of x (leading dimension ld), over its
 // first n columns: x = x / sqrt(mean(x²) + eps) · weight.
-void RmsNormRows(float* x, int64_t rows, int64_t n, int64_t ld, const float* weight);
+void RmsNormRows(float* x, int64_t rows, int64_t n, int64_t ld, const float* weight,
+                 double eps = kRmsNormEps);
 
 // Rotate-half (NeoX) RoPE in place. Row (b, t) starts at
 // x + (b·len + t)·row_stride and is at position pos0 + t; each of its

@@ -61,6 +61,8 @@ class ProjectedAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(Project(*in.query, q_, hq_ * dqk_, q));
     ATTN_RETURN_IF_ERROR(Project(*in.key, k_, hkv_ * dqk_, k));
     ATTN_RETURN_IF_ERROR(Project(*in.value, v_, hkv_ * dv_, v));
+    NormalizeHeads(q, "q_norm.weight");
+    NormalizeHeads(k, "k_norm.weight");
     Rotate(q, in.batch, in.lq, hq_, input.position_offset);
     Rotate(k, in.batch, in.lk, hkv_, input.position_offset);
     ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
@@ -78,7 +80,7 @@ class ProjectedAttention final : public AttentionModule {
                          : nullptr;
     ATTN_RETURN_IF_ERROR(Sdpa(HeadsView(q.data(), in.batch, hq_, in.lq, dqk_),
                               HeadsView(k.data(), in.batch, hkv_, in.lk, dqk_),
-                              HeadsView(v.data(), in.batch, hkv_, in.lk, dv_), input.mask, 0.0f,
+                              HeadsView(v.data(), in.batch, hkv_, in.lk, dv_), input.mask, Scale(),
                               MutHeadsView(attn, in.batch, hq_, in.lq, dv_), weights,
                               attention_dtype()));
     result.flops = LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, MlaForm::kNaive);
@@ -86,13 +88,30 @@ class ProjectedAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
     float* y = Destination(input.output, result.output, {in.batch, in.lq, d});
     ATTN_RETURN_IF_ERROR(
-        Linear(attn, mq, hq_ * dv_, hq_ * dv_, Matrix(o_ + ".weight"), d, Bias(o_), y, d));
+        Linear(attn, mq, hq_ * dv_, hq_ * dv_, Matrix(o_ + ".weight"), d, OutputBias(), y, d));
     return result;
   }
 
  private:
   const float* Bias(const std::string& prefix) const {
     return config().bias ? W(prefix + ".bias").data() : nullptr;
+  }
+  const float* OutputBias() const {
+    return HasOutputBias(config()) ? W(o_ + ".bias").data() : nullptr;
+  }
+  // The scores' scale: config.scale, or 1/sqrt(d_head).
+  float Scale() const {
+    const double s = config().scale;
+    return s != 0.0 ? static_cast<float>(s) : 1.0f / std::sqrt(static_cast<float>(dqk_));
+  }
+
+  // QK-norm (config.qk_norm): RMSNorm over each head's dqk values of
+  // projected rows [.., heads·dqk], before RoPE; rounded in bf16 compute.
+  void NormalizeHeads(Tensor& x, const std::string& weight) const {
+    if (!config().qk_norm) return;
+    const double eps = config().norm_eps == 0.0 ? kRmsNormEps : config().norm_eps;
+    RmsNormRows(x.data(), x.size() / dqk_, dqk_, dqk_, W(weight).data(), eps);
+    if (bf16_compute()) RoundToBfloat16(x.data(), x.size());
   }
 
   // Rotary embeddings (config.rope) in place on projected rows [B·len,
@@ -125,6 +144,8 @@ class ProjectedAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(Project(&x, q_, hq_ * dqk_, q));
     ATTN_RETURN_IF_ERROR(Project(&x, k_, hkv_ * dqk_, k));
     ATTN_RETURN_IF_ERROR(Project(&x, v_, hkv_ * dv_, v));
+    NormalizeHeads(q, "q_norm.weight");
+    NormalizeHeads(k, "k_norm.weight");
     Rotate(q, batch, t_new, hq_, l0);
     Rotate(k, batch, t_new, hkv_, l0);
     for (int64_t b = 0; b < batch; ++b) {
@@ -137,15 +158,14 @@ class ProjectedAttention final : public AttentionModule {
     }
     cache.Advance(t_new);
     Tensor attn({batch, t_new, hq_ * dv_});
-    ATTN_RETURN_IF_ERROR(PagedSdpa(HeadsView(q.data(), batch, hq_, t_new, dqk_), cache,
-                                   1.0f / std::sqrt(static_cast<float>(dqk_)),
+    ATTN_RETURN_IF_ERROR(PagedSdpa(HeadsView(q.data(), batch, hq_, t_new, dqk_), cache, Scale(),
                                    MutHeadsView(attn.data(), batch, hq_, t_new, dv_),
                                    attention_dtype()));
     if (o_.empty()) return attn;
     const int64_t d = config().d_model;
     Tensor y({batch, t_new, d});
     ATTN_RETURN_IF_ERROR(Linear(attn.data(), m, hq_ * dv_, hq_ * dv_, Matrix(o_ + ".weight"), d,
-                                Bias(o_), y.data(), d));
+                                OutputBias(), y.data(), d));
     return y;
   }
 

@@ -24,6 +24,10 @@ struct RopeCase {
   RopeStyle style;
   int64_t rotary_dim;  // 0: the head width
   double theta;
+  bool qk_norm = false;
+  double scale = 0.0;       // 0: 1/sqrt(d_head)
+  bool output_bias = true;  // q/k/v always biased here
+  double norm_eps = 0.0;
 };
 
 ModuleConfig ConfigOf(const RopeCase& c) {
@@ -35,6 +39,10 @@ ModuleConfig ConfigOf(const RopeCase& c) {
   config.rope.style = c.style;
   config.rope.rotary_dim = c.rotary_dim;
   config.rope.theta = c.theta;
+  config.qk_norm = c.qk_norm;
+  config.norm_eps = c.norm_eps;
+  config.scale = c.scale;
+  config.output_bias = c.output_bias;
   return config;
 }
 
@@ -49,11 +57,11 @@ std::vector<double> Reference(const ModuleConfig& c, const WeightMap& w, const T
   const double theta = c.rope.theta == 0 ? 10000.0 : c.rope.theta;
   auto linear = [&](const std::string& name, int64_t out) {
     const Tensor& wt = w.at(name + ".weight");
-    const Tensor& bias = w.at(name + ".bias");
+    const float* bias = w.count(name + ".bias") ? w.at(name + ".bias").data() : nullptr;
     std::vector<double> y(b * l * out);
     for (int64_t r = 0; r < b * l; ++r)
       for (int64_t o = 0; o < out; ++o) {
-        double s = bias.data()[o];
+        double s = bias != nullptr ? bias[o] : 0.0;
         for (int64_t i = 0; i < d; ++i) s += double{x.data()[r * d + i]} * wt.data()[o * d + i];
         y[r * out + o] = s;
       }
@@ -62,6 +70,7 @@ std::vector<double> Reference(const ModuleConfig& c, const WeightMap& w, const T
   std::vector<double> q = linear("W_q", hq * dh), k = linear("W_k", hkv * dh),
                       v = linear("W_v", hkv * dh);
   auto rotate = [&](std::vector<double>& t, int64_t heads) {
+    if (c.rope.style == RopeStyle::kNone) return;
     for (int64_t r = 0; r < b * l; ++r) {
       const int64_t pos = offset + r % l;
       for (int64_t h = 0; h < heads; ++h) {
@@ -79,8 +88,23 @@ std::vector<double> Reference(const ModuleConfig& c, const WeightMap& w, const T
       }
     }
   };
+  // QK-norm: RMSNorm over each head, weights q_norm / k_norm, before RoPE.
+  auto normalize = [&](std::vector<double>& t, const char* weight) {
+    if (!c.qk_norm) return;
+    const float* g = w.at(weight).data();
+    const double eps = c.norm_eps == 0 ? 1e-6 : c.norm_eps;
+    for (size_t at = 0; at < t.size(); at += dh) {
+      double ms = 0;
+      for (int64_t x0 = 0; x0 < dh; ++x0) ms += t[at + x0] * t[at + x0];
+      const double inv = 1.0 / std::sqrt(ms / dh + eps);
+      for (int64_t x0 = 0; x0 < dh; ++x0) t[at + x0] *= inv * g[x0];
+    }
+  };
+  normalize(q, "q_norm.weight");
+  normalize(k, "k_norm.weight");
   rotate(q, hq);
   rotate(k, hkv);
+  const double scale = c.scale != 0 ? c.scale : 1.0 / std::sqrt(static_cast<double>(dh));
   std::vector<double> attn(b * l * hq * dh, 0.0);
   for (int64_t bi = 0; bi < b; ++bi)
     for (int64_t h = 0; h < hq; ++h) {
@@ -92,7 +116,7 @@ std::vector<double> Reference(const ModuleConfig& c, const WeightMap& w, const T
           double s = 0;
           for (int64_t x0 = 0; x0 < dh; ++x0)
             s += q[((bi * l + i) * hq + h) * dh + x0] * k[((bi * l + j) * hkv + g) * dh + x0];
-          p[j] = s / std::sqrt(static_cast<double>(dh));
+          p[j] = s * scale;
           max = std::max(max, p[j]);
         }
         for (double& e : p) sum += (e = std::exp(e - max));
@@ -103,11 +127,11 @@ std::vector<double> Reference(const ModuleConfig& c, const WeightMap& w, const T
       }
     }
   const Tensor& wo = w.at("W_o.weight");
-  const Tensor& bo = w.at("W_o.bias");
+  const float* bo = w.count("W_o.bias") ? w.at("W_o.bias").data() : nullptr;
   std::vector<double> y(b * l * d);
   for (int64_t r = 0; r < b * l; ++r)
     for (int64_t o = 0; o < d; ++o) {
-      double s = bo.data()[o];
+      double s = bo != nullptr ? bo[o] : 0.0;
       for (int64_t i = 0; i < d; ++i) s += attn[r * d + i] * wo.data()[o * d + i];
       y[r * d + o] = s;
     }
@@ -129,8 +153,13 @@ TEST_P(Rope, ForwardMatchesTheReferenceAndDecodeMatchesForward) {
   const ModuleConfig config = ConfigOf(GetParam());
   WeightMap weights;
   uint32_t seed = 3;
-  for (const WeightSpec& s : ExpectedWeights(config))
-    weights.emplace(s.name, RandomTensor(s.shape, seed++));
+  for (const WeightSpec& s : ExpectedWeights(config)) {
+    Tensor t = RandomTensor(s.shape, seed++);
+    if (absl::StrContains(s.name, "_norm.")) {  // norm weights near 1, as trained ones are
+      for (float& x : t.values()) x = 1.0f + 0.5f * x;
+    }
+    weights.emplace(s.name, std::move(t));
+  }
   auto created = AttentionModule::Create(config, weights);
   ASSERT_OK(created);
   std::shared_ptr<const AttentionModule> m = std::move(*created);
@@ -154,7 +183,9 @@ TEST_P(Rope, ForwardMatchesTheReferenceAndDecodeMatchesForward) {
   in.mask.causal = true;
   auto full = m->Forward(in);
   ASSERT_OK(full);
-  EXPECT_GT(RelError((*unrotated)->Forward(in)->output, full->output), 1e-3);
+  if (config.rope.style != RopeStyle::kNone) {
+    EXPECT_GT(RelError((*unrotated)->Forward(in)->output, full->output), 1e-3);
+  }
 
   auto pool = KvBlockPool::Create(1 << 22, 4 << 10);
   ASSERT_OK(pool);
@@ -171,11 +202,17 @@ TEST_P(Rope, ForwardMatchesTheReferenceAndDecodeMatchesForward) {
 
 INSTANTIATE_TEST_SUITE_P(
     Styles, Rope,
-    testing::Values(RopeCase{"MhaNeox", Variant::kMha, RopeStyle::kNeox, 0, 0.0},
-                    RopeCase{"GqaNeoxTheta1e6", Variant::kGqa, RopeStyle::kNeox, 0, 1e6},
-                    RopeCase{"GqaNeoxPartial", Variant::kGqa, RopeStyle::kNeox, 4, 0.0},
-                    RopeCase{"MqaGptj", Variant::kMqa, RopeStyle::kGptj, 0, 500.0},
-                    RopeCase{"MhaGptjPartial", Variant::kMha, RopeStyle::kGptj, 6, 0.0}),
+    testing::Values(
+        RopeCase{"MhaNeox", Variant::kMha, RopeStyle::kNeox, 0, 0.0},
+        RopeCase{"GqaNeoxTheta1e6", Variant::kGqa, RopeStyle::kNeox, 0, 1e6},
+        RopeCase{"GqaNeoxPartial", Variant::kGqa, RopeStyle::kNeox, 4, 0.0},
+        RopeCase{"MqaGptj", Variant::kMqa, RopeStyle::kGptj, 0, 500.0},
+        RopeCase{"MhaGptjPartial", Variant::kMha, RopeStyle::kGptj, 6, 0.0},
+        // Qwen3: QK-norm before RoPE; Qwen2: no o_proj bias.
+        RopeCase{"GqaQkNormQwen3", Variant::kGqa, RopeStyle::kNeox, 0, 1e6, true, 0.0, true, 1e-5},
+        RopeCase{"GqaNoOutputBiasQwen2", Variant::kGqa, RopeStyle::kNeox, 0, 1e6, false, 0.0,
+                 false},
+        RopeCase{"MqaScaleNoRope", Variant::kMqa, RopeStyle::kNone, 0, 0.0, false, 0.0625}),
     [](const auto& p) { return p.param.name; });
 
 TEST(RopeConfig, BadFieldsAreNamed) {

@@ -534,12 +534,17 @@ TEST_F(ServerTest, RopeLayerAtAnOffsetEqualsTheCore) {
   config.rope.style = RopeStyle::kNeox;
   config.rope.theta = 1e6;
   config.rope.rotary_dim = 4;
+  config.qk_norm = true;  // Qwen3-style, no o_proj bias as Qwen2
+  config.output_bias = false;
   auto local = AttentionModule::CreateRandom(config, 5);
   ASSERT_OK(local);
   auto info = client_->LoadModule("rope", client::ConfigToProto(config), (*local)->weights());
   ASSERT_OK(info);
   EXPECT_EQ(info->config().rope().style(), pb::ROPE_NEOX);
   EXPECT_EQ(info->config().rope().rotary_dim(), 4);
+  EXPECT_TRUE(info->config().qk_norm());
+  EXPECT_TRUE(info->config().has_output_bias());
+  EXPECT_EQ(info->parameter_count(), (*local)->parameter_count());
   const Tensor x = RandomTensor({2, 6, 32}, 1);
   ForwardOptions o;
   o.mask.causal = true;

@@ -285,6 +285,7 @@ test('loadModule + forward: MHA (d_model 16, 2 heads) with JS-built weights', as
   assert.deepEqual(info.config, {
     d_model: dModel, mha: { num_heads: heads },
     kv_cache_dtype: 'DTYPE_UNSPECIFIED', compute_dtype: 'DTYPE_UNSPECIFIED',
+    qk_norm: false, norm_eps: 0, scale: 0,
   });
   assert.equal(info.parameterCount, 4 * (dModel * dModel + dModel));
   assert.equal(info.kvCacheBytesPerToken, 2 * dModel * 4);

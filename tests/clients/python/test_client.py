@@ -219,7 +219,8 @@ def test_random_init_and_estimate(client, rng):
     config = {"d_model": 32, "gqa": {"num_q_heads": 4, "num_kv_heads": 2}, "bias": False}
     info = client.load_module("py-rand", config, seed=7)
     assert info.config == {**config, "kv_cache_dtype": "DTYPE_UNSPECIFIED",
-                           "compute_dtype": "DTYPE_UNSPECIFIED"}  # float32
+                           "compute_dtype": "DTYPE_UNSPECIFIED",  # float32
+                           "qk_norm": False, "norm_eps": 0.0, "scale": 0.0}
     est = client.estimate(config, batch=2, seq_len=10)
     assert est.parameters == info.parameter_count
     assert est.kv_cache_bytes_per_token == info.kv_cache_bytes_per_token
