@@ -643,6 +643,32 @@ TEST_F(ModelDirTest, ALayerOfAHuggingFaceFileEqualsItsStateDict) {
   EXPECT_TRUE(absl::StrContains(none.status().message(), "weights_prefix")) << none.status();
 }
 
+// A DeepSeek-V2 MLA layer keeps its own names (q_proj is not W_q there).
+TEST_F(ModelDirTest, ADeepSeekLatentLayerLoadsFromItsOwnNames) {
+  const ModuleConfig config = Config(Variant::kMla);
+  WeightMap weights;
+  TensorMap file;
+  uint32_t seed = 60;
+  for (const WeightSpec& s : ExpectedWeights(config)) {
+    Tensor t = RandomTensor(s.shape, seed++);
+    file.emplace("model.layers.3.self_attn." + s.name, t);
+    weights.emplace(s.name, std::move(t));
+  }
+  Write(dir_ + "/deepseek.safetensors", file);
+  pb::LoadModuleRequest req = FileRequest("mla-file", "deepseek.safetensors");
+  *req.mutable_config() = client::ConfigToProto(config);
+  ASSERT_OK(client_->LoadModule(req));
+  ASSERT_OK(client_->LoadModule("mla-dict", client::ConfigToProto(config), weights));
+  const Tensor x = RandomTensor({1, 4, 32}, 2);
+  ForwardOptions o;
+  o.mask.causal = true;
+  auto a = client_->Forward("mla-file", x, o);
+  auto b = client_->Forward("mla-dict", x, o);
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  EXPECT_EQ(a->output.values(), b->output.values());
+}
+
 TEST_F(ModelDirTest, PathsOutOfTheDirectoryAreRefused) {
   Write(dir_ + "/../outside.safetensors", {{"x", Tensor({1})}});
   std::filesystem::create_symlink(dir_ + "/../outside.safetensors", dir_ + "/link.safetensors");
