@@ -282,6 +282,17 @@ struct PathCase {
 
 void PrintTo(const PathCase& c, std::ostream* os) { *os << internal::SdpaPathName(c.path); }
 
+// One case per path the planner picks, and every poison (the float32 and
+// bf16 non-finite tests).
+const PathCase kPathCases[] = {
+    {internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, false},
+    {internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, true},
+    {internal::SdpaPath::kWholeRows, {"w", 1, 2, 1, 64, 300, 16, 8}, false},
+    {internal::SdpaPath::kFlash, {"f", 1, 2, 1, 64, 3000, 16, 8}, false},
+    {internal::SdpaPath::kWeights, {"s", 1, 2, 1, 64, 300, 16, 8}, true}};
+const Poison kPoisons[] = {Poison::kQueryNan, Poison::kKeyInf, Poison::kVisibleValueNan,
+                           Poison::kHiddenValueNan};
+
 void PoisonInputs(Poison poison, const Workload& w, Tensor& q, Tensor& k, Tensor& v) {
   switch (poison) {
     case Poison::kQueryNan:  // the last query row of the last head
@@ -358,17 +369,9 @@ TEST_P(SdpaNonFinite, PropagatesAsTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Paths, SdpaNonFinite,
-    testing::Combine(
-        testing::Values(
-            PathCase{internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, false},
-            PathCase{internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, true},
-            PathCase{internal::SdpaPath::kWholeRows, {"w", 1, 2, 1, 64, 300, 16, 8}, false},
-            PathCase{internal::SdpaPath::kFlash, {"f", 1, 2, 1, 64, 3000, 16, 8}, false},
-            PathCase{internal::SdpaPath::kWeights, {"s", 1, 2, 1, 64, 300, 16, 8}, true}),
-        testing::Values(Poison::kQueryNan, Poison::kKeyInf, Poison::kVisibleValueNan,
-                        Poison::kHiddenValueNan),
-        testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeepLqLk),
-        testing::Values("avx2", "avx512")),
+    testing::Combine(testing::ValuesIn(kPathCases), testing::ValuesIn(kPoisons),
+                     testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeepLqLk),
+                     testing::Values("avx2", "avx512")),
     [](const auto& p) {
       const PathCase& c = std::get<0>(p.param);
       return std::string(internal::SdpaPathName(c.path)) + (c.weights ? "Weights_" : "_") +
@@ -615,16 +618,8 @@ TEST_P(SdpaBf16NonFinite, PropagatesAsTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Paths, SdpaBf16NonFinite,
-    testing::Combine(
-        testing::Values(
-            PathCase{internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, false},
-            PathCase{internal::SdpaPath::kFewRows, {"d", 1, 4, 2, 1, 600, 16, 8}, true},
-            PathCase{internal::SdpaPath::kWholeRows, {"w", 1, 2, 1, 64, 300, 16, 8}, false},
-            PathCase{internal::SdpaPath::kFlash, {"f", 1, 2, 1, 64, 3000, 16, 8}, false},
-            PathCase{internal::SdpaPath::kWeights, {"s", 1, 2, 1, 64, 300, 16, 8}, true}),
-        testing::Values(Poison::kQueryNan, Poison::kKeyInf, Poison::kVisibleValueNan,
-                        Poison::kHiddenValueNan),
-        testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeepLqLk)),
+    testing::Combine(testing::ValuesIn(kPathCases), testing::ValuesIn(kPoisons),
+                     testing::Values(MaskKind::kNone, MaskKind::kCausal, MaskKind::kKeepLqLk)),
     [](const auto& p) {
       const PathCase& c = std::get<0>(p.param);
       return std::string(internal::SdpaPathName(c.path)) + (c.weights ? "Weights_" : "_") +

@@ -595,6 +595,16 @@ class ModelDirTest : public ServerTest {
     req.set_weights_prefix("model.layers.3.self_attn.");
     return req;
   }
+  // Two modules give the same causal Forward of x, exactly.
+  void ExpectSameForward(const std::string& m1, const std::string& m2, const Tensor& x) {
+    ForwardOptions o;
+    o.mask.causal = true;
+    auto a = client_->Forward(m1, x, o);
+    auto b = client_->Forward(m2, x, o);
+    ASSERT_OK(a);
+    ASSERT_OK(b);
+    EXPECT_EQ(a->output.values(), b->output.values());
+  }
   std::string dir_;
 };
 
@@ -619,14 +629,7 @@ TEST_F(ModelDirTest, ALayerOfAHuggingFaceFileEqualsItsStateDict) {
 
   ASSERT_OK(client_->LoadModule(FileRequest("from-file", "sub/model.safetensors")));
   ASSERT_OK(client_->LoadModule("from-dict", client::ConfigToProto(config), weights));
-  const Tensor x = RandomTensor({2, 5, 32}, 1);
-  ForwardOptions o;
-  o.mask.causal = true;
-  auto a = client_->Forward("from-file", x, o);
-  auto b = client_->Forward("from-dict", x, o);
-  ASSERT_OK(a);
-  ASSERT_OK(b);
-  EXPECT_EQ(a->output.values(), b->output.values());
+  ExpectSameForward("from-file", "from-dict", RandomTensor({2, 5, 32}, 1));
 
   // A prefix that takes more than one layer is refused before reading.
   pb::LoadModuleRequest two = FileRequest("two", "sub/model.safetensors");
@@ -659,14 +662,7 @@ TEST_F(ModelDirTest, ADeepSeekLatentLayerLoadsFromItsOwnNames) {
   *req.mutable_config() = client::ConfigToProto(config);
   ASSERT_OK(client_->LoadModule(req));
   ASSERT_OK(client_->LoadModule("mla-dict", client::ConfigToProto(config), weights));
-  const Tensor x = RandomTensor({1, 4, 32}, 2);
-  ForwardOptions o;
-  o.mask.causal = true;
-  auto a = client_->Forward("mla-file", x, o);
-  auto b = client_->Forward("mla-dict", x, o);
-  ASSERT_OK(a);
-  ASSERT_OK(b);
-  EXPECT_EQ(a->output.values(), b->output.values());
+  ExpectSameForward("mla-file", "mla-dict", RandomTensor({1, 4, 32}, 2));
 }
 
 TEST_F(ModelDirTest, PathsOutOfTheDirectoryAreRefused) {
