@@ -68,6 +68,10 @@ absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& val
       }
     }
   }
+  if (mask.sliding_window < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mask.sliding_window: expected >= 0 (0: no window), got ", mask.sliding_window));
+  }
   if (mask.has_keep() || !mask.keep_shape.empty()) {
     const int64_t target[4] = {b, hq, lq, lk};
     const auto& shape = mask.keep_shape;
@@ -94,7 +98,62 @@ absl::Status ValidateSdpa(const View4& query, const View4& key, const View4& val
   return absl::OkStatus();
 }
 
+absl::Status ValidateSdpaTerms(float logit_softcap, int64_t hq_sinks, const float* sinks,
+                               int64_t hq) {
+  if (!(std::isfinite(logit_softcap) && logit_softcap >= 0.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logit_softcap: expected a finite value >= 0 (0: no soft-cap), got ", logit_softcap));
+  }
+  if (hq_sinks == 0) return absl::OkStatus();
+  if (hq_sinks != hq) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sinks: expected [Hq] = [", hq, "] (one logit per query head), got ", hq_sinks));
+  }
+  for (int64_t h = 0; h < hq; ++h) {
+    if (!std::isfinite(sinks[h])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sinks[", h, "]: expected a finite logit, got ", sinks[h]));
+    }
+  }
+  return absl::OkStatus();
+}
+
 namespace {
+
+// A keep mask and a window together: the window folded into a copy of the
+// keep mask, broadcast over [Lq, Lk] (its B and Hq dims as they were), so
+// that the kernels see one keep mask and a fully masked row still averages
+// all Lk values. Without both, `mask` itself.
+struct FoldedMask {
+  MaskSpec folded;
+  const MaskSpec* mask;
+
+  FoldedMask(const MaskSpec& m, int64_t lq, int64_t lk) : mask(&m) {
+    if (m.sliding_window == 0 || !m.has_keep()) return;
+    const internal::KeepIndex keep = internal::MakeKeepIndex(m);
+    const int64_t rank = static_cast<int64_t>(m.keep_shape.size());
+    const int64_t kb = rank >= 4 ? m.keep_shape[rank - 4] : 1;
+    const int64_t kh = rank >= 3 ? m.keep_shape[rank - 3] : 1;
+    folded.causal = m.causal;
+    folded.key_lengths = m.key_lengths;
+    folded.keep_shape = {kb, kh, lq, lk};
+    folded.keep.resize(static_cast<size_t>(kb * kh * lq * lk));
+    for (int64_t b = 0; b < kb; ++b) {
+      for (int64_t h = 0; h < kh; ++h) {
+        for (int64_t i = 0; i < lq; ++i) {
+          const uint8_t* src = keep.Row(b, h, i);
+          uint8_t* dst = folded.keep.data() + ((b * kh + h) * lq + i) * lk;
+          const int64_t position = i + lk - lq;
+          for (int64_t j = 0; j < lk; ++j) {
+            dst[j] = src[j * keep.strides[3]] != 0 && j <= position &&
+                     j > position - m.sliding_window;
+          }
+        }
+      }
+    }
+    mask = &folded;
+  }
+};
 
 internal::SdpaPlan PlanFor(const View4& q, const View4& k, const View4& v, bool weights) {
   internal::SdpaProblem problem;
@@ -120,7 +179,8 @@ bool FewRowsOnly(const internal::SdpaPlan& plan) {
 absl::Status RunCall(const internal::SdpaCall& call) {
   const int64_t slices = call.q.dims[0] * call.k.dims[1], dv = call.v.dims[3];
   const bool skips = internal::SkipsKeys(*call.mask);
-  std::vector<int64_t> last_skipped_non_finite(skips ? static_cast<size_t>(slices * dv) : 0);
+  // Per kv slice: SkippedNonFiniteValues' 2·Dv entries.
+  std::vector<int64_t> skipped_non_finite(skips ? static_cast<size_t>(slices * 2 * dv) : 0);
 
   std::mutex error_mu;
   absl::Status error;
@@ -132,7 +192,7 @@ absl::Status RunCall(const internal::SdpaCall& call) {
     if (skips) {
 #pragma omp for schedule(static)
       for (int64_t bg = 0; bg < slices; ++bg) {
-        internal::LastSkippedNonFiniteValues(call, bg, last_skipped_non_finite.data() + bg * dv);
+        internal::SkippedNonFiniteValues(call, bg, skipped_non_finite.data() + bg * 2 * dv);
       }
     }
 #pragma omp for schedule(dynamic, 1)
@@ -141,7 +201,7 @@ absl::Status RunCall(const internal::SdpaCall& call) {
       if (status.ok()) {
         status = internal::RunSdpaJob(
             call, job, scratch,
-            skips ? last_skipped_non_finite.data() + job / call.plan.tiles * dv : nullptr);
+            skips ? skipped_non_finite.data() + job / call.plan.tiles * 2 * dv : nullptr);
       }
       if (!status.ok()) {
         std::lock_guard<std::mutex> lock(error_mu);
@@ -207,34 +267,45 @@ absl::Status CheckSdpaComputeDType(DType compute) {
 // bf16 computation's operands, with float32 products.
 template <typename Fn>
 absl::Status RoundedSdpa(Fn fn, const View4& q, const View4& k, const View4& v,
-                         const MaskSpec& mask, float scale, const MutView4& out, float* weights) {
+                         const MaskSpec& mask, float scale, const MutView4& out, float* weights,
+                         const SdpaTerms& terms) {
   const std::vector<float> qr = RoundedCopy(q), kr = RoundedCopy(k), vr = RoundedCopy(v);
   return fn(DenseOf(qr, q.dims), DenseOf(kr, k.dims), DenseOf(vr, v.dims), mask, scale, out,
-            weights);
+            weights, terms);
 }
 
 // The float32 kernel; with round_p (operands already rounded to bf16, no
 // native bf16 matmul) P is rounded to bf16 before P·V as well.
 absl::Status SdpaF32(const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
-                     float scale, const MutView4& out, float* weights, bool round_p) {
+                     float scale, const MutView4& out, float* weights, bool round_p,
+                     const SdpaTerms& terms) {
   ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
-  internal::SdpaCall call(q, k, v, out, weights, mask, ResolvedScale(scale, q.dims[3]),
+  ATTN_RETURN_IF_ERROR(
+      ValidateSdpaTerms(terms.logit_softcap, terms.sinks != nullptr ? q.dims[1] : 0, terms.sinks,
+                        q.dims[1]));
+  const FoldedMask folded(mask, q.dims[2], k.dims[2]);
+  internal::SdpaCall call(q, k, v, out, weights, *folded.mask, ResolvedScale(scale, q.dims[3]),
                           PlanFor(q, k, v, weights != nullptr));
   call.round_p = round_p;
+  call.terms = terms;
   return RunCall(call);
 }
 
 }  // namespace
 
 absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask, float scale,
-                  const MutView4& out, float* weights) {
-  return SdpaF32(q, k, v, mask, scale, out, weights, /*round_p=*/false);
+                  const MutView4& out, float* weights, const SdpaTerms& terms) {
+  return SdpaF32(q, k, v, mask, scale, out, weights, /*round_p=*/false, terms);
 }
 
 absl::Status SdpaBf16(const Bf16View4& q, const Bf16View4& k, const Bf16View4& v,
-                      const MaskSpec& mask, float scale, const MutView4& out, float* weights) {
+                      const MaskSpec& mask, float scale, const MutView4& out, float* weights,
+                      const SdpaTerms& terms) {
   const View4 qs = q.Shape(), ks = k.Shape(), vs = v.Shape();
   ATTN_RETURN_IF_ERROR(ValidateSdpa(qs, ks, vs, mask));
+  ATTN_RETURN_IF_ERROR(
+      ValidateSdpaTerms(terms.logit_softcap, terms.sinks != nullptr ? qs.dims[1] : 0, terms.sinks,
+                        qs.dims[1]));
   if (q.data == nullptr || k.data == nullptr || v.data == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(q.data == nullptr   ? "query"
                                                    : k.data == nullptr ? "key"
@@ -246,32 +317,40 @@ absl::Status SdpaBf16(const Bf16View4& q, const Bf16View4& k, const Bf16View4& v
     // No bf16 GEMM here: the float32 one on the widened (exact) operands.
     const std::vector<float> qw = WidenedCopy(q), kw = WidenedCopy(k), vw = WidenedCopy(v);
     return SdpaF32(DenseOf(qw, q.dims), DenseOf(kw, k.dims), DenseOf(vw, v.dims), mask, scale, out,
-                   weights, /*round_p=*/true);
+                   weights, /*round_p=*/true, terms);
   }
-  const internal::SdpaCall call(qs, ks, vs, out, weights, mask, ResolvedScale(scale, q.dims[3]),
-                                plan, internal::Bf16Operands{q.data, k.data, v.data});
+  const FoldedMask folded(mask, qs.dims[2], ks.dims[2]);
+  internal::SdpaCall call(qs, ks, vs, out, weights, *folded.mask, ResolvedScale(scale, q.dims[3]),
+                          plan, internal::Bf16Operands{q.data, k.data, v.data});
+  call.terms = terms;
   return RunCall(call);
 }
 
 absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec& mask, float scale,
-                  const MutView4& out, float* weights, DType compute) {
+                  const MutView4& out, float* weights, DType compute, const SdpaTerms& terms) {
   ATTN_RETURN_IF_ERROR(CheckSdpaComputeDType(compute));
-  if (compute == DType::kFloat32) return Sdpa(q, k, v, mask, scale, out, weights);
+  if (compute == DType::kFloat32) return Sdpa(q, k, v, mask, scale, out, weights, terms);
   ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
   if (internal::Bf16MatmulAvailable() || FewRowsOnly(PlanFor(q, k, v, weights != nullptr))) {
     const std::vector<uint16_t> q16 = Bf16Copy(q), k16 = Bf16Copy(k), v16 = Bf16Copy(v);
     return SdpaBf16(DenseOf(q16, q.dims), DenseOf(k16, k.dims), DenseOf(v16, v.dims), mask, scale,
-                    out, weights);
+                    out, weights, terms);
   }
   auto rounded_p = [](const View4& qr, const View4& kr, const View4& vr, const MaskSpec& m, float s,
-                      const MutView4& o,
-                      float* w) { return SdpaF32(qr, kr, vr, m, s, o, w, /*round_p=*/true); };
-  return RoundedSdpa(rounded_p, q, k, v, mask, scale, out, weights);
+                      const MutView4& o, float* w, const SdpaTerms& t) {
+    return SdpaF32(qr, kr, vr, m, s, o, w, /*round_p=*/true, t);
+  };
+  return RoundedSdpa(rounded_p, q, k, v, mask, scale, out, weights, terms);
 }
 
 absl::Status SdpaReference(const View4& q, const View4& k, const View4& v, const MaskSpec& mask,
-                           float scale, const MutView4& out, float* weights) {
+                           float scale, const MutView4& out, float* weights,
+                           const SdpaTerms& terms) {
   ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
+  ATTN_RETURN_IF_ERROR(
+      ValidateSdpaTerms(terms.logit_softcap, terms.sinks != nullptr ? q.dims[1] : 0, terms.sinks,
+                        q.dims[1]));
+  const double cap = terms.logit_softcap;
   const int64_t batch = q.dims[0], hq = q.dims[1], lq = q.dims[2], dk = q.dims[3];
   const int64_t hkv = k.dims[1], lk = k.dims[2], dv = v.dims[3];
   const int64_t group = hq / hkv;
@@ -283,19 +362,34 @@ absl::Status SdpaReference(const View4& q, const View4& k, const View4& v, const
       const int64_t g = h / group;
       for (int64_t i = 0; i < lq; ++i) {
         const float* qi = q.Row(b, h, i);
-        const int64_t visible = internal::VisibleKeys(mask, b, i, lq, lk);
+        // The window's lower edge as a mask, separately from VisibleRange
+        // (which also says that a row sees no key): a second statement.
+        const int64_t position = i + lk - lq;
+        const int64_t visible = internal::VisibleRange(mask, b, i, lq, lk).end;
+        const int64_t first =
+            mask.sliding_window > 0 ? position - mask.sliding_window + 1 : int64_t{0};
         const uint8_t* keep_row = keep.Row(b, h, i);
-        double max = -1e300;
+        const bool sink = terms.sinks != nullptr;
+        double max = sink ? static_cast<double>(terms.sinks[h]) : -1e300;
+        bool any_kept = false;
         for (int64_t j = 0; j < lk; ++j) {
           const float* kj = k.Row(b, g, j);
           double dot = 0;
           for (int64_t d = 0; d < dk; ++d) dot += static_cast<double>(qi[d]) * kj[d];
-          const bool kept = j < visible && (keep_row == nullptr || keep_row[j * keep.strides[3]]);
-          p[j] = kept ? dot * s : static_cast<double>(kMaskedScore);
+          const bool kept = j >= first && j < visible &&
+                            (keep_row == nullptr || keep_row[j * keep.strides[3]]);
+          any_kept |= kept;
+          double score = dot * s;
+          if (cap > 0) score = cap * std::tanh(score / cap);
+          p[j] = kept ? score : static_cast<double>(kMaskedScore);
           max = std::max(max, p[j]);
         }
-        double sum = 0;
+        double sum = sink ? std::exp(terms.sinks[h] - max) : 0.0;
         for (int64_t j = 0; j < lk; ++j) sum += (p[j] = std::exp(p[j] - max));
+        if (terms.lse != nullptr) {
+          terms.lse[(b * hq + h) * lq + i] =
+              any_kept || sink ? static_cast<float>(max + std::log(sum)) : -INFINITY;
+        }
         std::fill(o.begin(), o.end(), 0.0);
         for (int64_t j = 0; j < lk; ++j) {
           p[j] /= sum;
@@ -335,18 +429,27 @@ absl::StatusOr<AttentionResult> AttendWith(bool reference, const Tensor& q, cons
   const View4 qv = View4::Of(q), kv = View4::Of(k), vv = View4::Of(v);
   ATTN_RETURN_IF_ERROR(ValidateSdpa(qv, kv, vv, mask));
   ATTN_RETURN_IF_ERROR(CheckSdpaComputeDType(options.compute_dtype));
+  ATTN_RETURN_IF_ERROR(ValidateSdpaTerms(options.logit_softcap,
+                                         static_cast<int64_t>(options.sinks.size()),
+                                         options.sinks.data(), q.dim(1)));
   AttentionResult result;
   result.output = Tensor({q.dim(0), q.dim(1), q.dim(2), v.dim(3)});
   if (options.return_weights) result.weights = Tensor({q.dim(0), q.dim(1), q.dim(2), k.dim(2)});
+  if (options.return_lse) result.lse = Tensor({q.dim(0), q.dim(1), q.dim(2)});
   const MutView4 out = MutView4::Of(result.output);
   float* weights = options.return_weights ? result.weights.data() : nullptr;
+  SdpaTerms terms;
+  terms.logit_softcap = options.logit_softcap;
+  terms.sinks = options.sinks.empty() ? nullptr : options.sinks.data();
+  terms.lse = options.return_lse ? result.lse.data() : nullptr;
   if (!reference) {
     ATTN_RETURN_IF_ERROR(
-        Sdpa(qv, kv, vv, mask, options.scale, out, weights, options.compute_dtype));
+        Sdpa(qv, kv, vv, mask, options.scale, out, weights, options.compute_dtype, terms));
   } else if (options.compute_dtype == DType::kBfloat16) {
-    ATTN_RETURN_IF_ERROR(RoundedSdpa(SdpaReference, qv, kv, vv, mask, options.scale, out, weights));
+    ATTN_RETURN_IF_ERROR(
+        RoundedSdpa(SdpaReference, qv, kv, vv, mask, options.scale, out, weights, terms));
   } else {
-    ATTN_RETURN_IF_ERROR(SdpaReference(qv, kv, vv, mask, options.scale, out, weights));
+    ATTN_RETURN_IF_ERROR(SdpaReference(qv, kv, vv, mask, options.scale, out, weights, terms));
   }
   return result;
 }

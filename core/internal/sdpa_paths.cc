@@ -13,13 +13,15 @@ namespace attention::internal {
 namespace {
 
 // Job index → batch row b, kv head g, query rows [i0, i1) of its G heads,
-// and kmax: keys past the last one any row of the job sees are masked for
-// all of them and get exactly zero weight, unless a row is fully masked
-// (then it averages all Lk values), so only keys [0, kmax) are computed.
+// and [kmin, kmax): keys outside the ones any row of the job sees are
+// masked for all of them and get exactly zero weight, unless a row is fully
+// masked (then it averages all Lk values), so only keys [kmin, kmax) are
+// computed.
 struct Job {
-  int64_t b, g, i0, i1, kmax;
+  int64_t b, g, i0, i1, kmin, kmax;
 
   int64_t rows() const { return i1 - i0; }
+  int64_t keys() const { return kmax - kmin; }
 };
 
 Job MakeJob(const SdpaCall& c, int64_t index) {
@@ -30,20 +32,29 @@ Job MakeJob(const SdpaCall& c, int64_t index) {
   job.g = index / plan.tiles % hkv;
   job.i0 = index % plan.tiles * plan.query_tile;
   job.i1 = std::min(lq, job.i0 + plan.query_tile);
+  job.kmin = 0;
   job.kmax = lk;
   if (!c.mask->has_keep()) {
-    const int64_t last = VisibleKeys(*c.mask, job.b, job.i1 - 1, lq, lk);
-    const int64_t first = VisibleKeys(*c.mask, job.b, job.i0, lq, lk);
-    if (first >= 1) job.kmax = last;  // visible counts grow with i
+    // Both ends of a row's range grow with i, and the rows that see no key
+    // are a prefix (causal, Lq > Lk) and a suffix (a window past the key
+    // length): checking the job's first and last rows is enough.
+    const KeyRange first = VisibleRange(*c.mask, job.b, job.i0, lq, lk);
+    const KeyRange last = VisibleRange(*c.mask, job.b, job.i1 - 1, lq, lk);
+    if (first.end >= 1 && last.end >= 1) {
+      job.kmin = first.first;
+      job.kmax = last.end;
+    }
   }
   return job;
 }
 
-// Weights of keys [kmax, Lk) of a normalised weights row: 0, as the
-// reference's exp(-1e9 - max), or NaN when the row is NaN (a NaN sum made
-// every weight NaN, row[0] among them).
-void FillSkippedWeights(float* row, int64_t kmax, int64_t lk) {
-  std::fill(row + kmax, row + lk, 0.0f * row[0]);
+// Weights of keys outside [kmin, kmax) of a normalised weights row: 0, as
+// the reference's exp(-1e9 - max), or NaN when the row is NaN (a NaN sum
+// made every weight NaN, row[kmin] among them).
+void FillSkippedWeights(float* row, int64_t kmin, int64_t kmax, int64_t lk) {
+  const float zero = 0.0f * row[kmin];
+  std::fill(row, row + kmin, zero);
+  std::fill(row + kmax, row + lk, zero);
 }
 
 // Keys [k0, k0 + n) of the job's kv slice transposed ([Dk, n]), and their
@@ -96,7 +107,8 @@ absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
   float* s_rows[kMaxFewRows];
   float* o_rows[kMaxFewRows];
   const uint8_t* keep_rows[kMaxFewRows];
-  int64_t visible[kMaxFewRows];
+  int64_t visible[kMaxFewRows], first[kMaxFewRows];
+  float sinks[kMaxFewRows], lse[kMaxFewRows];
   int64_t nr = 0;
   if (c.is_bf16() && scratch.q_wide.size() < static_cast<size_t>(group * job.rows() * dk)) {
     scratch.q_wide.resize(group * job.rows() * dk);
@@ -115,8 +127,19 @@ absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
       s_rows[nr] = c.weights != nullptr ? c.weights + ((job.b * hq + h) * lq + i) * lk
                                         : scratch.scores.data() + nr * block;
       keep_rows[nr] = c.keep.Row(job.b, h, i);
-      visible[nr] = VisibleKeys(*c.mask, job.b, i, lq, lk);
+      const KeyRange range = VisibleRange(*c.mask, job.b, i, lq, lk);
+      visible[nr] = range.end;
+      first[nr] = range.first;
+      sinks[nr] = c.Sink(h);
     }
+  }
+  FewRowsTerms terms;
+  if (c.row_terms()) {
+    terms.first = first;
+    terms.kmin = job.kmin;
+    terms.sink = c.terms.sinks != nullptr ? sinks : nullptr;
+    terms.softcap = c.terms.logit_softcap;
+    terms.lse = c.terms.lse != nullptr ? lse : nullptr;
   }
   const View4& k = c.k;
   const View4& v = c.v;
@@ -135,9 +158,16 @@ absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
         return RowRun{row, v.strides[2], lk - j};
       },
       s_rows, scratch.acc.data(), o_rows, c.weights != nullptr, bf16 ? KvElem::kBf16 : KvElem::kF32,
-      c.rounds_p());
+      c.rounds_p(), terms);
   if (c.weights != nullptr) {
-    for (int64_t r = 0; r < nr; ++r) FillSkippedWeights(s_rows[r], job.kmax, lk);
+    for (int64_t r = 0; r < nr; ++r) FillSkippedWeights(s_rows[r], job.kmin, job.kmax, lk);
+  }
+  if (c.terms.lse != nullptr) {
+    for (int64_t hl = 0, r = 0; hl < group; ++hl) {
+      for (int64_t i = job.i0; i < job.i1; ++i, ++r) {
+        c.terms.lse[(job.b * hq + job.g * group + hl) * lq + i] = lse[r];
+      }
+    }
   }
   return absl::OkStatus();
 }
@@ -177,8 +207,19 @@ struct GroupRows {
   }
 
   int64_t Head(int64_t row) const { return job.g * c.plan.group + row / rows; }
-  int64_t Visible(int64_t row) const {
-    return VisibleKeys(*c.mask, job.b, job.i0 + row % rows, c.q.dims[2], c.k.dims[2]);
+  KeyRange Range(int64_t row) const {
+    return VisibleRange(*c.mask, job.b, job.i0 + row % rows, c.q.dims[2], c.k.dims[2]);
+  }
+  int64_t Visible(int64_t row) const { return Range(row).end; }
+  float Sink(int64_t row) const { return c.Sink(Head(row)); }
+  void StoreLse(int64_t row, float max, float sum) const {
+    c.StoreLse(job.b, Head(row), job.i0 + row % rows, max, sum);
+  }
+  // OnlineRowTile over keys [k0, k0 + n) of row `row` (s its scores).
+  float RowTile(int64_t row, float* s, int64_t k0, int64_t n, float& max, float& sum) const {
+    const KeyRange range = Range(row);
+    return OnlineRowTile(s, k0, n, c.scale, c.terms.logit_softcap, range.first, range.end,
+                         Keep(row), c.keep.strides[3], max, sum);
   }
   const uint8_t* Keep(int64_t row) const {
     return c.keep.Row(job.b, Head(row), job.i0 + row % rows);
@@ -202,13 +243,21 @@ absl::Status RunWholeRows(const SdpaCall& c, const Job& job, SdpaScratch& scratc
   const int64_t lk = c.k.dims[2], dv = c.v.dims[3];
   const GroupRows rows(c, job, scratch);
   float* s = scratch.scores.data();
-  ATTN_RETURN_IF_ERROR(Matmul(rows.q, KeysT(c, job, 0, job.kmax), s, lk));
+  ATTN_RETURN_IF_ERROR(Matmul(rows.q, KeysT(c, job, job.kmin, job.keys()), s, lk));
   for (int64_t row = 0; row < rows.m; ++row) {
+    if (c.row_terms()) {
+      float m, l;
+      StartOnlineRow(rows.Sink(row), m, l);
+      rows.RowTile(row, s + row * lk, job.kmin, job.keys(), m, l);
+      scratch.row_sum[row] = l;
+      rows.StoreLse(row, m, l);
+      continue;
+    }
     scratch.row_sum[row] = UnnormalizedSoftmaxRow(
         s + row * lk, job.kmax, c.scale, rows.Visible(row), rows.Keep(row), c.keep.strides[3]);
   }
-  ATTN_RETURN_IF_ERROR(Matmul(ProbRows(c, s, rows.m, job.kmax, lk, scratch),
-                              Values(c, job, 0, job.kmax), scratch.acc.data(), dv));
+  ATTN_RETURN_IF_ERROR(Matmul(ProbRows(c, s, rows.m, job.keys(), lk, scratch),
+                              Values(c, job, job.kmin, job.keys()), scratch.acc.data(), dv));
   rows.WriteOut(scratch.acc.data(), scratch.row_sum.data());
   return absl::OkStatus();
 }
@@ -221,18 +270,21 @@ absl::Status RunFlash(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
   const GroupRows rows(c, job, scratch);
   float* s = scratch.scores.data();
   float* acc = scratch.acc.data();
-  std::fill_n(scratch.row_max.begin(), rows.m, -INFINITY);
-  std::fill_n(scratch.row_sum.begin(), rows.m, 0.0f);
+  for (int64_t row = 0; row < rows.m; ++row) {
+    StartOnlineRow(rows.Sink(row), scratch.row_max[row], scratch.row_sum[row]);
+  }
   std::fill_n(acc, rows.m * dv, 0.0f);
-  for (int64_t k0 = 0; k0 < job.kmax; k0 += tile) {
+  for (int64_t k0 = job.kmin; k0 < job.kmax; k0 += tile) {
     const int64_t n = std::min(tile, job.kmax - k0);
     ATTN_RETURN_IF_ERROR(Matmul(rows.q, KeysT(c, job, k0, n), s, tile));
     for (int64_t row = 0; row < rows.m; ++row) {
       const uint8_t* keep_row = rows.Keep(row);
       const float alpha =
-          OnlineSoftmaxTile(s + row * tile, n, c.scale, rows.Visible(row) - k0,
-                            keep_row != nullptr ? keep_row + k0 * c.keep.strides[3] : nullptr,
-                            c.keep.strides[3], scratch.row_max[row], scratch.row_sum[row]);
+          c.row_terms()
+              ? rows.RowTile(row, s + row * tile, k0, n, scratch.row_max[row], scratch.row_sum[row])
+              : OnlineSoftmaxTile(s + row * tile, n, c.scale, rows.Visible(row) - k0,
+                                  keep_row != nullptr ? keep_row + k0 * c.keep.strides[3] : nullptr,
+                                  c.keep.strides[3], scratch.row_max[row], scratch.row_sum[row]);
       if (alpha != 1.0f) {
         for (int64_t x = 0; x < dv; ++x) acc[row * dv + x] *= alpha;
       }
@@ -241,6 +293,9 @@ absl::Status RunFlash(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
                                 acc, dv, nullptr, /*accumulate=*/true));
   }
   rows.WriteOut(acc, scratch.row_sum.data());
+  for (int64_t row = 0; row < rows.m; ++row) {
+    rows.StoreLse(row, scratch.row_max[row], scratch.row_sum[row]);
+  }
   return absl::OkStatus();
 }
 
@@ -252,17 +307,18 @@ absl::Status RunWeights(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
   const int64_t rows = job.rows(), m = group * rows;
   float* s_base = c.weights + ((job.b * hq + job.g * group) * lq + job.i0) * lk;
   const int64_t s_head_stride = lq * lk;
-  const Mat kt = KeysT(c, job, 0, job.kmax);
-  const Mat vm = Values(c, job, 0, job.kmax);
+  const int64_t kmin = job.kmin, n = job.keys();
+  const Mat kt = KeysT(c, job, kmin, n);
+  const Mat vm = Values(c, job, kmin, n);
   const bool merged = c.q_merged != 0 && c.o_merged != 0 && rows == lq;
   if (merged) {
     ATTN_RETURN_IF_ERROR(
-        Matmul(QueryRows(c, job.b, job.g * group, job.i0, m, c.q_merged), kt, s_base, lk));
+        Matmul(QueryRows(c, job.b, job.g * group, job.i0, m, c.q_merged), kt, s_base + kmin, lk));
   } else {
     for (int64_t hl = 0; hl < group; ++hl) {
       ATTN_RETURN_IF_ERROR(
           Matmul(QueryRows(c, job.b, job.g * group + hl, job.i0, rows, c.q.strides[2]), kt,
-                 s_base + hl * s_head_stride, lk));
+                 s_base + hl * s_head_stride + kmin, lk));
     }
   }
   auto s_row = [&](int64_t row) { return s_base + row / rows * s_head_stride + row % rows * lk; };
@@ -270,26 +326,43 @@ absl::Status RunWeights(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
   // GEMM paths; the output and weights rows are divided after P·V.
   const bool bf16 = c.rounds_p();
   if (bf16 && scratch.row_sum.size() < static_cast<size_t>(m)) scratch.row_sum.resize(m);
+  if (c.row_terms() && scratch.row_sum.size() < static_cast<size_t>(m)) scratch.row_sum.resize(m);
   for (int64_t row = 0; row < m; ++row) {
     const int64_t h = job.g * group + row / rows, i = job.i0 + row % rows;
-    const int64_t visible = VisibleKeys(*c.mask, job.b, i, lq, lk);
+    if (c.row_terms()) {
+      const KeyRange range = VisibleRange(*c.mask, job.b, i, lq, lk);
+      float mx, l;
+      StartOnlineRow(c.Sink(h), mx, l);
+      OnlineRowTile(s_row(row) + kmin, kmin, n, c.scale, c.terms.logit_softcap, range.first,
+                    range.end, c.keep.Row(job.b, h, i), c.keep.strides[3], mx, l);
+      c.StoreLse(job.b, h, i, mx, l);
+      scratch.row_sum[row] = l;
+      if (!bf16) {
+        float* w = s_row(row);
+        const float inv = 1.0f / l;
+        for (int64_t j = kmin; j < job.kmax; ++j) w[j] *= inv;
+        FillSkippedWeights(w, kmin, job.kmax, lk);
+      }
+      continue;
+    }
+    const int64_t visible = VisibleRange(*c.mask, job.b, i, lq, lk).end;
     if (bf16) {
       scratch.row_sum[row] = UnnormalizedSoftmaxRow(s_row(row), job.kmax, c.scale, visible,
                                                     c.keep.Row(job.b, h, i), c.keep.strides[3]);
     } else {
       MaskedSoftmaxRow(s_row(row), job.kmax, c.scale, visible, c.keep.Row(job.b, h, i),
                        c.keep.strides[3]);
-      FillSkippedWeights(s_row(row), job.kmax, lk);
+      FillSkippedWeights(s_row(row), 0, job.kmax, lk);
     }
   }
   if (merged) {
     float* o0 = c.out.Row(job.b, job.g * group, job.i0);
-    ATTN_RETURN_IF_ERROR(Matmul(ProbRows(c, s_base, m, job.kmax, lk, scratch), vm, o0, c.o_merged));
+    ATTN_RETURN_IF_ERROR(Matmul(ProbRows(c, s_base + kmin, m, n, lk, scratch), vm, o0, c.o_merged));
   } else {
     for (int64_t hl = 0; hl < group; ++hl) {
       float* o0 = c.out.Row(job.b, job.g * group + hl, job.i0);
       ATTN_RETURN_IF_ERROR(
-          Matmul(ProbRows(c, s_base + hl * s_head_stride, rows, job.kmax, lk, scratch), vm, o0,
+          Matmul(ProbRows(c, s_base + hl * s_head_stride + kmin, rows, n, lk, scratch), vm, o0,
                  c.out.strides[2]));
     }
   }
@@ -300,8 +373,8 @@ absl::Status RunWeights(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
       float* o = c.out.Row(job.b, job.g * group + row / rows, job.i0 + row % rows);
       for (int64_t x = 0; x < dv; ++x) o[x] *= inv;
       float* w = s_row(row);
-      for (int64_t j = 0; j < job.kmax; ++j) w[j] *= inv;
-      FillSkippedWeights(w, job.kmax, lk);
+      for (int64_t j = kmin; j < job.kmax; ++j) w[j] *= inv;
+      FillSkippedWeights(w, kmin, job.kmax, lk);
     }
   }
   return absl::OkStatus();
@@ -323,11 +396,16 @@ KeepIndex MakeKeepIndex(const MaskSpec& mask) {
   return index;
 }
 
-int64_t VisibleKeys(const MaskSpec& mask, int64_t b, int64_t i, int64_t lq, int64_t lk) {
-  int64_t visible = lk;
-  if (mask.causal) visible = std::min(visible, std::max<int64_t>(0, i + lk - lq + 1));
-  if (!mask.key_lengths.empty()) visible = std::min(visible, mask.key_lengths[b]);
-  return visible;
+KeyRange VisibleRange(const MaskSpec& mask, int64_t b, int64_t i, int64_t lq, int64_t lk) {
+  const int64_t position = i + lk - lq;  // bottom-right aligned
+  KeyRange range{0, lk};
+  if (mask.causal || mask.sliding_window > 0) {
+    range.end = std::min(range.end, std::max<int64_t>(0, position + 1));
+  }
+  if (!mask.key_lengths.empty()) range.end = std::min(range.end, mask.key_lengths[b]);
+  if (mask.sliding_window > 0) range.first = std::max<int64_t>(0, position - mask.sliding_window + 1);
+  if (range.first >= range.end) return KeyRange{0, 0};
+  return range;
 }
 
 SdpaCall::SdpaCall(const View4& q_in, const View4& k_in, const View4& v_in, const MutView4& out_in,
@@ -361,14 +439,34 @@ SdpaScratch::SdpaScratch(const SdpaPlan& plan)
       q_pack(static_cast<size_t>(plan.pack_floats)) {}
 
 bool SkipsKeys(const MaskSpec& mask) {
-  return !mask.has_keep() && (mask.causal || !mask.key_lengths.empty());
+  return !mask.has_keep() &&
+         (mask.causal || !mask.key_lengths.empty() || mask.sliding_window > 0);
 }
 
-void LastSkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* last) {
+void SkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* skipped) {
   const int64_t hkv = call.k.dims[1], lk = call.k.dims[2], dv = call.v.dims[3];
+  int64_t* first_bad = skipped;
+  int64_t* last = skipped + dv;
+  std::fill_n(first_bad, dv, lk);
   std::fill_n(last, dv, -1);
-  // The first job of (b, g) computes the fewest keys (visible counts grow
-  // with the query index).
+  // With a window, jobs skip keys before their kmin: scan up to the largest
+  // kmin (the last job's, or a job of rows that see no key, which computes
+  // all keys) for the first non-finite row of each column.
+  int64_t kmin_max = 0;
+  for (int64_t t = 0; t < call.plan.tiles && call.mask->sliding_window > 0; ++t) {
+    kmin_max = std::max(kmin_max, MakeJob(call, bg * call.plan.tiles + t).kmin);
+  }
+  for (int64_t j = 0; j < kmin_max; ++j) {
+    for (int64_t x = 0; x < dv; ++x) {
+      if (first_bad[x] < lk) continue;
+      const bool bad = call.is_bf16()
+                           ? (call.V16(bg / hkv, bg % hkv, j)[x] & 0x7f80) == 0x7f80
+                           : !std::isfinite(call.v.Row(bg / hkv, bg % hkv, j)[x]);
+      if (bad) first_bad[x] = j;
+    }
+  }
+  // The first job of (b, g) computes the fewest keys past its own (visible
+  // counts grow with the query index).
   const Job first = MakeJob(call, bg * call.plan.tiles);
   for (int64_t j = first.kmax; j < lk; ++j) {
     if (call.is_bf16()) {
@@ -393,7 +491,7 @@ void LastSkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* last)
 }
 
 absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratch,
-                        const int64_t* last_skipped_non_finite) {
+                        const int64_t* skipped_non_finite) {
   const Job job = MakeJob(call, index);
   absl::Status status;
   switch (call.plan.PathOf(job.rows())) {
@@ -410,12 +508,12 @@ absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratc
       status = RunWeights(call, job, scratch);
       break;
   }
-  if (status.ok() && last_skipped_non_finite != nullptr) {
+  if (status.ok() && skipped_non_finite != nullptr) {
     // The reference multiplies the skipped value rows by a weight of 0:
     // NaN in the columns where one of them is not finite.
     const int64_t group = call.plan.group, dv = call.v.dims[3];
     for (int64_t x = 0; x < dv; ++x) {
-      if (last_skipped_non_finite[x] < job.kmax) continue;
+      if (skipped_non_finite[x] >= job.kmin && skipped_non_finite[dv + x] < job.kmax) continue;
       for (int64_t h = job.g * group; h < (job.g + 1) * group; ++h) {
         for (int64_t i = job.i0; i < job.i1; ++i) call.out.Row(job.b, h, i)[x] = NAN;
       }

@@ -3,11 +3,13 @@
 #ifndef ATTENTION_CORE_INTERNAL_SDPA_PATHS_H_
 #define ATTENTION_CORE_INTERNAL_SDPA_PATHS_H_
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "core/internal/sdpa_plan.h"
+#include "core/internal/softmax.h"
 #include "core/sdpa.h"
 #include "core/tensor.h"
 
@@ -26,9 +28,13 @@ struct KeepIndex {
 
 KeepIndex MakeKeepIndex(const MaskSpec& mask);
 
-// Number of leading keys query row i of batch row b may see through the
-// causal and key-length masks.
-int64_t VisibleKeys(const MaskSpec& mask, int64_t b, int64_t i, int64_t lq, int64_t lk);
+// Keys [first, end) that query row i of batch row b may see through the
+// causal, key-length and sliding-window masks; {0, 0} when it sees none
+// (every score of the row is then masked, and it averages all Lk values).
+struct KeyRange {
+  int64_t first = 0, end = 0;
+};
+KeyRange VisibleRange(const MaskSpec& mask, int64_t b, int64_t i, int64_t lq, int64_t lk);
 
 // Operands held in bfloat16 (SdpaBf16): their elements at the offsets of
 // the SdpaCall views' strides (whose data is then null).
@@ -51,7 +57,8 @@ struct SdpaCall {
   bool round_p = false;
   MutView4 out;
   float* weights = nullptr;  // dense [B, Hq, Lq, Lk], or null
-  const MaskSpec* mask = nullptr;
+  const MaskSpec* mask = nullptr;  // with a sliding window, no keep mask (folded in)
+  SdpaTerms terms;
   KeepIndex keep;
   float scale = 1.0f;
   SdpaPlan plan;
@@ -64,6 +71,14 @@ struct SdpaCall {
            const MaskSpec& mask, float scale, const SdpaPlan& plan, Bf16Operands bf16 = {});
 
   bool is_bf16() const { return bf16.k != nullptr; }
+  // Whether rows take OnlineRowTile (softmax.h): a window, a soft-cap, sinks
+  // or the LSE; else the plain softmax of each path.
+  bool row_terms() const { return !terms.empty() || mask->sliding_window > 0; }
+  float Sink(int64_t h) const { return terms.sinks != nullptr ? terms.sinks[h] : -INFINITY; }
+  // Writes row (b, h, i)'s log-sum-exp when asked for.
+  void StoreLse(int64_t b, int64_t h, int64_t i, float m, float l) const {
+    if (terms.lse != nullptr) terms.lse[(b * q.dims[1] + h) * q.dims[2] + i] = RowLse(m, l);
+  }
   // Whether P is rounded to bf16 before P·V (either kind of bf16 call).
   bool rounds_p() const { return round_p || is_bf16(); }
   static int64_t Offset(const View4& view, int64_t b, int64_t h, int64_t i) {
@@ -85,22 +100,24 @@ struct SdpaScratch {
   explicit SdpaScratch(const SdpaPlan& plan);
 };
 
-// Jobs compute only the keys some row of theirs sees, so value rows past
-// them are never read; the reference multiplies them by a weight of 0, and
-// 0·NaN = NaN. Whether the mask makes jobs skip keys (causal or key_lengths,
-// no keep mask) ...
+// Jobs compute only the keys [kmin, kmax) some row of theirs sees, so value
+// rows outside are never read; the reference multiplies them by a weight of
+// 0, and 0·NaN = NaN. Whether the mask makes jobs skip keys (causal,
+// key_lengths or a window, no keep mask) ...
 bool SkipsKeys(const MaskSpec& mask);
-// ... and then, for kv slice bg = b·Hkv + g, last[x] (x < Dv) is the last
-// value row some job of the slice skips whose column x is NaN or ±Inf, or -1.
-void LastSkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* last);
+// ... and then, for kv slice bg = b·Hkv + g, skipped[x] (x < Dv) is the
+// first value row some job of the slice skips before its keys (a window)
+// whose column x is NaN or ±Inf, or Lk, and skipped[Dv + x] the last one
+// past them, or -1.
+void SkippedNonFiniteValues(const SdpaCall& call, int64_t bg, int64_t* skipped);
 
 // Job `index` (0 .. plan.jobs) of the call, on the path the plan gives it.
-// Writes the job's output rows (and weights rows). With
-// `last_skipped_non_finite` (LastSkippedNonFiniteValues of its kv slice; null
-// when the mask skips no keys), column x of the job's rows is NaN where the
-// job skips value row last_skipped_non_finite[x]. INTERNAL if oneDNN fails.
+// Writes the job's output rows (and weights rows, and LSE). With
+// `skipped_non_finite` (SkippedNonFiniteValues of its kv slice; null when
+// the mask skips no keys), column x of the job's rows is NaN where the job
+// skips such a value row. INTERNAL if oneDNN fails.
 absl::Status RunSdpaJob(const SdpaCall& call, int64_t index, SdpaScratch& scratch,
-                        const int64_t* last_skipped_non_finite);
+                        const int64_t* skipped_non_finite);
 
 }  // namespace attention::internal
 
