@@ -81,10 +81,15 @@ image:
 image-test:
 	@tests/deploy/container_test.sh
 
-# Regenerates tests/golden/data from the PyTorch reference modules (needs python3-torch).
+# Regenerates tests/golden/data from the PyTorch reference modules (needs
+# python3-torch), and tests/golden/hf from Hugging Face transformers' own
+# attention modules (build/venv-golden, torch and transformers from PyPI,
+# created on the first run). make test needs neither.
 golden:
 	@scripts/install-deps.sh --golden
 	@/usr/bin/python3 tests/golden/make_golden.py
+	@VENV=$(BUILD_DIR)/venv-golden scripts/setup-golden-venv.sh
+	@$(BUILD_DIR)/venv-golden/bin/python tests/golden/make_hf_golden.py
 
 format:
 	@clang-format -i $$(git ls-files '*.h' '*.cc')

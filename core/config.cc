@@ -93,6 +93,35 @@ absl::Status ValidateConfig(const ModuleConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config.scale: only mha, gqa and mqa layers take it, not ", VariantFieldName(c.variant)));
   }
+  if (c.sliding_window != 0 && !projected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.sliding_window: only mha, gqa and mqa layers take it, not ",
+        VariantFieldName(c.variant)));
+  }
+  if (c.sliding_window < 0 || c.sliding_window > kMaxConfigDim * 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.sliding_window: expected 0 (no window) or a number of keys >= 1, got ",
+        c.sliding_window));
+  }
+  if (c.logit_softcap != 0.0 && !projected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.logit_softcap: only mha, gqa and mqa layers take it, not ",
+        VariantFieldName(c.variant)));
+  }
+  if (!(c.logit_softcap >= 0.0) || !std::isfinite(c.logit_softcap)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.logit_softcap: expected a finite value >= 0 (0: none), got ", c.logit_softcap));
+  }
+  if (c.mla_rope_interleave && c.variant != Variant::kMla) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.mla.rope_interleave: only mla layers take it, not ",
+                     VariantFieldName(c.variant)));
+  }
+  if (c.attention_sinks && !projected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.attention_sinks: only mha, gqa and mqa layers take it, not ",
+        VariantFieldName(c.variant)));
+  }
   if (!(c.scale >= 0.0) || !std::isfinite(c.scale)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config.scale: expected a finite value >= 0 (0: 1/sqrt(d_head)), got ", c.scale));
@@ -216,6 +245,7 @@ std::vector<WeightSpec> ExpectedWeights(const ModuleConfig& c) {
         specs.push_back({"q_norm.weight", {HeadDimK(c)}});
         specs.push_back({"k_norm.weight", {HeadDimK(c)}});
       }
+      if (c.attention_sinks) specs.push_back({"sinks", {NumQueryHeads(c)}});
       break;
     }
     case Variant::kMla: {

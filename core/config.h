@@ -18,6 +18,8 @@
 //                   (r kv_lora_rank, qr q_lora_rank, dn qk_nope_head_dim,
 //                   dr qk_rope_head_dim, dv v_head_dim)
 // Biases (`*.bias`, [out]) exist for all but mla when config.bias is true.
+// mha/gqa/mqa layers may add q_norm.weight, k_norm.weight [d_head]
+// (qk_norm) and sinks [H] (attention_sinks).
 //
 // Every function here is pure arithmetic (no oneDNN) and thread-safe. The
 // functions below ValidateConfig expect a valid config, whose dimensions are
@@ -67,6 +69,13 @@ struct ModuleConfig {
   int64_t qk_rope_head_dim = 0;
   int64_t v_head_dim = 0;
   double rope_theta = 0.0;  // 0: 10000
+  // mla: the checkpoint's rope rows (each head's qk_rope_head_dim rows of
+  // q_proj / q_b_proj, the last qk_rope_head_dim rows of
+  // kv_a_proj_with_mqa) rotate as interleaved pairs (x[2i], x[2i+1]), as
+  // Hugging Face's DeepSeek-V2 and V3 apply RoPE; the module reorders those
+  // rows to evens then odds on creation, after which rotate-half RoPE gives
+  // the same scores.
+  bool mla_rope_interleave = false;
   // How Decode caches K and V (mla: the latent): kFloat32, kBfloat16,
   // kFloat16 or kInt8 (kv_cache.h).
   DType kv_cache_dtype = DType::kFloat32;
@@ -86,6 +95,16 @@ struct ModuleConfig {
   // mha, gqa, mqa: whether W_o has a bias (Qwen2: q/k/v biases, none on
   // o_proj); unset: `bias` (HasOutputBias).
   std::optional<bool> output_bias;
+  // mha, gqa, mqa: a sliding window of W keys (the token at position p sees
+  // p − W + 1 .. p; Mistral, Gemma 2's local layers; 0: none). Decode keeps
+  // only the last W tokens of a stream (kv_cache.h).
+  int64_t sliding_window = 0;
+  // mha, gqa, mqa: logit soft-cap c (s <- c·tanh(s / c) on the scaled
+  // scores; Gemma 2; 0: none).
+  double logit_softcap = 0.0;
+  // mha, gqa, mqa: one learned logit per query head (weight `sinks` [H])
+  // joins each softmax row (gpt-oss).
+  bool attention_sinks = false;
 };
 
 // Whether W_o has a bias: config.output_bias, or config.bias when unset.

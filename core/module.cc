@@ -99,6 +99,30 @@ internal::WeightRef AttentionModule::Matrix(const std::string& name) const {
   return {weights_.at(name).data(), nullptr};
 }
 
+namespace {
+
+// config.mla_rope_interleave: the rope rows of the query and k_rope
+// projections from interleaved pairs into evens then odds, the order
+// rotate-half RoPE pairs (i with i + dr/2). Scores are unchanged: q_rope and
+// k_rope are permuted alike.
+void DeinterleaveRopeRows(const ModuleConfig& c, WeightMap& weights) {
+  const int64_t dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim;
+  // Rows [row0, row0 + dr) of a [rows, cols] matrix.
+  auto reorder = [dr](Tensor& w, int64_t row0) {
+    const int64_t cols = w.dim(1);
+    std::vector<float> rows(w.data() + row0 * cols, w.data() + (row0 + dr) * cols);
+    for (int64_t i = 0; i < dr; ++i) {
+      const int64_t from = i < dr / 2 ? 2 * i : 2 * (i - dr / 2) + 1;
+      std::copy_n(rows.data() + from * cols, cols, w.data() + (row0 + i) * cols);
+    }
+  };
+  Tensor& q = weights.at(c.q_lora_rank == 0 ? "q_proj.weight" : "q_b_proj.weight");
+  for (int64_t h = 0; h < c.num_heads; ++h) reorder(q, h * (dn + dr) + dn);
+  reorder(weights.at("kv_a_proj_with_mqa.weight"), c.kv_lora_rank);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<AttentionModule>> AttentionModule::Create(const ModuleConfig& config,
                                                                          WeightMap weights) {
   ATTN_RETURN_IF_ERROR(ValidateConfig(config));
@@ -141,6 +165,9 @@ absl::StatusOr<std::unique_ptr<AttentionModule>> AttentionModule::Create(const M
                        NumElements(s.shape), " values, got ", it->second.size()));
     }
   }
+  if (config.variant == Variant::kMla && config.mla_rope_interleave) {
+    DeinterleaveRopeRows(config, canonical);
+  }
   return MakeModule(config, std::move(canonical));
 }
 
@@ -152,6 +179,8 @@ absl::StatusOr<std::unique_ptr<AttentionModule>> AttentionModule::CreateRandom(
     Tensor t(s.shape);
     if (absl::StrContains(s.name, "layernorm") || absl::StrContains(s.name, "_norm.")) {
       std::fill(t.values().begin(), t.values().end(), 1.0f);
+    } else if (s.name == "sinks") {
+      std::fill(t.values().begin(), t.values().end(), 0.0f);
     } else {
       // nn.Linear: U(-1/sqrt(in_features), 1/sqrt(in_features)) for both.
       const int64_t fan_in =

@@ -67,7 +67,7 @@ class AttentionModule {
   static absl::StatusOr<std::unique_ptr<AttentionModule>> Create(const ModuleConfig& config,
                                                                  WeightMap weights);
   // Deterministic init from `seed`: nn.Linear's U(-1/sqrt(in), 1/sqrt(in)) for
-  // weights and biases, ones for RMSNorm weights.
+  // weights and biases, ones for RMSNorm weights, zeros for sinks.
   static absl::StatusOr<std::unique_ptr<AttentionModule>> CreateRandom(const ModuleConfig& config,
                                                                        uint64_t seed);
 

@@ -55,7 +55,7 @@ internal::Mat RunRows(const KvLayout& layout, const KvRun& run, int64_t n, int64
 }  // namespace
 
 absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, const MutView4& out,
-                       DType compute) {
+                       DType compute, int64_t sliding_window, const SdpaTerms& terms) {
   const bool round_p = compute == DType::kBfloat16;
   using internal::Mat;
   const KvLayout& layout = cache.layout();
@@ -119,18 +119,24 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
       }
       const float* q0 = q.Row(b, g * group + hl0, t0);
       float* o0 = out.Row(b, g * group + hl0, t0);
-      int64_t visible[kPagedRowTile];
-      int64_t kmax = 0;
+      int64_t visible[kPagedRowTile], first[kPagedRowTile];
+      float sinks[kPagedRowTile];
+      int64_t kmax = 0, kmin = lk;
       for (int64_t i = 0; i < nr; ++i) {
         const int64_t t = across_heads ? (hl0 * t_new + t0 + i) % t_new : t0 + i;
+        const int64_t h = g * group + (across_heads ? (hl0 * t_new + t0 + i) / t_new : hl0);
         visible[i] = t + lk - t_new + 1;  // causal, bottom-right
+        first[i] = sliding_window > 0 ? std::max<int64_t>(0, visible[i] - sliding_window) : 0;
+        sinks[i] = terms.sinks != nullptr ? terms.sinks[h] : -INFINITY;
         kmax = std::max(kmax, visible[i]);
+        kmin = std::min(kmin, first[i]);
       }
+      const bool row_terms = sliding_window > 0 || terms.logit_softcap > 0.0f || terms.sinks != nullptr;
       absl::Status status;
       if (!internal::TakesFewRows(t_new, nr)) {
         // Many new tokens: a GEMM per run of cached rows for scores and for
         // values.
-        for (int64_t j = 0; j < kmax && status.ok();) {
+        for (int64_t j = kmin; j < kmax && status.ok();) {
           const KvRun run = cache.KRun(b, g, j);
           const int64_t n = std::min(run.count, kmax - j);
           status = internal::Matmul(Mat::RowMajor(q0, nr, dk, qs),
@@ -142,12 +148,19 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
         // Sdpa's whole-row path does, which rounds the same P for bf16).
         float sums[kPagedRowTile];
         for (int64_t i = 0; i < nr && status.ok(); ++i) {
-          sums[i] = internal::UnnormalizedSoftmaxRow(scores.data() + i * lk, kmax, scale,
-                                                     visible[i], nullptr, 0);
-          if (round_p) RoundToBfloat16(scores.data() + i * lk, kmax);
+          float* row = scores.data() + i * lk;
+          if (row_terms) {
+            float m;
+            internal::StartOnlineRow(sinks[i], m, sums[i]);
+            internal::OnlineRowTile(row + kmin, kmin, kmax - kmin, scale, terms.logit_softcap,
+                                    first[i], visible[i], nullptr, 0, m, sums[i]);
+          } else {
+            sums[i] = internal::UnnormalizedSoftmaxRow(row, kmax, scale, visible[i], nullptr, 0);
+          }
+          if (round_p) RoundToBfloat16(row + kmin, kmax - kmin);
         }
         std::fill(acc.begin(), acc.begin() + nr * dv, 0.0f);
-        for (int64_t j = 0; j < kmax && status.ok();) {
+        for (int64_t j = kmin; j < kmax && status.ok();) {
           const KvRun run = cache.VRun(b, g, j);
           const int64_t n = std::min(run.count, kmax - j);
           status = internal::Matmul(Mat::RowMajor(scores.data() + j, nr, n, lk),
@@ -186,7 +199,10 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
               return internal::RowRun{run.data, run.stride, run.count, run.scales,
                                       run.scale_stride};
             },
-            s_rows, acc.data(), o_rows, /*weights_out=*/false, ElemOf(layout.dtype), round_p);
+            s_rows, acc.data(), o_rows, /*weights_out=*/false, ElemOf(layout.dtype), round_p,
+            row_terms ? internal::FewRowsTerms{first, kmin, terms.sinks != nullptr ? sinks : nullptr,
+                                               terms.logit_softcap, nullptr}
+                      : internal::FewRowsTerms{});
       }
       if (!status.ok()) {
         std::lock_guard<std::mutex> lock(error_mu);

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "core/kv_cache.h"
+#include "core/sdpa.h"
 #include "core/tensor.h"
 
 namespace attention {
@@ -39,8 +40,13 @@ inline constexpr int64_t kPagedRowTile = 32;
 // With `compute` kBfloat16 (a bf16 layer's decode: its queries already
 // rounded) the probabilities are rounded to bf16 before P·V, as Sdpa's bf16
 // products round them (sdpa.h).
+// A sliding window W > 0: token t (position p = Lk - T + t) sees keys
+// p - W + 1 .. p only, and tokens before the first any row sees are never
+// read (a cache may have dropped them: PagedKvCache::DropBefore). `terms`:
+// the soft-cap and sinks of sdpa.h (its lse is not written).
 absl::Status PagedSdpa(const View4& query, const PagedKvCache& cache, float scale,
-                       const MutView4& output, DType compute = DType::kFloat32);
+                       const MutView4& output, DType compute = DType::kFloat32,
+                       int64_t sliding_window = 0, const SdpaTerms& terms = {});
 
 }  // namespace attention
 

@@ -80,9 +80,9 @@ class ProjectedAttention final : public AttentionModule {
                          : nullptr;
     ATTN_RETURN_IF_ERROR(Sdpa(HeadsView(q.data(), in.batch, hq_, in.lq, dqk_),
                               HeadsView(k.data(), in.batch, hkv_, in.lk, dqk_),
-                              HeadsView(v.data(), in.batch, hkv_, in.lk, dv_), input.mask, Scale(),
-                              MutHeadsView(attn, in.batch, hq_, in.lq, dv_), weights,
-                              attention_dtype()));
+                              HeadsView(v.data(), in.batch, hkv_, in.lk, dv_), WindowedMask(input.mask),
+                              Scale(), MutHeadsView(attn, in.batch, hq_, in.lq, dv_), weights,
+                              attention_dtype(), Terms()));
     result.flops = LayerFlops(c, in.batch, in.lq, in.lk, in.lk, input.mask.causal, MlaForm::kNaive);
     if (o_.empty()) return result;
     ATTN_RETURN_IF_ERROR(PollCancellation(cancel));
@@ -99,6 +99,23 @@ class ProjectedAttention final : public AttentionModule {
   const float* OutputBias() const {
     return HasOutputBias(config()) ? W(o_ + ".bias").data() : nullptr;
   }
+  // The request's mask with the layer's sliding window (the narrower of the
+  // two when both have one).
+  MaskSpec WindowedMask(const MaskSpec& mask) const {
+    const int64_t w = config().sliding_window;
+    if (w == 0 || (mask.sliding_window != 0 && mask.sliding_window <= w)) return mask;
+    MaskSpec windowed = mask;
+    windowed.sliding_window = w;
+    return windowed;
+  }
+  // The layer's soft-cap and sinks.
+  SdpaTerms Terms() const {
+    SdpaTerms terms;
+    terms.logit_softcap = static_cast<float>(config().logit_softcap);
+    if (config().attention_sinks) terms.sinks = W("sinks").data();
+    return terms;
+  }
+
   // The scores' scale: config.scale, or 1/sqrt(d_head).
   float Scale() const {
     const double s = config().scale;
@@ -160,7 +177,7 @@ class ProjectedAttention final : public AttentionModule {
     Tensor attn({batch, t_new, hq_ * dv_});
     ATTN_RETURN_IF_ERROR(PagedSdpa(HeadsView(q.data(), batch, hq_, t_new, dqk_), cache, Scale(),
                                    MutHeadsView(attn.data(), batch, hq_, t_new, dv_),
-                                   attention_dtype()));
+                                   attention_dtype(), config().sliding_window, Terms()));
     if (o_.empty()) return attn;
     const int64_t d = config().d_model;
     Tensor y({batch, t_new, d});
