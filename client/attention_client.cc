@@ -44,6 +44,7 @@ absl::StatusOr<Tensor> TensorFromProto(const pb::Tensor& t) {
 void MaskToProto(const MaskSpec& mask, pb::Mask* out) {
   out->set_causal(mask.causal);
   out->mutable_key_lengths()->Assign(mask.key_lengths.begin(), mask.key_lengths.end());
+  out->set_sliding_window(mask.sliding_window);
   if (mask.has_keep()) {
     pb::Tensor* keep = out->mutable_keep();
     keep->set_dtype(pb::DTYPE_BOOL);
@@ -115,6 +116,14 @@ absl::StatusOr<AttendResult> AttentionClient::Attend(const Tensor& query, const 
   req.set_return_weights(options.return_weights);
   req.set_output_dtype(options.output_dtype);
   req.set_compute_dtype(options.compute_dtype);
+  req.set_logit_softcap(options.logit_softcap);
+  if (!options.sinks.empty()) {
+    const int64_t hq = static_cast<int64_t>(options.sinks.size());
+    Tensor sinks({hq});
+    std::copy(options.sinks.begin(), options.sinks.end(), sinks.data());
+    TensorToProto(sinks, DType::kFloat32, req.mutable_sinks());
+  }
+  req.set_return_lse(options.return_lse);
   pb::AttendResponse resp;
   grpc::ClientContext ctx;
   PrepareContext(&ctx);
@@ -123,6 +132,9 @@ absl::StatusOr<AttendResult> AttentionClient::Attend(const Tensor& query, const 
   ATTN_ASSIGN_OR_RETURN(r.output, TensorFromProto(resp.output()));
   if (resp.has_weights()) {
     ATTN_ASSIGN_OR_RETURN(r.weights, TensorFromProto(resp.weights()));
+  }
+  if (resp.has_lse()) {
+    ATTN_ASSIGN_OR_RETURN(r.lse, TensorFromProto(resp.lse()));
   }
   r.variant = resp.variant();
   r.output_dtype = resp.output().dtype();

@@ -60,11 +60,15 @@ struct AttendOptions {
   DType wire_dtype = DType::kFloat32;               // how q, k, v are sent
   pb::DType output_dtype = pb::DTYPE_UNSPECIFIED;   // as the query
   pb::DType compute_dtype = pb::DTYPE_UNSPECIFIED;  // FLOAT32, or BFLOAT16
+  float logit_softcap = 0.0f;                       // 0: none
+  std::vector<float> sinks = {};                    // empty, or [Hq] logits
+  bool return_lse = false;
 };
 
 struct AttendResult {
   Tensor output;   // [B, Hq, Lq, Dv]
   Tensor weights;  // [B, Hq, Lq, Lk] when asked for
+  Tensor lse;      // [B, Hq, Lq] when asked for (return_lse)
   std::string variant;
   pb::DType output_dtype = pb::DTYPE_FLOAT32;  // as it came on the wire
   Timing timing;

@@ -44,6 +44,7 @@ constexpr TensorSpec kQuerySpec{4, "[B, Hq, Lq, Dk]"};
 constexpr TensorSpec kKeySpec{4, "[B, Hkv, Lk, Dk]"};
 constexpr TensorSpec kValueSpec{4, "[B, Hkv, Lk, Dv]"};
 constexpr TensorSpec kInputSpec{3, "[B, L, d_model]"};
+constexpr TensorSpec kSinksSpec{1, "[Hq]"};
 
 }  // namespace
 
@@ -374,8 +375,21 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
         ATTN_ASSIGN_OR_RETURN(DType compute,
                               wire::ComputeDTypeFromProto(req->compute_dtype(), "compute_dtype"));
         ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
+        Tensor sinks;
+        if (req->has_sinks()) {
+          ATTN_ASSIGN_OR_RETURN(sinks, TensorFromProto(req->sinks(), "sinks", kSinksSpec, limit));
+        }
+        ATTN_RETURN_IF_ERROR(ValidateSdpaTerms(req->logit_softcap(), sinks.size(), sinks.data(),
+                                               q.dims[1]));
         const std::vector<int64_t> out_shape = {q.dims[0], q.dims[1], q.dims[2], v.dims[3]};
         const std::vector<int64_t> w_shape = {q.dims[0], q.dims[1], q.dims[2], k.dims[2]};
+        const std::vector<int64_t> lse_shape = {q.dims[0], q.dims[1], q.dims[2]};
+        SdpaTerms terms;
+        terms.logit_softcap = req->logit_softcap();
+        terms.sinks = req->has_sinks() ? sinks.data() : nullptr;
+        if (req->return_lse()) {
+          terms.lse = AddFloatTensor(tensors, pb::AttendResponse::kLseFieldNumber, lse_shape);
+        }
         ATTN_RETURN_IF_ERROR(CheckElementLimit("output", out_shape, limit));
         if (req->return_weights())
           ATTN_RETURN_IF_ERROR(CheckElementLimit("weights", w_shape, limit));
@@ -391,12 +405,13 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
                               out_shape[1], out_shape[2], out_shape[3]);
           float* weights =
               req->return_weights() ? AddFloatTensor(tensors, kWeights, w_shape) : nullptr;
-          ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), out, weights, compute));
+          ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), out, weights, compute, terms));
         } else {
           Tensor out(out_shape), weights;
           if (req->return_weights()) weights = Tensor(w_shape);
           ATTN_RETURN_IF_ERROR(Sdpa(q, k, v, mask, req->scale(), MutView4::Of(out),
-                                    req->return_weights() ? weights.data() : nullptr, compute));
+                                    req->return_weights() ? weights.data() : nullptr, compute,
+                                    terms));
           AddEncodedTensor(tensors, kOutput, out, out_dtype);
           if (req->return_weights()) AddEncodedTensor(tensors, kWeights, weights, out_dtype);
         }

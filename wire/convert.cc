@@ -169,6 +169,7 @@ absl::StatusOr<MaskSpec> MaskFromProto(const pb::Mask& m, absl::string_view fiel
   MaskSpec mask;
   mask.causal = m.causal();
   mask.key_lengths.assign(m.key_lengths().begin(), m.key_lengths().end());
+  mask.sliding_window = m.sliding_window();
   if (!m.has_keep()) return mask;
   const pb::Tensor& keep = m.keep();
   const std::string keep_field = absl::StrCat(field, ".keep");
@@ -258,6 +259,9 @@ absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
   config.norm_eps = c.norm_eps();
   config.scale = c.scale();
   if (c.has_output_bias()) config.output_bias = c.output_bias();
+  config.sliding_window = c.sliding_window();
+  config.logit_softcap = c.logit_softcap();
+  config.attention_sinks = c.attention_sinks();
   switch (c.variant_case()) {
     case pb::ModuleConfig::kSelfAttention:
       config.variant = Variant::kSelfAttention;
@@ -287,6 +291,7 @@ absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
       config.qk_rope_head_dim = m.qk_rope_head_dim();
       config.v_head_dim = m.v_head_dim();
       config.rope_theta = m.rope_theta();
+      config.mla_rope_interleave = m.rope_interleave();
       break;
     }
     default:
@@ -307,6 +312,9 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
   if (c.norm_eps != 0.0) out->set_norm_eps(static_cast<float>(c.norm_eps));
   if (c.scale != 0.0) out->set_scale(static_cast<float>(c.scale));
   if (c.output_bias.has_value()) out->set_output_bias(*c.output_bias);
+  if (c.sliding_window != 0) out->set_sliding_window(c.sliding_window);
+  if (c.logit_softcap != 0.0) out->set_logit_softcap(static_cast<float>(c.logit_softcap));
+  if (c.attention_sinks) out->set_attention_sinks(true);
   if (c.rope.style != RopeStyle::kNone) {
     pb::RotaryConfig* r = out->mutable_rope();
     r->set_style(c.rope.style == RopeStyle::kNeox ? pb::ROPE_NEOX : pb::ROPE_GPTJ);
