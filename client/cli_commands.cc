@@ -28,7 +28,11 @@ const std::vector<std::string>& ModuleConfigFlags() {
                                                           "rope",
                                                           "rotary_dim",
                                                           "compute_dtype",
-                                                          "kv_cache_dtype"};
+                                                          "kv_cache_dtype",
+                                                          "sliding_window",
+                                                          "logit_softcap",
+                                                          "attention_sinks",
+                                                          "rope_interleave"};
   return *flags;
 }
 
@@ -63,16 +67,18 @@ const std::vector<CliCommand>& CliCommands() {
       {"attend",
        "SDPA over heads: random inputs of --b --hq --hkv --lq --lk --dk --dv, or all three of "
        "--q --k --v as float .npy files (then the shape flags must stay unset); --out writes the "
-       "output.",
+       "output. --sliding_window, --logit_softcap and --sinks (Hq logits) add those terms; "
+       "--return_lse prints each row's log-sum-exp.",
        {"b",     "hq",           "hkv",           "lq",   "lk",
         "dk",    "dv",           "seed",          "q",    "k",
         "v",     "causal",       "key_lengths",   "keep", "scale",
-        "dtype", "output_dtype", "compute_dtype", "out",  "weights_out"}},
+        "dtype", "output_dtype", "compute_dtype", "out",  "weights_out",
+        "sliding_window", "logit_softcap", "sinks", "return_lse"}},
       {"forward",
        "A whole layer: --module on a random [--b, --lq, d_model] input or --query (and --key, "
        "--value) float .npy files; --out writes the output.",
        {"module", "b", "lq", "lk", "seed", "query", "key", "value", "causal", "key_lengths", "keep",
-        "dtype", "output_dtype", "out", "weights_out"}},
+        "sliding_window", "dtype", "output_dtype", "out", "weights_out"}},
       {"estimate", "Parameters, KV bytes and FLOPs of a config at --batch and --seq_len.",
        Concat({"batch", "seq_len"}, ModuleConfigFlags())},
       {"decode",

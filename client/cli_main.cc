@@ -64,6 +64,14 @@ ABSL_FLAG(std::string, key_lengths, "", "comma list, one per batch row");
 ABSL_FLAG(std::string, keep, "",
           "keep-mask .npy broadcastable to [B, H, Lq, Lk]: bool, int or float, nonzero keeps");
 ABSL_FLAG(double, scale, 0, "attend: score scale (0: 1/sqrt(Dk))");
+ABSL_FLAG(int64_t, sliding_window, 0,
+          "attend, forward: mask sliding window of W keys, query at position p sees p-W+1..p "
+          "(0: none); load, estimate: the layer's window (mha, gqa, mqa)");
+ABSL_FLAG(double, logit_softcap, 0,
+          "attend; load, estimate (mha, gqa, mqa): logit soft-cap c, s <- c*tanh(s/c) (0: none)");
+ABSL_FLAG(std::string, sinks, "",
+          "attend: learned attention sinks, a comma list of Hq logits (empty: none)");
+ABSL_FLAG(bool, return_lse, false, "attend: also ask for and print each row's log-sum-exp");
 ABSL_FLAG(std::string, dtype, "f32", "wire dtype of inputs: f32, f16 or bf16");
 ABSL_FLAG(std::string, output_dtype, "",
           "wire dtype of outputs: f32, f16, bf16 (default: as inputs)");
@@ -86,6 +94,11 @@ ABSL_FLAG(double, rope_theta, 0, "RoPE base of mla, and of --rope (0: 10000)");
 ABSL_FLAG(std::string, rope, "none",
           "mha, gqa, mqa: rotary embeddings of q and k, none, neox (rotate-half) or gptj");
 ABSL_FLAG(int64_t, rotary_dim, 0, "--rope: rotated dims of each head (0: all)");
+ABSL_FLAG(bool, attention_sinks, false,
+          "load, estimate: mha, gqa, mqa: learned attention sinks (weight 'sinks' [heads])");
+ABSL_FLAG(bool, rope_interleave, false,
+          "load, estimate: mla: the checkpoint's rope rows are in interleaved-pair order "
+          "(Hugging Face DeepSeek-V2/V3)");
 ABSL_FLAG(std::string, compute_dtype, "",
           "load, estimate, attend: precision of the matrix products, f32 or bf16 (default f32)");
 ABSL_FLAG(std::string, kv_cache_dtype, "",
@@ -186,9 +199,24 @@ absl::Status CheckMessageSize(absl::string_view what, absl::string_view flag_nam
       flag_names, what, bytes / 1048576.0, limit / 1048576.0));
 }
 
+// A comma list of numbers ("0.5,-1,2"); empty: none.
+absl::StatusOr<std::vector<float>> FloatList(const std::string& s, absl::string_view flag) {
+  std::vector<float> out;
+  if (s.empty()) return out;
+  for (absl::string_view part : absl::StrSplit(s, ',')) {
+    float x = 0;
+    if (!absl::SimpleAtof(absl::StripAsciiWhitespace(part), &x)) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": bad number '", part, "'"));
+    }
+    out.push_back(x);
+  }
+  return out;
+}
+
 absl::StatusOr<MaskSpec> MaskFromFlags() {
   MaskSpec mask;
   mask.causal = absl::GetFlag(FLAGS_causal);
+  mask.sliding_window = absl::GetFlag(FLAGS_sliding_window);
   const std::string lengths = absl::GetFlag(FLAGS_key_lengths);
   if (!lengths.empty()) {
     for (absl::string_view s : absl::StrSplit(lengths, ',')) {
@@ -245,6 +273,7 @@ absl::StatusOr<pb::ModuleConfig> ConfigFromFlags() {
     c.qk_rope_head_dim = absl::GetFlag(FLAGS_qk_rope_head_dim);
     c.v_head_dim = absl::GetFlag(FLAGS_v_head_dim);
     c.rope_theta = absl::GetFlag(FLAGS_rope_theta);
+    c.mla_rope_interleave = absl::GetFlag(FLAGS_rope_interleave);
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--variant: expected self_attention, mha, gqa, mqa or mla, got '", v, "'"));
@@ -258,6 +287,13 @@ absl::StatusOr<pb::ModuleConfig> ConfigFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--rope: expected none, neox or gptj, got '", rope, "'"));
   }
+  if (c.variant != Variant::kMla && absl::GetFlag(FLAGS_rope_interleave)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rope_interleave: only for --variant=mla, got '", v, "'"));
+  }
+  c.sliding_window = absl::GetFlag(FLAGS_sliding_window);
+  c.logit_softcap = absl::GetFlag(FLAGS_logit_softcap);
+  c.attention_sinks = absl::GetFlag(FLAGS_attention_sinks);
   pb::ModuleConfig config = ConfigToProto(c);
   ATTN_ASSIGN_OR_RETURN(pb::DType compute,
                         DTypeFlag(absl::GetFlag(FLAGS_compute_dtype), "--compute_dtype", false));
@@ -487,9 +523,13 @@ absl::Status Run(const std::string& command) {
     o.output_dtype = out_dtype;
     ATTN_ASSIGN_OR_RETURN(o.compute_dtype,
                           DTypeFlag(absl::GetFlag(FLAGS_compute_dtype), "--compute_dtype", false));
+    o.logit_softcap = static_cast<float>(absl::GetFlag(FLAGS_logit_softcap));
+    ATTN_ASSIGN_OR_RETURN(o.sinks, FloatList(absl::GetFlag(FLAGS_sinks), "--sinks"));
+    o.return_lse = absl::GetFlag(FLAGS_return_lse);
     ATTN_ASSIGN_OR_RETURN(AttendResult r, client->Attend(q, k, v, o));
     std::printf("variant: %s\n", r.variant.c_str());
     PrintTensor("output", r.output, r.output_dtype);
+    if (o.return_lse) PrintTensor("lse", r.lse, pb::DTYPE_FLOAT32);
     PrintTiming(r.timing);
     return WriteOutputs(r.output, r.weights);
   }

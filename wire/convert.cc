@@ -345,6 +345,7 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
       m->set_qk_rope_head_dim(c.qk_rope_head_dim);
       m->set_v_head_dim(c.v_head_dim);
       m->set_rope_theta(c.rope_theta);
+      if (c.mla_rope_interleave) m->set_rope_interleave(true);
       break;
     }
   }

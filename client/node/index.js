@@ -186,9 +186,13 @@ function fromTensor(t) {
   return { data, shape, dtype };
 }
 
-function toMask({ causal, keyLengths, keep }) {
-  if (!causal && !keyLengths && !keep) return undefined;
-  const mask = { causal: Boolean(causal), key_lengths: keyLengths ? Array.from(keyLengths, Number) : [] };
+function toMask({ causal, keyLengths, keep, slidingWindow = 0 }) {
+  if (!causal && !keyLengths && !keep && !slidingWindow) return undefined;
+  const mask = {
+    causal: Boolean(causal),
+    key_lengths: keyLengths ? Array.from(keyLengths, Number) : [],
+    sliding_window: Number(slidingWindow),
+  };
   if (keep) {
     const isBool = keep.data instanceof Uint8Array || (Array.isArray(keep.data) && typeof keep.data[0] === 'boolean');
     mask.keep = toTensor(keep, isBool ? 'bool' : 'float32', 'mask.keep');
@@ -301,18 +305,29 @@ class AttentionClient {
   // returnWeights, dtype (wire dtype of the inputs, default "float32"),
   // outputDtype (default: the query's), computeDtype ('bfloat16': products
   // in bf16 with float32 accumulation; default float32).
-  // Resolves to {output, weights (null unless returnWeights), variant, timing}.
+  // slidingWindow W (0: none): the query at position p = i + Lk - Lq sees
+  // keys p - W + 1 .. p only (so it is causal too). logitSoftcap c (0: none):
+  // scores s -> c·tanh(s / c). sinks: one logit per query head ([Hq]; an
+  // array of numbers, a Float32Array or {data, shape}) joining each softmax
+  // row's denominator. returnLse: each row's log-sum-exp (sink included).
+  // Resolves to {output, weights (null unless returnWeights), variant, timing,
+  // lse (float32 [B, Hq, Lq]; null unless returnLse)}.
   async attend({ query, key, value, causal = false, keyLengths, keep, scale = 0,
-    returnWeights = false, dtype = 'float32', outputDtype, computeDtype, timeoutMs } = {}) {
+    returnWeights = false, dtype = 'float32', outputDtype, computeDtype, timeoutMs,
+    slidingWindow = 0, logitSoftcap = 0, sinks, returnLse = false } = {}) {
+    if (sinks && !sinks.shape) sinks = { data: sinks, shape: [sinks.length] };
     const req = {
       query: toTensor(query, dtype, 'query'),
       key: toTensor(key, dtype, 'key'),
       value: toTensor(value, dtype, 'value'),
-      mask: toMask({ causal, keyLengths, keep }),
+      mask: toMask({ causal, keyLengths, keep, slidingWindow }),
       scale,
       return_weights: returnWeights,
       output_dtype: dtypeEnum(outputDtype),
       compute_dtype: dtypeEnum(computeDtype),
+      logit_softcap: logitSoftcap,
+      sinks: sinks ? toTensor(sinks, dtype, 'sinks') : undefined,
+      return_lse: returnLse,
     };
     const resp = await this._unary('Attend', req, timeoutMs);
     return {
@@ -320,6 +335,7 @@ class AttentionClient {
       weights: fromTensor(resp.weights),
       variant: resp.variant,
       timing: toTiming(resp.timing),
+      lse: fromTensor(resp.lse),
     };
   }
 
@@ -356,16 +372,18 @@ class AttentionClient {
 
   // Runs a registered layer: query [B, Lq, d_model]; key/value [B, Lk,
   // d_model] for cross-attention (omitted: self-attention). Masks and dtypes
-  // as attend(). Resolves to {output, weights, timing}.
+  // as attend(); slidingWindow narrows the layer's own window (config
+  // sliding_window), the narrower applies. Resolves to {output, weights, timing}.
   async forward({ module, query, key, value, causal = false, keyLengths, keep,
-    returnWeights = false, dtype = 'float32', outputDtype, positionOffset = 0, timeoutMs } = {}) {
+    returnWeights = false, dtype = 'float32', outputDtype, positionOffset = 0, timeoutMs,
+    slidingWindow = 0 } = {}) {
     const req = {
       module,
       position_offset: positionOffset,
       query: toTensor(query, dtype, 'query'),
       key: key ? toTensor(key, dtype, 'key') : undefined,
       value: value ? toTensor(value, dtype, 'value') : undefined,
-      mask: toMask({ causal, keyLengths, keep }),
+      mask: toMask({ causal, keyLengths, keep, slidingWindow }),
       return_weights: returnWeights,
       output_dtype: dtypeEnum(outputDtype),
     };

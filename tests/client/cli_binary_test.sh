@@ -117,6 +117,23 @@ grep -q -- "--prefix: no tensor" <<<"$out" || { echo "$out"; exit 1; }
 out=$("${cli[@]}" load --name bad-rope --variant gqa --d_model 64 --heads 4 --kv_heads 2 \
   --rope yarn 2>&1) && exit 1
 grep -q -- "--rope: expected none, neox or gptj" <<<"$out" || { echo "$out"; exit 1; }
+# Sliding window, soft-cap, sinks: in attend (with the lse), and as a layer's
+# config (random weights, sinks included); on mla the server names the field.
+"${cli[@]}" attend --hq 4 --hkv 2 --lq 3 --lk 5 --dk 8 --dv 8 --sliding_window 2 \
+  --logit_softcap 5 --sinks 0.5,-1,2,0 --return_lse >"$work/terms"
+grep -q '^lse.*shape \[1, 4, 3\]' "$work/terms" || { cat "$work/terms"; exit 1; }
+refuses '--sinks: bad number' attend --sinks 1,x
+refuses 'sinks' attend --hq 4 --hkv 2 --sinks 1,2
+refuses 'mask.sliding_window' attend --sliding_window -1
+"${cli[@]}" load --name swa --variant gqa --d_model 64 --heads 4 --kv_heads 2 \
+  --sliding_window 4 --logit_softcap 30 --attention_sinks | grep -q '^swa'
+"${cli[@]}" forward --module swa --lq 6 --sliding_window 2 | grep -q 'shape \[1, 6, 64\]'
+"${cli[@]}" estimate --variant gqa --d_model 64 --heads 4 --kv_heads 2 --sliding_window 4 \
+  --attention_sinks | grep -q '^parameters:'
+refuses 'config.sliding_window' estimate --variant mla --d_model 64 --heads 4 --sliding_window 4
+"${cli[@]}" load --name mla-il --variant mla --d_model 64 --heads 4 --kv_lora_rank 16 \
+  --qk_nope_head_dim 8 --qk_rope_head_dim 4 --v_head_dim 8 --rope_interleave | grep -q '^mla-il'
+refuses '--rope_interleave: only for --variant=mla' estimate --variant gqa --rope_interleave
 out=$("${cli[@]}" load --name hf3 --variant mha --d_model 64 --heads 4 \
   --file model.safetensors 2>&1) && exit 1
 grep -q -- "--model_dir" <<<"$out" || { echo "$out"; exit 1; }

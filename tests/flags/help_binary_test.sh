@@ -44,6 +44,8 @@ if grep -qx -- '  --svg=""' "$work/attend"; then echo "attend lists --svg"; exit
 "$bin/attention_cli" help decode >"$work/decode"
 check_help "attention_cli help decode" "$work/decode" chunk=1 lq=16 module=demo-gqa
 "$bin/attention_cli" --help compare | grep -qx -- '  --mla_rank=0'
+"$bin/attention_cli" help estimate | grep -qx -- '  --rope_interleave=false'
+grep -qx -- '  --return_lse=false' "$work/attend"
 
 # Every flag of attention_cli is read by some command.
 commands=$(awk '/^Commands:/ {on=1; next} /^$/ && on {exit} on && /^  [a-z]/ {print $1}' "$work/cli")

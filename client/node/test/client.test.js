@@ -153,6 +153,50 @@ function attentionRef(q, k, v, { causal = false, scale } = {}) {
   return { output: { data: out, shape: [B, Hq, Lq, Dv] }, weights: { data: weights, shape: [B, Hq, Lq, Lk] } };
 }
 
+// Attention with a sliding window W (query i at p = i + Lk - Lq sees keys
+// p - W + 1 .. p), a logit soft-cap c (s -> c·tanh(s / c)) and sinks [Hq]
+// (one logit per head in each row's denominator); also each row's
+// log-sum-exp, [B, Hq, Lq].
+function termsRef(q, k, v, { scale, window = 0, softcap = 0, sinks } = {}) {
+  const [B, Hq, Lq, Dk] = q.shape;
+  const [, Hkv, Lk] = k.shape;
+  const Dv = v.shape[3];
+  const group = Hq / Hkv;
+  const sc = scale ?? 1 / Math.sqrt(Dk);
+  const out = new Float64Array(B * Hq * Lq * Dv);
+  const lse = new Float64Array(B * Hq * Lq);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hq; h++) {
+      const hk = Math.floor(h / group);
+      for (let i = 0; i < Lq; i++) {
+        const p = i + Lk - Lq;
+        const seen = [];
+        for (let j = 0; j < Lk; j++) {
+          if (window && (j < p - window + 1 || j > p)) continue;
+          let dot = 0;
+          for (let d = 0; d < Dk; d++) {
+            dot += q.data[((b * Hq + h) * Lq + i) * Dk + d] * k.data[((b * Hkv + hk) * Lk + j) * Dk + d];
+          }
+          let s = dot * sc;
+          if (softcap) s = softcap * Math.tanh(s / softcap);
+          seen.push([j, s]);
+        }
+        const sink = sinks ? sinks[h] : -Infinity;
+        const max = Math.max(sink, ...seen.map(([, s]) => s));
+        let sum = Math.exp(sink - max);
+        for (const e of seen) { e[1] = Math.exp(e[1] - max); sum += e[1]; }
+        lse[(b * Hq + h) * Lq + i] = Math.log(sum) + max;
+        for (const [j, e] of seen) {
+          for (let d = 0; d < Dv; d++) {
+            out[((b * Hq + h) * Lq + i) * Dv + d] += (e / sum) * v.data[((b * Hkv + hk) * Lk + j) * Dv + d];
+          }
+        }
+      }
+    }
+  }
+  return { output: { data: out, shape: [B, Hq, Lq, Dv] }, lse: { data: lse, shape: [B, Hq, Lq] } };
+}
+
 // y = x W^T + b over the last dimension; x {data, shape [..., in]}, w [out, in].
 function linear(x, w, b) {
   const [out, inF] = w.shape;
@@ -273,6 +317,58 @@ test('attend: FLOAT16 on the wire', async () => {
   assertClose(r.output, attentionRef(round(query), round(key), round(value), { causal: true }).output, 1e-2);
 });
 
+test('attend: slidingWindow, logitSoftcap, sinks and returnLse match the JS reference', async () => {
+  const rand = rng(11);
+  const [B, Hq, Hkv, Lq, Lk, D] = [2, 4, 2, 3, 7, 8];
+  const query = randTensor(rand, [B, Hq, Lq, D], 3);
+  const key = randTensor(rand, [B, Hkv, Lk, D]);
+  const value = randTensor(rand, [B, Hkv, Lk, D]);
+  const sinks = [0.5, -1, 2, 0];
+  const r = await client.attend({
+    query, key, value, scale: 0.5, slidingWindow: 3, logitSoftcap: 1.5, sinks, returnLse: true,
+  });
+  const ref = termsRef(query, key, value, { scale: 0.5, window: 3, softcap: 1.5, sinks });
+  assert.equal(r.variant, 'gqa');
+  assertClose(r.output, ref.output, 1e-5, 'output');
+  assert.equal(r.lse.dtype, 'float32');
+  assertClose(r.lse, ref.lse, 1e-5, 'lse');
+  // sinks as {data, shape} too; no lse unless asked.
+  const r2 = await client.attend({ query, key, value, sinks: { data: Float32Array.from(sinks), shape: [Hq] } });
+  assertClose(r2.output, termsRef(query, key, value, { sinks }).output, 1e-5, 'sinks only');
+  assert.equal(r2.lse, null);
+  await assert.rejects(client.attend({ query, key, value, slidingWindow: -1 }),
+    (err) => err.code === status.INVALID_ARGUMENT && /mask\.sliding_window/.test(err.details));
+  await assert.rejects(client.attend({ query, key, value, sinks: [1, 2] }),
+    (err) => err.code === status.INVALID_ARGUMENT && /sinks/.test(err.details));
+});
+
+test('loadModule: sliding_window, logit_softcap and attention_sinks in the config', async () => {
+  const rand = rng(12);
+  const dModel = 16;
+  const heads = 2;
+  const sd = mhaStateDict(rand, dModel);
+  sd.sinks = randTensor(rand, [heads]);
+  const config = { d_model: dModel, mha: { num_heads: heads }, sliding_window: 2, logit_softcap: 3, attention_sinks: true };
+  const info = await client.loadModule({ name: 'js-swa', config, stateDict: sd });
+  assert.equal(info.config.sliding_window, 2);
+  assert.equal(info.config.logit_softcap, 3);
+  assert.equal(info.config.attention_sinks, true);
+  const x = randTensor(rand, [1, 4, dModel]);
+  const q = splitHeads(linear(x, sd['W_q.weight'], sd['W_q.bias']), heads);
+  const k = splitHeads(linear(x, sd['W_k.weight'], sd['W_k.bias']), heads);
+  const v = splitHeads(linear(x, sd['W_v.weight'], sd['W_v.bias']), heads);
+  const want = (window) => linear(mergeHeads(termsRef(q, k, v, { window, softcap: 3, sinks: sd.sinks.data }).output),
+    sd['W_o.weight'], sd['W_o.bias']);
+  assertClose((await client.forward({ module: 'js-swa', query: x })).output, want(2), 1e-4, 'forward');
+  assertClose((await client.forward({ module: 'js-swa', query: x, slidingWindow: 1 })).output, want(1), 1e-4,
+    'narrower mask window');
+  const mla = { d_model: 16, mla: { num_heads: 2, kv_lora_rank: 8, qk_nope_head_dim: 4, qk_rope_head_dim: 4, v_head_dim: 4, rope_interleave: true } };
+  const info2 = await client.loadModule({ name: 'js-mla-il', config: mla, seed: 1 });
+  assert.equal(info2.config.mla.rope_interleave, true);
+  await client.unloadModule('js-mla-il');
+  await client.unloadModule('js-swa');
+});
+
 test('loadModule + forward: MHA (d_model 16, 2 heads) with JS-built weights', async () => {
   const rand = rng(3);
   const dModel = 16;
@@ -286,6 +382,7 @@ test('loadModule + forward: MHA (d_model 16, 2 heads) with JS-built weights', as
     d_model: dModel, mha: { num_heads: heads },
     kv_cache_dtype: 'DTYPE_UNSPECIFIED', compute_dtype: 'DTYPE_UNSPECIFIED',
     qk_norm: false, norm_eps: 0, scale: 0,
+    sliding_window: 0, logit_softcap: 0, attention_sinks: false,
   });
   assert.equal(info.parameterCount, 4 * (dModel * dModel + dModel));
   assert.equal(info.kvCacheBytesPerToken, 2 * dModel * 4);

@@ -13,9 +13,11 @@ from .tensors import _as_array, dtype_enum, from_tensor, to_tensor
 Timing = collections.namedtuple("Timing", "queue_us compute_us flops")
 Timing.__doc__ = "Queue and compute microseconds, and FLOPs, of one request."
 
-AttendResult = collections.namedtuple("AttendResult", "output weights variant timing")
+AttendResult = collections.namedtuple("AttendResult", "output weights variant timing lse",
+                                      defaults=(None,))
 AttendResult.__doc__ = """Result of Attend: output [B, Hq, Lq, Dv], weights [B, Hq, Lq, Lk]
-(None unless return_weights), variant ("mha", "gqa" or "mqa") and timing."""
+(None unless return_weights), variant ("mha", "gqa" or "mqa"), timing, and lse
+[B, Hq, Lq] float32, each row's log-sum-exp (None unless return_lse)."""
 
 ForwardResult = collections.namedtuple("ForwardResult", "output weights timing")
 ForwardResult.__doc__ = """Result of Forward: output [B, Lq, d_out], weights [B, H, Lq, Lk]
@@ -109,10 +111,10 @@ def _module_info(m):
                       int(m.kv_cache_bytes_per_token))
 
 
-def _mask(causal, key_lengths, keep):
-    if not causal and key_lengths is None and keep is None:
+def _mask(causal, key_lengths, keep, sliding_window=0):
+    if not causal and key_lengths is None and keep is None and not sliding_window:
         return None
-    mask = pb2.Mask(causal=bool(causal))
+    mask = pb2.Mask(causal=bool(causal), sliding_window=int(sliding_window))
     if key_lengths is not None:
         mask.key_lengths.extend(int(n) for n in np.asarray(key_lengths).reshape(-1))
     if keep is not None:
@@ -202,7 +204,7 @@ class AttentionClient:
 
     def attend(self, q, k, v, causal=False, key_lengths=None, keep=None, scale=0.0,
                return_weights=False, dtype=np.float32, output_dtype=None, compute_dtype=None,
-               timeout=None):
+               timeout=None, sliding_window=0, logit_softcap=0.0, sinks=None, return_lse=False):
         """Scaled-dot-product attention over projected heads.
 
         q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv]; query head
@@ -210,20 +212,33 @@ class AttentionClient:
         `key_lengths` gives one valid length per batch row, `keep` is a
         broadcastable mask (nonzero keeps). `scale` 0 means 1/sqrt(Dk).
         `compute_dtype` "bfloat16" computes the products in bf16 (None:
-        float32). Returns AttendResult(output, weights, variant, timing).
+        float32). `sliding_window` W (0: none) lets the query at position
+        p = i + Lk - Lq see keys p - W + 1 .. p only (so it is causal too);
+        `logit_softcap` c (0: none) maps the scaled scores s to c*tanh(s/c);
+        `sinks` [Hq] (array-like, sent as `dtype`) adds one logit per query
+        head to each softmax row's denominator; `return_lse` returns each
+        row's log-sum-exp (sink included) as `lse` [B, Hq, Lq] float32.
+        Returns AttendResult(output, weights, variant, timing, lse).
         """
         req = pb2.AttendRequest(
             query=to_tensor(q, dtype, "query"), key=to_tensor(k, dtype, "key"),
             value=to_tensor(v, dtype, "value"),
             scale=float(scale), return_weights=bool(return_weights),
             output_dtype=dtype_enum(output_dtype),
-            compute_dtype=_dtype_field(compute_dtype, "compute_dtype"))
-        mask = _mask(causal, key_lengths, keep)
+            compute_dtype=_dtype_field(compute_dtype, "compute_dtype"),
+            logit_softcap=float(logit_softcap), return_lse=bool(return_lse))
+        if sinks is not None:
+            if isinstance(sinks, (list, tuple)):
+                sinks = np.asarray(sinks, np.float64)  # [0, 1.5] as numbers
+            req.sinks.CopyFrom(to_tensor(sinks, dtype, "sinks"))
+        mask = _mask(causal, key_lengths, keep, sliding_window)
         if mask is not None:
             req.mask.CopyFrom(mask)
         resp = self._call(self._stub.Attend, req, timeout)
         weights = from_tensor(resp.weights) if resp.HasField("weights") else None
-        return AttendResult(from_tensor(resp.output), weights, resp.variant, _timing(resp.timing))
+        lse = from_tensor(resp.lse) if resp.HasField("lse") else None
+        return AttendResult(from_tensor(resp.output), weights, resp.variant, _timing(resp.timing),
+                            lse)
 
     # -- Modules ----------------------------------------------------------
 
@@ -270,11 +285,12 @@ class AttentionClient:
 
     def forward(self, module, query, key=None, value=None, causal=False, key_lengths=None,
                 keep=None, return_weights=False, dtype=np.float32, output_dtype=None,
-                timeout=None, position_offset=0):
+                timeout=None, position_offset=0, sliding_window=0):
         """Runs a registered layer on query [B, Lq, d_model] (self-attention),
         or with key/value [B, Lk, d_model] (cross-attention). `position_offset`
         is the position of the first token for a layer with rotary
-        embeddings (config "rope").
+        embeddings (config "rope"). `sliding_window` W (0: none) is the
+        mask's window; the narrower of it and the config's applies.
         Returns ForwardResult(output, weights, timing)."""
         req = pb2.ForwardRequest(module=module, query=to_tensor(query, dtype, "query"),
                                  return_weights=bool(return_weights),
@@ -284,7 +300,7 @@ class AttentionClient:
             req.key.CopyFrom(to_tensor(key, dtype, "key"))
         if value is not None:
             req.value.CopyFrom(to_tensor(value, dtype, "value"))
-        mask = _mask(causal, key_lengths, keep)
+        mask = _mask(causal, key_lengths, keep, sliding_window)
         if mask is not None:
             req.mask.CopyFrom(mask)
         resp = self._call(self._stub.Forward, req, timeout)

@@ -96,6 +96,75 @@ def test_attend_masks(client, rng):
     np.testing.assert_array_equal(r01.output, r.output)
 
 
+def _terms_ref(q, k, v, scale, window=0, softcap=0.0, sinks=None):
+    """Attention with a sliding window, a logit soft-cap and sinks, in float64:
+    returns (output, lse). q [B,Hq,Lq,D], k/v [B,Hkv,Lk,D], sinks [Hq]."""
+    q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+    B, Hq, Lq, _ = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    k = np.repeat(k, Hq // Hkv, axis=1)
+    v = np.repeat(v, Hq // Hkv, axis=1)
+    s = (q @ k.transpose(0, 1, 3, 2)) * scale
+    if softcap:
+        s = softcap * np.tanh(s / softcap)
+    if window:
+        p = np.arange(Lq)[:, None] + (Lk - Lq)
+        j = np.arange(Lk)[None, :]
+        s = np.where((j >= p - window + 1) & (j <= p), s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    if sinks is not None:
+        m = np.maximum(m, np.asarray(sinks, np.float64).reshape(1, Hq, 1, 1))
+    e = np.exp(s - m)
+    denom = e.sum(axis=-1, keepdims=True)
+    if sinks is not None:
+        denom = denom + np.exp(np.asarray(sinks, np.float64).reshape(1, Hq, 1, 1) - m)
+    return (e / denom) @ v, (np.log(denom) + m)[..., 0]
+
+
+def test_attend_sliding_window_softcap_sinks_and_lse(client, rng):
+    B, Hq, Hkv, Lq, Lk, D = 2, 4, 2, 5, 9, 8
+    q, k, v = randn(rng, B, Hq, Lq, D) * 3, randn(rng, B, Hkv, Lk, D), randn(rng, B, Hkv, Lk, D)
+    sinks = randn(rng, Hq)
+    r = client.attend(q, k, v, scale=0.5, sliding_window=3, logit_softcap=2.5, sinks=sinks,
+                      return_lse=True, return_weights=True)
+    out, lse = _terms_ref(q, k, v, 0.5, window=3, softcap=2.5, sinks=sinks)
+    assert r.variant == "gqa"
+    assert_close(r.output, out, atol=1e-5)
+    assert r.lse.dtype == np.float32 and r.lse.shape == (B, Hq, Lq)
+    assert_close(r.lse, lse, atol=1e-5)
+    # The sink takes probability mass: each row's weights sum to < 1, and
+    # keys outside the window get none.
+    assert np.all(r.weights.sum(axis=-1) < 1)
+    assert np.all(r.weights[:, :, -1, :Lk - 3] == 0)
+    # Each term alone; sinks as a list; no lse unless asked.
+    for kwargs in ({"sliding_window": 2}, {"logit_softcap": 1.0}, {"sinks": list(map(float, sinks))}):
+        r1 = client.attend(q, k, v, scale=0.5, return_lse=True, **kwargs)
+        out1, lse1 = _terms_ref(q, k, v, 0.5, window=kwargs.get("sliding_window", 0),
+                                softcap=kwargs.get("logit_softcap", 0.0), sinks=kwargs.get("sinks"))
+        assert_close(r1.output, out1, atol=1e-5)
+        assert_close(r1.lse, lse1, atol=1e-5)
+    assert client.attend(q, k, v).lse is None
+    # Bad terms name the field.
+    for kwargs, field in (({"sliding_window": -1}, "mask.sliding_window"),
+                          ({"logit_softcap": -1.0}, "logit_softcap"),
+                          ({"sinks": np.zeros(3)}, "sinks")):
+        e = raises_code(grpc.StatusCode.INVALID_ARGUMENT, client.attend, q, k, v, **kwargs)
+        assert field in e.details
+
+
+def test_attend_lse_merges_key_shards(client, rng):
+    B, H, Lq, Lk, D = 1, 2, 3, 8, 8
+    q, k, v = randn(rng, B, H, Lq, D), randn(rng, B, H, Lk, D), randn(rng, B, H, Lk, D)
+    sinks = randn(rng, H)
+    full = client.attend(q, k, v, sinks=sinks, return_lse=True)
+    a = client.attend(q, k[:, :, :5], v[:, :, :5], sinks=sinks, return_lse=True)
+    b = client.attend(q, k[:, :, 5:], v[:, :, 5:], return_lse=True)
+    lse = np.logaddexp(a.lse, b.lse)
+    out = np.exp(a.lse - lse)[..., None] * a.output + np.exp(b.lse - lse)[..., None] * b.output
+    assert_close(lse, full.lse, atol=1e-5)
+    assert_close(out, full.output, atol=1e-5)
+
+
 def test_attend_bad_head_sharing_names_hkv(client, rng):
     q, k, v = randn(rng, 1, 6, 3, 8), randn(rng, 1, 4, 3, 8), randn(rng, 1, 4, 3, 8)
     e = raises_code(grpc.StatusCode.INVALID_ARGUMENT, client.attend, q, k, v)
@@ -187,6 +256,58 @@ def test_rope_layer_decode_matches_forward_at_absolute_positions(client, rng):
     client.unload_module("py-rope")
 
 
+def test_sliding_window_and_sinks_layer(client, rng):
+    H, d = HEADS, D_MODEL // HEADS
+    config = {"d_model": D_MODEL, "gqa": {"num_q_heads": H, "num_kv_heads": 2}, "bias": False,
+              "sliding_window": 3, "logit_softcap": 4.0, "attention_sinks": True}
+    sd = {"W_q.weight": randn(rng, D_MODEL, D_MODEL) * 0.2,
+          "W_k.weight": randn(rng, 2 * d, D_MODEL) * 0.2,
+          "W_v.weight": randn(rng, 2 * d, D_MODEL) * 0.2,
+          "W_o.weight": randn(rng, D_MODEL, D_MODEL) * 0.2,
+          "sinks": randn(rng, H)}
+    info = client.load_module("py-swa", config, state_dict=sd)
+    assert info.config["sliding_window"] == 3
+    assert info.config["logit_softcap"] == 4.0
+    assert info.config["attention_sinks"] is True
+    assert [m.config["sliding_window"] for m in client.list_modules() if m.name == "py-swa"] == [3]
+    # Forward equals Attend over the layer's own projections with the same terms.
+    B, L = 2, 6
+    x = randn(rng, B, L, D_MODEL)
+    heads = lambda w, n: (x @ w.T).reshape(B, L, n, d).transpose(0, 2, 1, 3)
+    q, k, v = heads(sd["W_q.weight"], H), heads(sd["W_k.weight"], 2), heads(sd["W_v.weight"], 2)
+    want, _ = _terms_ref(q, k, v, 1 / np.sqrt(d), window=3, softcap=4.0, sinks=sd["sinks"])
+    want = want.transpose(0, 2, 1, 3).reshape(B, L, D_MODEL) @ sd["W_o.weight"].T
+    assert_close(client.forward("py-swa", x).output, want, atol=1e-4)
+    # A narrower mask window applies; Decode reads the same window.
+    narrower = client.forward("py-swa", x, sliding_window=2).output
+    want2, _ = _terms_ref(q, k, v, 1 / np.sqrt(d), window=2, softcap=4.0, sinks=sd["sinks"])
+    assert_close(narrower, want2.transpose(0, 2, 1, 3).reshape(B, L, D_MODEL) @ sd["W_o.weight"].T,
+                 atol=1e-4)
+    steps = list(client.decode("py-swa", [x[:, :4], x[:, 4:5], x[:, 5:]]))
+    assert_close(np.concatenate([s.output for s in steps], axis=1), want, atol=1e-4)
+    # Without the "sinks" weight the layer does not load; on mla the terms are refused.
+    del sd["sinks"]
+    e = raises_code(grpc.StatusCode.INVALID_ARGUMENT, client.load_module, "py-swa2", config,
+                    state_dict=sd)
+    assert "sinks" in e.details
+    e = raises_code(grpc.StatusCode.INVALID_ARGUMENT, client.estimate,
+                    {"d_model": 32, "mla": {"num_heads": 2, "kv_lora_rank": 8,
+                                            "qk_nope_head_dim": 8, "qk_rope_head_dim": 4,
+                                            "v_head_dim": 8}, "sliding_window": 4}, 1, 4)
+    assert "config.sliding_window" in e.details
+    client.unload_module("py-swa")
+
+
+def test_mla_rope_interleave_is_accepted_and_shown(client):
+    config = {"d_model": 32, "mla": {"num_heads": 2, "kv_lora_rank": 8, "qk_nope_head_dim": 8,
+                                     "qk_rope_head_dim": 4, "v_head_dim": 8,
+                                     "rope_interleave": True}}
+    info = client.load_module("py-mla-il", config, seed=1)
+    assert info.config["mla"]["rope_interleave"] is True
+    assert client.estimate(config, batch=1, seq_len=4).parameters == info.parameter_count
+    client.unload_module("py-mla-il")
+
+
 def test_decode_matches_forward(client, rng):
     sd = attention_state_dict(rng, D_MODEL, HEADS, HEADS)
     info = client.load_module("py-dec", {"d_model": D_MODEL, "mha": {"num_heads": HEADS}},
@@ -220,7 +341,8 @@ def test_random_init_and_estimate(client, rng):
     info = client.load_module("py-rand", config, seed=7)
     assert info.config == {**config, "kv_cache_dtype": "DTYPE_UNSPECIFIED",
                            "compute_dtype": "DTYPE_UNSPECIFIED",  # float32
-                           "qk_norm": False, "norm_eps": 0.0, "scale": 0.0}
+                           "qk_norm": False, "norm_eps": 0.0, "scale": 0.0,
+                           "sliding_window": 0, "logit_softcap": 0.0, "attention_sinks": False}
     est = client.estimate(config, batch=2, seq_len=10)
     assert est.parameters == info.parameter_count
     assert est.kv_cache_bytes_per_token == info.kv_cache_bytes_per_token
