@@ -86,9 +86,12 @@ const std::vector<CliCommand>& CliCommands() {
        {"module", "b", "lq", "chunk", "seed", "kv_cache_dtype"}},
       {"compare",
        "The variant comparison at --d_model/--heads/--seq: parameters, KV bytes, measured "
-       "prefill and decode latency, quality proxy; a Markdown table on stdout and --svg FILE.",
+       "prefill and decode latency, quality proxy; a Markdown table on stdout and --svg FILE. "
+       "With --model DIR (a BERT sentence encoder such as all-MiniLM-L6-v2): GQA, MQA and MLA "
+       "layers derived from each trained layer, the whole model run over --sentences with its "
+       "attention served by each variant, and the embeddings' cosine against the original.",
        {"d_model", "heads", "seq", "b", "gqa_kv_heads", "mla_rank", "mla_rope", "decode_steps",
-        "quality_len", "seed", "weights_dir", "svg"}},
+        "quality_len", "seed", "weights_dir", "svg", "model", "sentences"}},
   };
   return *commands;
 }

