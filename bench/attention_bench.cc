@@ -13,7 +13,9 @@
 // DecodeSession and its paged KV cache, per KV-cache dtype, in tokens/s,
 // and the step's attention alone; and one whole-layer Forward of the
 // server's demo-gqa shape at L = 2048 (the core's own time for the
-// end-to-end figure of the load tester).
+// end-to-end figure of the load tester). Also a gqa layer with a sliding
+// window of 4096 keys decoded at positions 2W and 16W of its stream
+// (--filter window: that alone): equal speed, since it reads W keys.
 //
 // --json prints one JSON object instead of the markdown tables (schema:
 // docs/PERFORMANCE.md); progress then goes to stderr.
@@ -192,6 +194,7 @@ int Run(const Options& opt) {
     }
   }
   if (const int rc = RunLayerDecode(opt, probes, *report); rc != 0) return rc;
+  if (const int rc = RunWindowDecode(opt, *report); rc != 0) return rc;
   if (opt.filter.empty() || std::string("forward").find(opt.filter) != std::string::npos) {
     if (const int rc = RunLayerForward(opt, *report); rc != 0) return rc;
   }

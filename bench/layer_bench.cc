@@ -1,6 +1,7 @@
 #include "bench/layer_bench.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -128,6 +129,151 @@ absl::StatusOr<DecodeRow> MeasureDecode(const std::string& name, ModuleConfig co
   return r;
 }
 
+// The windowed-decode rows' layer (MeasureWindowDecode).
+constexpr char kWindowVariant[] = "gqa_h32kv8_w4096";
+
+// A stream of a windowed layer brought to `position` tokens per row without
+// computing: chunk by chunk (R tokens, so no chunk is ever transposed), the
+// rows written only where the next token's window sees them (values from
+// `rows`: contents do not change the cost), the rest dropped behind the
+// window after each chunk as the layer's own steps do.
+absl::StatusOr<std::unique_ptr<DecodeSession>> WindowedStreamAt(
+    std::shared_ptr<const AttentionModule> m, int64_t batch, int64_t position, KvBlockPool* pool,
+    const std::vector<float>& rows) {
+  auto session = DecodeSession::Create(m, batch, 0, pool);
+  if (!session.ok()) return session.status();
+  PagedKvCache& cache = (*session)->mutable_cache();
+  const KvLayout& layout = cache.layout();
+  const int64_t w = m->config().sliding_window, r = cache.plan().chunk_tokens;
+  const int64_t width = layout.k_width, n_rows = static_cast<int64_t>(rows.size()) / width;
+  while (cache.length() < position) {
+    const int64_t l0 = cache.length(), n = std::min(r, position - l0);
+    if (absl::Status s = cache.Reserve(n); !s.ok()) return s;
+    for (int64_t t = std::max(l0, position - w); t < l0 + n; ++t) {
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t h = 0; h < layout.heads; ++h) {
+          const float* row = rows.data() + ((t * batch + b) * layout.heads + h) % n_rows * width;
+          cache.StoreK(b, h, t, row);
+          cache.StoreV(b, h, t, row);
+        }
+      }
+    }
+    cache.Advance(n);
+    cache.DropBefore(cache.length() - w + 1);
+  }
+  return session;
+}
+
+Timing Summary(std::vector<double> times) {
+  std::sort(times.begin(), times.end());
+  return {times.front(), times[times.size() / 2]};
+}
+
+// Runs fn(i) for i = 0 .. n - 1 in turn until n·min_time has passed (at
+// least 3 rounds, after one warm-up round), each timed; their timings.
+template <typename Fn>
+std::vector<Timing> TimeAlternately(int64_t n, Fn fn, double min_time) {
+  for (int64_t i = 0; i < n; ++i) fn(i);
+  std::vector<std::vector<double>> times(static_cast<size_t>(n));
+  const auto start = Clock::now();
+  while (times[0].size() < 3 ||
+         std::chrono::duration<double>(Clock::now() - start).count() < min_time * n) {
+    for (int64_t i = 0; i < n; ++i) times[i].push_back(Seconds([&] { fn(i); }));
+    if (times[0].size() >= 10000) break;
+  }
+  std::vector<Timing> timings;
+  for (std::vector<double>& t : times) timings.push_back(Summary(std::move(t)));
+  return timings;
+}
+
+// The windowed gqa layer's decode steps at positions 2W and 16W.
+absl::StatusOr<std::vector<WindowDecodeRow>> MeasureWindowDecode(int64_t batch, double min_time) {
+  ModuleConfig config;
+  config.variant = Variant::kGqa;
+  config.d_model = 4096;
+  config.num_heads = 32;
+  config.num_kv_heads = 8;
+  config.bias = false;
+  config.sliding_window = 4096;
+  const int64_t w = config.sliding_window;
+  auto module = AttentionModule::CreateRandom(config, 1);
+  if (!module.ok()) return module.status();
+  std::shared_ptr<const AttentionModule> m = std::move(*module);
+  const KvLayout layout = CacheLayout(config);
+  const int64_t block_bytes = 64 << 10;
+  auto plan = PlanKvBlocks(layout, batch, block_bytes);
+  if (!plan.ok()) return plan.status();
+  // Each stream holds at most WindowBlocks(W, R) blocks (kv_cache.h): its
+  // fill's chunks are R tokens, its steps one.
+  const std::vector<int64_t> positions = {2 * w, 16 * w};
+  auto pool = KvBlockPool::Create(
+      static_cast<int64_t>(positions.size()) * plan->WindowBlocks(w, plan->chunk_tokens) *
+          block_bytes,
+      block_bytes);
+  if (!pool.ok()) return pool.status();
+  const std::vector<float> rows = RandomBuffer(4099 * layout.k_width, 2);
+  std::vector<std::unique_ptr<DecodeSession>> sessions;
+  for (const int64_t position : positions) {
+    auto session = WindowedStreamAt(m, batch, position, pool->get(), rows);
+    if (!session.ok()) return session.status();
+    sessions.push_back(*std::move(session));
+  }
+  std::vector<WindowDecodeRow> out(positions.size());
+  for (size_t i = 0; i < positions.size(); ++i) {
+    const PagedKvCache& cache = sessions[i]->cache();
+    out[i].variant = kWindowVariant;
+    out[i].batch = batch;
+    out[i].window = w;
+    out[i].position = positions[i];
+    out[i].kv_held_mib = static_cast<double>(cache.blocks_held() * block_bytes) / 1048576.0;
+    out[i].kv_appended_mib = static_cast<double>(positions[i] * batch) *
+                             static_cast<double>(layout.BytesPerToken()) / 1048576.0;
+  }
+  const Tensor tokens({batch, 1, config.d_model}, RandomBuffer(batch * config.d_model, 5));
+  absl::Status status;
+  const std::vector<Timing> layer = TimeAlternately(
+      static_cast<int64_t>(sessions.size()),
+      [&](int64_t i) {
+        if (status.ok()) status = sessions[i]->Step(tokens).status();
+      },
+      min_time);
+  if (!status.ok()) return status;
+  // The attention alone: one query row per head, the newest token's, over
+  // its window (a token appended and not dropped behind, as in a step).
+  const int64_t hq = config.num_heads, d = layout.k_width;
+  for (std::unique_ptr<DecodeSession>& session : sessions) {
+    PagedKvCache& cache = session->mutable_cache();
+    if (absl::Status s = cache.Reserve(1); !s.ok()) return s;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = 0; h < layout.heads; ++h) {
+        cache.StoreK(b, h, cache.length(), rows.data() + (b * layout.heads + h) * d);
+        cache.StoreV(b, h, cache.length(), rows.data() + (b * layout.heads + h) * d);
+      }
+    }
+    cache.Advance(1);
+  }
+  const std::vector<float> q = RandomBuffer(batch * hq * d, 6);
+  std::vector<float> o(static_cast<size_t>(batch * hq * d));
+  const std::vector<Timing> attention = TimeAlternately(
+      static_cast<int64_t>(sessions.size()),
+      [&](int64_t i) {
+        if (status.ok()) {
+          status = PagedSdpa(View4::Dense(q.data(), batch, hq, 1, d), sessions[i]->cache(),
+                             0.05f, MutView4::Dense(o.data(), batch, hq, 1, d), DType::kFloat32, w);
+        }
+      },
+      min_time);
+  if (!status.ok()) return status;
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].layer = layer[i];
+    out[i].layer_tokens_per_s = static_cast<double>(batch) / layer[i].best;
+    out[i].layer_vs_first = layer[0].best / layer[i].best;
+    out[i].attention = attention[i];
+    out[i].attention_vs_first = attention[0].best / attention[i].best;
+  }
+  return out;
+}
+
 // The core's own time for the end-to-end row of the performance issue: a
 // causal self-attention Forward of the server's demo-gqa layer (d_model 512,
 // 8 query / 2 kv heads, biases) on [1, 2048, 512], in process: what the
@@ -189,6 +335,21 @@ int RunLayerDecode(const Options& opt, Probes& probes, Report& report) {
       report.AddDecode(*row);
     }
   }
+  return 0;
+}
+
+int RunWindowDecode(const Options& opt, Report& report) {
+  if (!opt.filter.empty() && std::string("window_decode").find(opt.filter) == std::string::npos &&
+      std::string(kWindowVariant).find(opt.filter) == std::string::npos) {
+    return 0;
+  }
+  absl::StatusOr<std::vector<WindowDecodeRow>> rows =
+      MeasureWindowDecode(opt.decode_batch, opt.min_time);
+  if (!rows.ok()) {
+    std::fprintf(stderr, "window decode: %s\n", rows.status().ToString().c_str());
+    return 1;
+  }
+  for (const WindowDecodeRow& row : *rows) report.AddWindowDecode(row);
   return 0;
 }
 

@@ -101,6 +101,32 @@ class MarkdownReport : public Report {
     std::fflush(stdout);
   }
 
+  void AddWindowDecode(const WindowDecodeRow& row) override {
+    if (!window_begun_) {
+      std::printf(
+          "\n## windowed decode, d_model 4096, sliding window W = %lld, B = %lld, one token per "
+          "row at two positions\n\n",
+          static_cast<long long>(row.window), static_cast<long long>(row.batch));
+      std::printf(
+          "The stream's cache filled to the position without computing (dropping behind the "
+          "window as the layer does), then single-token steps timed alternately at each position "
+          "(each step appends one more token); attention: PagedSdpa alone over the same caches, "
+          "alternated likewise. vs first: tokens/s (attention speed) over the first row's.\n\n");
+      std::printf(
+          "| variant | position | KV held MiB | KV appended MiB | layer ms/step | median ms | "
+          "layer tokens/s | layer vs first | attention ms | attention median ms | "
+          "attention vs first |\n");
+      std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      window_begun_ = true;
+    }
+    std::printf("| %s | %lld | %.1f | %.0f | %.2f | %.2f | %.1f | %.2fx | %.3f | %.3f | %.2fx |\n",
+                row.variant.c_str(), static_cast<long long>(row.position), row.kv_held_mib,
+                row.kv_appended_mib, row.layer.best * 1e3, row.layer.median * 1e3,
+                row.layer_tokens_per_s, row.layer_vs_first, row.attention.best * 1e3,
+                row.attention.median * 1e3, row.attention_vs_first);
+    std::fflush(stdout);
+  }
+
   void AddForward(const ForwardRow& row) override {
     if (!forward_begun_) {
       std::printf(
@@ -118,6 +144,7 @@ class MarkdownReport : public Report {
 
  private:
   bool forward_begun_ = false;
+  bool window_begun_ = false;
 };
 
 // ordered_json keeps the keys in the documented order, for people reading it.
@@ -130,6 +157,7 @@ class JsonReport : public Report {
     root_["probes"] = Json::object();
     root_["workloads"] = Json::array();
     root_["layer_decode"] = Json::array();
+    root_["window_decode"] = Json::array();
     root_["layer_forward"] = Json::array();
   }
 
@@ -192,6 +220,24 @@ class JsonReport : public Report {
     std::fprintf(stderr, "attention_bench: decode %s kv %s compute %s: layer %.2f ms\n",
                  row.variant.c_str(), ShortDTypeName(row.kv_dtype), ShortDTypeName(row.compute),
                  row.layer_seconds * 1e3);
+  }
+
+  void AddWindowDecode(const WindowDecodeRow& row) override {
+    root_["window_decode"].push_back({{"variant", row.variant},
+                                      {"batch", row.batch},
+                                      {"window", row.window},
+                                      {"position", row.position},
+                                      {"kv_held_mib", row.kv_held_mib},
+                                      {"kv_appended_mib", row.kv_appended_mib},
+                                      {"layer_ms", row.layer.best * 1e3},
+                                      {"layer_median_ms", row.layer.median * 1e3},
+                                      {"layer_tokens_per_s", row.layer_tokens_per_s},
+                                      {"layer_vs_first", row.layer_vs_first},
+                                      {"attention_ms", row.attention.best * 1e3},
+                                      {"attention_median_ms", row.attention.median * 1e3},
+                                      {"attention_vs_first", row.attention_vs_first}});
+    std::fprintf(stderr, "attention_bench: window decode %s at %lld: layer %.2f ms\n",
+                 row.variant.c_str(), static_cast<long long>(row.position), row.layer.best * 1e3);
   }
 
   void AddForward(const ForwardRow& row) override {

@@ -62,6 +62,21 @@ struct DecodeRow {
   double layer_vs_f32 = 0;      // this row's layer tokens/s over the all-f32 row's
 };
 
+// Decode steps of a layer with a sliding window W at one position of its
+// stream (tokens cached when the timing starts; each timed step appends
+// one more), timed alternately with the other positions' rows.
+struct WindowDecodeRow {
+  std::string variant;
+  int64_t batch = 0, window = 0, position = 0;
+  double kv_held_mib = 0;      // the stream's blocks (blocks_held · block bytes)
+  double kv_appended_mib = 0;  // position · B · bytes per token: a cache without the window
+  Timing layer;                // seconds per step
+  double layer_tokens_per_s = 0;
+  Timing attention;  // the step's attention alone (PagedSdpa over the cache)
+  // This row's layer tokens/s (attention speed) over the first row's.
+  double layer_vs_first = 0, attention_vs_first = 0;
+};
+
 struct ForwardRow {
   std::string name;
   DType compute = DType::kFloat32;
@@ -77,6 +92,7 @@ class Report {
   virtual void AddWorkload(const WorkloadRow& row) = 0;
   virtual void BeginDecode(int64_t batch, int64_t lk) = 0;
   virtual void AddDecode(const DecodeRow& row) = 0;
+  virtual void AddWindowDecode(const WindowDecodeRow& row) = 0;
   virtual void AddForward(const ForwardRow& row) = 0;
   // Prints what is still to print; returns false if stdout failed.
   virtual bool End() = 0;

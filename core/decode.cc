@@ -30,7 +30,8 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
         absl::StrCat("start.max_tokens: expected >= 0 (0: no limit), got ", max_tokens));
   }
   absl::StatusOr<std::unique_ptr<PagedKvCache>> cache =
-      PagedKvCache::Create(CacheLayout(module->config(), kv_dtype), batch, max_tokens, pool);
+      PagedKvCache::Create(CacheLayout(module->config(), kv_dtype), batch, max_tokens, pool,
+                           module->config().sliding_window);
   if (!cache.ok()) {
     return absl::Status(cache.status().code(), absl::StrCat("start: ", cache.status().message()));
   }
@@ -60,7 +61,11 @@ int64_t DecodeSession::StepWorkingBytes(int64_t t_new) const {
   const double tile =
       std::min(hq / hkv * static_cast<double>(t_new), static_cast<double>(kPagedRowTile));
   const double lk = static_cast<double>(cache_->length()) + static_cast<double>(t_new);
-  floats += static_cast<double>(ComputeThreads()) * tile * (lk + 2 * dv);
+  const double span = c.sliding_window > 0
+                          ? std::min(lk, static_cast<double>(t_new) - 1 +
+                                             static_cast<double>(c.sliding_window))
+                          : lk;  // PagedScoreSpan, in double
+  floats += static_cast<double>(ComputeThreads()) * tile * (span + 2 * dv);
   if (layout.dtype != DType::kFloat32) {  // a run's rows as float32 (GEMM path)
     floats += static_cast<double>(ComputeThreads()) *
               static_cast<double>(cache_->plan().chunk_tokens) * std::max(dk, dv);
@@ -70,7 +75,7 @@ int64_t DecodeSession::StepWorkingBytes(int64_t t_new) const {
 }
 
 int64_t DecodeSession::kv_cache_bytes() const {
-  return cache_->length() * cache_->batch() * cache_->layout().BytesPerToken();
+  return cache_->head_rows_held() * cache_->layout().HeadRowBytes();
 }
 
 absl::StatusOr<DecodeStepResult> DecodeSession::Step(const Tensor& tokens) {

@@ -1,7 +1,12 @@
 // A streaming-decode session: one module, one paged KV cache of `batch`
 // rows, fed chunk by chunk. The session reserves its max_tokens in the KV
 // budget when it is created, so an accepted stream is never refused for KV
-// memory before max_tokens.
+// memory before max_tokens. A layer with a sliding window W keeps only the
+// blocks of its window (kv_cache.h): at most
+// cache().plan().WindowBlocks(W, T) during a chunk of T tokens and
+// WindowBlocks(W, 0) between chunks, however long the stream; it reserves
+// no more than WindowBlocks(W, R) (R = chunk_tokens) up front, so it is
+// never refused before max_tokens in chunks of up to R tokens.
 #ifndef ATTENTION_CORE_DECODE_H_
 #define ATTENTION_CORE_DECODE_H_
 
@@ -23,9 +28,11 @@ class DecodeSession {
  public:
   // Reserves the KV blocks of max(max_tokens, 1) tokens of every row in
   // `pool` (counted, not allocated: memory comes as tokens are written;
-  // kv_cache.h), cached in `kv_dtype` (without it, the module's
-  // kv_cache_dtype). max_tokens 0: no limit; past its first token the
-  // stream grows from the shared budget.
+  // kv_cache.h), or with the module's sliding window W at most
+  // WindowBlocks(W, R), cached in `kv_dtype` (without it, the module's
+  // kv_cache_dtype). max_tokens 0: no limit; past its reservation the
+  // stream grows from the shared budget (and a windowed one gives back
+  // what it grew by as its tokens leave the window).
   //   INVALID_ARGUMENT    naming "start.batch" (1 .. kMaxConfigDim),
   //                       "start.max_tokens" (>= 0) or
   //                       "start.kv_cache_dtype" (not a KV-cache dtype)
@@ -49,13 +56,19 @@ class DecodeSession {
 
   // An upper bound of the bytes Step allocates besides KV blocks for a chunk
   // of t_new (>= 0) tokens at the current length: projections, the
-  // attention kernel's per-thread scratch (ComputeThreads() threads) and the
-  // output. For admission control, checked before Step; saturates at
-  // INT64_MAX instead of overflowing.
+  // attention kernel's per-thread scratch (ComputeThreads() threads; its
+  // score rows span the keys the chunk sees, so with a sliding window they
+  // stop growing past it) and the output. For admission control, checked
+  // before Step; saturates at INT64_MAX instead of overflowing.
   int64_t StepWorkingBytes(int64_t t_new) const;
 
+  // Tokens per row appended so far (the stream's length and the next
+  // token's position), whether or not a sliding window has dropped them.
   int64_t cached_tokens() const { return cache_->length(); }
-  // Bytes the cache's tokens occupy: cached_tokens · batch · per-token bytes.
+  // Bytes of the head rows the cache holds (cache().head_rows_held() ·
+  // layout().HeadRowBytes()): cached_tokens · batch · per-token bytes
+  // without a sliding window; with one W, at most about (W + R) tokens'
+  // worth, however long the stream (kv_cache.h).
   int64_t kv_cache_bytes() const;
   const PagedKvCache& cache() const { return *cache_; }
   // For benchmarks: the cache itself (e.g. to fill it without computing).

@@ -51,6 +51,14 @@ int64_t KvBlockPlan::BlocksFor(int64_t tokens) const {
   return rows / rows_per_block + (rows % rows_per_block != 0 ? 1 : 0);
 }
 
+int64_t KvBlockPlan::WindowBlocks(int64_t window, int64_t tokens) const {
+  if (tokens > INT64_MAX - chunk_tokens) return INT64_MAX;
+  const int64_t extra = tokens + chunk_tokens - 2;  // >= -1
+  if (extra > 0 && window > INT64_MAX - extra) return INT64_MAX;
+  const int64_t blocks = BlocksFor(window + extra);
+  return blocks == INT64_MAX ? INT64_MAX : blocks + 1;
+}
+
 absl::StatusOr<KvBlockPlan> PlanKvBlocks(const KvLayout& layout, int64_t batch,
                                          int64_t block_bytes) {
   if (batch < 1 || batch > kMaxConfigDim) {
@@ -150,16 +158,25 @@ int64_t KvBlockPool::used_blocks() const {
 absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvLayout& layout,
                                                                    int64_t batch,
                                                                    int64_t max_tokens,
-                                                                   KvBlockPool* pool) {
+                                                                   KvBlockPool* pool,
+                                                                   int64_t window) {
   if (max_tokens < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens: expected >= 0 (0: no limit), got ", max_tokens));
   }
+  if (window < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("window: expected >= 0 (0: none), got ", window));
+  }
   ATTN_ASSIGN_OR_RETURN(const KvBlockPlan plan, PlanKvBlocks(layout, batch, pool->block_bytes()));
   // Counted before any bookkeeping exists: an absurd batch costs nothing.
   const int64_t tokens = std::max<int64_t>(max_tokens, 1);
-  const int64_t blocks = plan.BlocksFor(tokens);
-  ATTN_RETURN_IF_ERROR(pool->Reserve(blocks, absl::StrCat(batch, " rows x ", tokens, " tokens")));
+  int64_t blocks = plan.BlocksFor(tokens);
+  const bool capped = window > 0 && plan.WindowBlocks(window, plan.chunk_tokens) < blocks;
+  if (capped) blocks = plan.WindowBlocks(window, plan.chunk_tokens);
+  ATTN_RETURN_IF_ERROR(pool->Reserve(
+      blocks, absl::StrCat(batch, " rows x ", tokens, " tokens",
+                           capped ? absl::StrCat(" in a sliding window of ", window) : "")));
   return std::unique_ptr<PagedKvCache>(new PagedKvCache(layout, batch, plan, blocks, pool));
 }
 
@@ -169,7 +186,8 @@ PagedKvCache::~PagedKvCache() {
 }
 
 absl::Status PagedKvCache::Reserve(int64_t tokens) {
-  const int64_t need = plan_.BlocksFor(length_ + tokens);
+  // Blocks to hold: those up to the new length, less the ones given back.
+  const int64_t need = plan_.BlocksFor(length_ + tokens) - first_block_;
   const int64_t have = blocks_held(), reserved = reserved_;
   if (need > reserved_) {
     ATTN_RETURN_IF_ERROR(
@@ -198,6 +216,30 @@ absl::Status PagedKvCache::Reserve(int64_t tokens) {
     sealed_ = sealed;
   }
   return absl::OkStatus();
+}
+
+void PagedKvCache::DropBefore(int64_t token) {
+  token = std::min(token, length_);
+  if (token <= first_kept_) return;
+  first_kept_ = token;
+  // Chunks [0, token / R) are dropped: slots [0, dropped) (every chunk
+  // interleaves all lanes, so a partly dropped chunk keeps all its slots).
+  // Complete chunks: all their blocks exist.
+  const int64_t r = plan_.chunk_tokens;
+  const int64_t dropped = token / r * r * plan_.lanes;
+  const int64_t first_block = dropped / plan_.rows_per_block;
+  if (first_block > first_block_) {
+    const auto end = blocks_.begin() + (first_block - first_block_);
+    for (auto it = blocks_.begin(); it != end; ++it) pool_->FreeReserved(*it);
+    blocks_.erase(blocks_.begin(), end);  // the held pointers move: a window's worth
+    first_block_ = first_block;
+  }
+  // The reservation past what is held goes back, down to the own one.
+  const int64_t keep = std::max(blocks_held(), own_reserved_);
+  if (reserved_ > keep) {
+    pool_->Unreserve(reserved_ - keep);
+    reserved_ = keep;
+  }
 }
 
 void PagedKvCache::Store(uint8_t* row, float* scale, const float* values, int64_t n) {

@@ -33,6 +33,16 @@
 // length, whatever its max_tokens (demo-mha, 1 token: one block), and long
 // streams keep their long runs. Each head row is moved once, when its chunk
 // seals.
+//
+// Sliding windows. A layer whose tokens see only the last W keys
+// (ModuleConfig::sliding_window) declares the older tokens dropped after
+// each chunk (PagedKvCache::DropBefore(length() - W + 1)). Every chunk
+// interleaves all lanes, so tokens go by whole chunks, and memory by whole
+// blocks: a block is given back (its memory to the pool, its reservation
+// to the budget) once every slot in it belongs to a dropped chunk. Token
+// indices stay absolute. A stream that drops so holds at most
+// KvBlockPlan::WindowBlocks(W, T) blocks while a chunk of T tokens is added,
+// and WindowBlocks(W, 0) between chunks, however long it runs.
 #ifndef ATTENTION_CORE_KV_CACHE_H_
 #define ATTENTION_CORE_KV_CACHE_H_
 
@@ -106,6 +116,14 @@ struct KvBlockPlan {
   // Blocks holding `tokens` (>= 0) tokens of every row: ⌈tokens·lanes / P⌉,
   // saturating at INT64_MAX.
   int64_t BlocksFor(int64_t tokens) const;
+  // The most blocks a stream of sliding window `window` (W >= 1) holds
+  // while a chunk of `tokens` (T >= 0) is added, when every chunk before it
+  // ended with DropBefore(length() - W + 1): BlocksFor(W + R - 2 + T) + 1,
+  // saturating at INT64_MAX. (The first kept chunk starts at most R - 1
+  // tokens before the W - 1 the next token sees besides itself, and a block
+  // shared by a dropped and a kept chunk stays: the + 1.) T = 0: between
+  // chunks.
+  int64_t WindowBlocks(int64_t window, int64_t tokens) const;
 };
 
 // The plan of a stream of `batch` rows in blocks of `block_bytes`.
@@ -161,16 +179,23 @@ class KvBlockPool {
 class PagedKvCache {
  public:
   // A cache that reserves (without memory) the blocks of max(max_tokens, 1)
-  // tokens of every row (max_tokens 0: no limit); growth draws on that
-  // reservation before the shared budget. Bookkeeping is allocated only
-  // after the reservation succeeded.
-  //   INVALID_ARGUMENT    batch outside 1 .. kMaxConfigDim, or max_tokens < 0
+  // tokens of every row (max_tokens 0: no limit): the stream's own
+  // reservation. Growth draws on it before the shared budget. A sliding
+  // window W > 0 (the caller drops what falls out of it: DropBefore) caps
+  // the own reservation at WindowBlocks(W, R), R = plan().chunk_tokens:
+  // enough for any number of chunks of up to R tokens each, so such a
+  // stream is refused for KV memory before max_tokens only in a chunk of
+  // more than R tokens. Bookkeeping is allocated only after the
+  // reservation succeeded.
+  //   INVALID_ARGUMENT    batch outside 1 .. kMaxConfigDim, max_tokens < 0 or
+  //                       window < 0
   //   RESOURCE_EXHAUSTED  a head's token is larger than a block (naming
   //                       --kv_block_kb), or the reservation does not fit the
   //                       budget (naming --kv_cache_mb, with need and free)
   static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvLayout& layout, int64_t batch,
                                                               int64_t max_tokens,
-                                                              KvBlockPool* pool);
+                                                              KvBlockPool* pool,
+                                                              int64_t window = 0);
   ~PagedKvCache();
   PagedKvCache(const PagedKvCache&) = delete;
   PagedKvCache& operator=(const PagedKvCache&) = delete;
@@ -183,6 +208,17 @@ class PagedKvCache {
   absl::Status Reserve(int64_t tokens);
   // Declares `tokens` more tokens written (after Reserve).
   void Advance(int64_t tokens) { length_ += tokens; }
+  // Declares the tokens before `token` (clamped to length(); an earlier
+  // point than before changes nothing) no longer read: from now on only
+  // tokens >= first_kept() may be stored, loaded or run over. Gives back
+  // every block whose slots all belong to chunks that end at or before
+  // `token`: its memory to the pool and its reservation to the budget,
+  // except what keeps the stream's reservation at its own (Create's), which
+  // later growth draws on first. Later blocks, and every row of a kept
+  // token, stay where they are (their runs too). PagedSdpa with window W
+  // reads a chunk's tokens from length() - T - W + 1 on: after
+  // DropBefore(length() - W + 1), every later chunk reads only kept tokens.
+  void DropBefore(int64_t token);
 
   const KvLayout& layout() const { return layout_; }
   const KvBlockPlan& plan() const { return plan_; }
@@ -191,6 +227,14 @@ class PagedKvCache {
   // Blocks with memory; blocks counted against the budget (>= blocks_held).
   int64_t blocks_held() const { return static_cast<int64_t>(blocks_.size()); }
   int64_t blocks_reserved() const { return reserved_; }
+  // The first token that may be read (DropBefore; 0 if nothing was dropped).
+  int64_t first_kept() const { return first_kept_; }
+  // Head rows in the blocks held, up to length(): length()·lanes less the
+  // P rows of each block given back (dropped tokens' rows still in a held
+  // block count). Without drops, length()·lanes.
+  int64_t head_rows_held() const {
+    return length_ * plan_.lanes - first_block_ * plan_.rows_per_block;
+  }
 
   // Stores the K (k_width floats) or V (v_width floats; not when v_in_k)
   // row of token t (any t < room made by Reserve) of batch row b, head h,
@@ -211,24 +255,33 @@ class PagedKvCache {
  private:
   PagedKvCache(const KvLayout& layout, int64_t batch, const KvBlockPlan& plan, int64_t reserved,
                KvBlockPool* pool)
-      : layout_(layout), plan_(plan), batch_(batch), pool_(pool), reserved_(reserved) {}
-  // Position of (lane, t) among the stream's head rows.
+      : layout_(layout),
+        plan_(plan),
+        batch_(batch),
+        pool_(pool),
+        own_reserved_(reserved),
+        reserved_(reserved) {}
+  // Position of (lane, t) among the stream's head rows, counted from its
+  // first token (dropped ones included).
   int64_t Slot(int64_t lane, int64_t t) const {
     const int64_t r = plan_.chunk_tokens, chunk = t / r, base = chunk * plan_.lanes * r;
     return t < sealed_ ? base + lane * r + t % r : base + t % r * plan_.lanes + lane;
   }
+  // The held block of a slot (of a kept token).
+  uint8_t* BlockOf(int64_t slot) const {
+    return blocks_[slot / plan_.rows_per_block - first_block_];
+  }
   // Where a slot's K row, V row and (int8) scales are.
   uint8_t* KAt(int64_t slot) const {
-    return blocks_[slot / plan_.rows_per_block] +
-           slot % plan_.rows_per_block * layout_.k_width * DTypeSize(layout_.dtype);
+    return BlockOf(slot) + slot % plan_.rows_per_block * layout_.k_width * DTypeSize(layout_.dtype);
   }
   uint8_t* VAt(int64_t slot) const {
     if (layout_.v_in_k) return KAt(slot);
-    return blocks_[slot / plan_.rows_per_block] + plan_.v_offset +
+    return BlockOf(slot) + plan_.v_offset +
            slot % plan_.rows_per_block * layout_.v_width * DTypeSize(layout_.dtype);
   }
   float* KScaleAt(int64_t slot) const {
-    return reinterpret_cast<float*>(blocks_[slot / plan_.rows_per_block] + plan_.scale_offset) +
+    return reinterpret_cast<float*>(BlockOf(slot) + plan_.scale_offset) +
            slot % plan_.rows_per_block;
   }
   float* VScaleAt(int64_t slot) const {
@@ -244,8 +297,15 @@ class PagedKvCache {
   KvBlockPlan plan_;
   int64_t batch_;
   KvBlockPool* pool_;
-  int64_t reserved_;              // blocks counted against the pool, >= blocks_.size()
-  std::vector<uint8_t*> blocks_;  // the stream's head rows, P per block, in order
+  int64_t own_reserved_;  // Create's reservation: reserved_ never falls below it
+  int64_t reserved_;      // blocks counted against the pool, >= blocks_.size()
+  // The stream's blocks from block first_block_ on (the earlier ones were
+  // given back by DropBefore), P head rows each, in order. (The decode
+  // kernels look a block up per run of rows; DropBefore moves the held
+  // pointers when it gives blocks back, at most once a chunk.)
+  std::vector<uint8_t*> blocks_;
+  int64_t first_block_ = 0;
+  int64_t first_kept_ = 0;
   int64_t length_ = 0;
   int64_t sealed_ = 0;
 };

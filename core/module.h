@@ -94,7 +94,9 @@ class AttentionModule {
   // successive steps equal one causal Forward over their concatenation. MLA
   // caches only its latent and attends in the absorbed form. The cache must
   // have the layout of CacheLayout(config(), any KV dtype) and B rows
-  // (checked by DecodeSession).
+  // (checked by DecodeSession). A layer with a sliding window W ends its
+  // step with cache.DropBefore(cache.length() - W + 1) (kv_cache.h), so
+  // its cache holds a bounded number of blocks however long it runs.
   // RESOURCE_EXHAUSTED (KV budget) leaves the cache unchanged.
   virtual absl::StatusOr<Tensor> DecodeStep(PagedKvCache& cache, const Tensor& tokens) const = 0;
 

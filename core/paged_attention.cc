@@ -66,6 +66,16 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
     return absl::InternalError(
         absl::StrCat("PagedSdpa: query ", ShapeString(q.dims), " does not match the cache"));
   }
+  // The first key any row sees (the chunk's first token's window start).
+  const int64_t first_seen =
+      sliding_window > 0 ? std::max<int64_t>(0, lk - t_new + 1 - sliding_window) : 0;
+  if (first_seen < cache.first_kept()) {
+    return absl::InternalError(absl::StrCat("PagedSdpa: the chunk sees token ", first_seen,
+                                            ", dropped from the cache (first kept: ",
+                                            cache.first_kept(), ")"));
+  }
+  // The keys a tile's rows see in all, kmin .. kmax - 1, fit its score rows.
+  const int64_t span = PagedScoreSpan(lk, t_new, sliding_window);
   // Rows of kv head g are its G query heads × T new tokens, head-major. A
   // tile is up to kPagedRowTile rows with one stride (so it can be a
   // GEMM operand): across heads when T == 1 or heads are consecutive [T, D]
@@ -90,7 +100,7 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
 #pragma omp parallel num_threads(team)
   {
     const int64_t max_rows = std::min(rows, kPagedRowTile);
-    std::vector<float> scores(static_cast<size_t>(max_rows * lk));
+    std::vector<float> scores(static_cast<size_t>(max_rows * span));  // keys kmin .. kmax - 1
     std::vector<float> acc(static_cast<size_t>(max_rows * dv)), part(acc.size());
     // Rows of one run as float32, for the GEMM path of a narrow cache.
     std::vector<float> run_rows(
@@ -141,29 +151,29 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
           const int64_t n = std::min(run.count, kmax - j);
           status = internal::Matmul(Mat::RowMajor(q0, nr, dk, qs),
                                     RunRows(layout, run, n, dk, /*transposed=*/true, run_rows),
-                                    scores.data() + j, lk);
+                                    scores.data() + (j - kmin), span);
           j += n;
         }
         // Softmax without the division (P·V's rows are divided after, as
         // Sdpa's whole-row path does, which rounds the same P for bf16).
         float sums[kPagedRowTile];
         for (int64_t i = 0; i < nr && status.ok(); ++i) {
-          float* row = scores.data() + i * lk;
+          float* row = scores.data() + i * span;  // key kmin first
           if (row_terms) {
             float m;
             internal::StartOnlineRow(sinks[i], m, sums[i]);
-            internal::OnlineRowTile(row + kmin, kmin, kmax - kmin, scale, terms.logit_softcap,
-                                    first[i], visible[i], nullptr, 0, m, sums[i]);
-          } else {
+            internal::OnlineRowTile(row, kmin, kmax - kmin, scale, terms.logit_softcap, first[i],
+                                    visible[i], nullptr, 0, m, sums[i]);
+          } else {  // kmin = 0
             sums[i] = internal::UnnormalizedSoftmaxRow(row, kmax, scale, visible[i], nullptr, 0);
           }
-          if (round_p) RoundToBfloat16(row + kmin, kmax - kmin);
+          if (round_p) RoundToBfloat16(row, kmax - kmin);
         }
         std::fill(acc.begin(), acc.begin() + nr * dv, 0.0f);
         for (int64_t j = kmin; j < kmax && status.ok();) {
           const KvRun run = cache.VRun(b, g, j);
           const int64_t n = std::min(run.count, kmax - j);
-          status = internal::Matmul(Mat::RowMajor(scores.data() + j, nr, n, lk),
+          status = internal::Matmul(Mat::RowMajor(scores.data() + (j - kmin), nr, n, span),
                                     RunRows(layout, run, n, dv, /*transposed=*/false, run_rows),
                                     part.data(), dv);
           for (int64_t x = 0; x < nr * dv; ++x) acc[x] += part[x];
@@ -181,7 +191,7 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
         float* o_rows[kPagedRowTile];
         // Score rows of one key block, packed (rows Lk apart would fall in
         // the same cache sets).
-        const int64_t s_stride = std::min(lk, internal::FewRowsKeyBlock(nr, dk, dv));
+        const int64_t s_stride = std::min(span, internal::FewRowsKeyBlock(nr, dk, dv));
         for (int64_t i = 0; i < nr; ++i) {
           q_rows[i] = q0 + i * qs;
           s_rows[i] = scores.data() + i * s_stride;

@@ -14,8 +14,9 @@
 namespace attention {
 
 // Query rows of one kv head that share one pass over the cache (a tile).
-// Each compute thread holds min(Hq / Hkv · T, kPagedRowTile) · (Lk + 2·Dv)
-// floats of scratch.
+// Each compute thread holds min(Hq / Hkv · T, kPagedRowTile) · (S + 2·Dv)
+// floats of scratch: S = Lk, or min(Lk, T - 1 + W) with a sliding window W
+// (PagedScoreSpan).
 inline constexpr int64_t kPagedRowTile = 32;
 
 // Causal attention of the cache's last T tokens (the chunk just appended)
@@ -33,7 +34,8 @@ inline constexpr int64_t kPagedRowTile = 32;
 // that earlier row NaN), and never across chunks, whose later tokens do not
 // exist yet.
 // Errors: INTERNAL if the shapes do not match the cache (callers check the
-// user's shapes first); CANCELLED when the current cancellation check
+// user's shapes first) or a row would see a token the cache dropped
+// (before cache.first_kept()); CANCELLED when the current cancellation check
 // (cancellation.h), polled between tiles, says so, leaving the output
 // partly written. Runs on the compute threads (threading.h); the cache is
 // only read, so several calls may share one cache.
@@ -44,6 +46,12 @@ inline constexpr int64_t kPagedRowTile = 32;
 // p - W + 1 .. p only, and tokens before the first any row sees are never
 // read (a cache may have dropped them: PagedKvCache::DropBefore). `terms`:
 // the soft-cap and sinks of sdpa.h (its lse is not written).
+// The keys of a tile's score rows, S above: Lk, or min(Lk, T - 1 + W)
+// with a sliding window W > 0.
+inline int64_t PagedScoreSpan(int64_t lk, int64_t t_new, int64_t sliding_window) {
+  return sliding_window > 0 && t_new - 1 + sliding_window < lk ? t_new - 1 + sliding_window : lk;
+}
+
 absl::Status PagedSdpa(const View4& query, const PagedKvCache& cache, float scale,
                        const MutView4& output, DType compute = DType::kFloat32,
                        int64_t sliding_window = 0, const SdpaTerms& terms = {});

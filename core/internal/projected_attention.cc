@@ -178,6 +178,9 @@ class ProjectedAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(PagedSdpa(HeadsView(q.data(), batch, hq_, t_new, dqk_), cache, Scale(),
                                    MutHeadsView(attn.data(), batch, hq_, t_new, dv_),
                                    attention_dtype(), config().sliding_window, Terms()));
+    // The next chunk's first token (position length()) sees from
+    // length() - W + 1 on: the older tokens' blocks can go (kv_cache.h).
+    if (const int64_t w = config().sliding_window; w > 0) cache.DropBefore(cache.length() - w + 1);
     if (o_.empty()) return attn;
     const int64_t d = config().d_model;
     Tensor y({batch, t_new, d});

@@ -4,7 +4,7 @@
   bench_json_test.py BIN_DIR
 
 Runs the bench on tiny filters (one workload and its variant's layer-decode
-rows, then the layer forward) at --min_time 0.01, so it checks the schema,
+rows, the windowed decode, then the layer forward) at --min_time 0.01, so it checks the schema,
 not the speed. The schema is in docs/PERFORMANCE.md.
 """
 import json
@@ -26,6 +26,10 @@ DECODE = {"variant": str, "kv_dtype": str, "compute_dtype": str, "kv_bytes_per_t
           "attention_kv_gbs": NUMBER, "attention_roof_fraction": NUMBER,
           "attention_vs_f32": NUMBER}
 FORWARD = {"name": str, "ms": NUMBER, "median_ms": NUMBER, "gflops": NUMBER}
+WINDOW = {"variant": str, "batch": int, "window": int, "position": int, "kv_held_mib": NUMBER,
+          "kv_appended_mib": NUMBER, "layer_ms": NUMBER, "layer_median_ms": NUMBER,
+          "layer_tokens_per_s": NUMBER, "layer_vs_first": NUMBER, "attention_ms": NUMBER,
+          "attention_median_ms": NUMBER, "attention_vs_first": NUMBER}
 
 
 def run_bench(*args, env=None):
@@ -56,7 +60,7 @@ class BenchJsonTest(unittest.TestCase):
     def test_workload_and_layer_decode_rows(self):
         report = run_bench("--filter", "mqa", "--decode_batch", "1", "--dtype", "f32")
         self.assertEqual(set(report), {"machine", "probes", "workloads", "layer_decode",
-                                       "layer_forward"})
+                                       "window_decode", "layer_forward"})
         self.assertKeys(report["machine"], MACHINE)
         self.assertProbes(report["probes"])
         self.assertEqual([w["name"] for w in report["workloads"]],
@@ -79,6 +83,7 @@ class BenchJsonTest(unittest.TestCase):
         reference = [r for r in rows if r["kv_dtype"] == "f32" and r["compute_dtype"] == "f32"]
         self.assertEqual(len(reference), 1)
         self.assertEqual(reference[0]["attention_vs_f32"], 1.0)
+        self.assertEqual(report["window_decode"], [])
         self.assertEqual(report["layer_forward"], [])
 
     def test_bf16_rows_beside_the_all_f32_reference(self):
@@ -99,9 +104,27 @@ class BenchJsonTest(unittest.TestCase):
         report = run_bench("--filter", "forward")
         self.assertEqual(report["workloads"], [])
         self.assertEqual(report["layer_decode"], [])
+        self.assertEqual(report["window_decode"], [])
         self.assertEqual([r["compute_dtype"] for r in report["layer_forward"]], ["f32", "bf16"])
         for row in report["layer_forward"]:
             self.assertKeys(row, FORWARD)
+
+    def test_window_decode_rows(self):
+        report = run_bench("--filter", "window", "--decode_batch", "1")
+        self.assertEqual(report["workloads"], [])
+        self.assertEqual(report["layer_decode"], [])
+        self.assertEqual(report["layer_forward"], [])
+        rows = report["window_decode"]
+        self.assertEqual([(r["variant"], r["position"]) for r in rows],
+                         [("gqa_h32kv8_w4096", 8192), ("gqa_h32kv8_w4096", 65536)])
+        for row in rows:
+            self.assertKeys(row, WINDOW)
+            self.assertEqual((row["batch"], row["window"]), (1, 4096))
+        # The stream holds its window's blocks wherever it is.
+        self.assertEqual(rows[0]["kv_held_mib"], rows[1]["kv_held_mib"])
+        self.assertEqual(rows[1]["kv_appended_mib"], 8 * rows[0]["kv_appended_mib"])
+        self.assertEqual(rows[0]["layer_vs_first"], 1.0)
+        self.assertEqual(rows[0]["attention_vs_first"], 1.0)
 
     def test_forced_avx2_kernels_report_no_bf16_gemm(self):
         report = run_bench("--filter", "no_such_workload", env={"ATTN_ISA": "avx2"})

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -301,6 +302,99 @@ TEST(Decode, StreamsPastSeveralSealedChunksMatchForward) {
     EXPECT_EQ(t0, 200);
     EXPECT_GT((*session)->cache().sealed_tokens(), 0);
   }
+}
+
+// A gqa layer with a sliding window of W = 128 keys, 2 rows, 16 KiB blocks
+// (128 head rows; chunks of 64 tokens, so a window spans two or three): a
+// stream of 10·W tokens, a few chunks (some longer than W), then one token
+// at a time, equals one windowed causal Forward over the whole sequence at
+// every step, holds at most WindowBlocks(W, 0) blocks after each, reserves
+// nothing past its own reservation, and its working bytes stop growing.
+TEST(Decode, AWindowedStreamHoldsItsWindowAndMatchesForward) {
+  ModuleConfig c = Make(Variant::kGqa);
+  const int64_t w = 128, len = 10 * w;
+  c.sliding_window = w;
+  std::shared_ptr<const AttentionModule> m = *AttentionModule::CreateRandom(c, 11);
+  const Tensor x = RandomTensor({2, len, 128}, 12);
+  ForwardInput in;
+  in.query = &x;
+  in.mask.causal = true;
+  auto full = m->Forward(in);
+  ASSERT_OK(full);
+  std::vector<int64_t> chunks = {100, 1, 1, 64, 3, 200, 70, 5, 1, 130};
+  for (int64_t t = 575; t < len; ++t) chunks.push_back(1);
+  // max_tokens 0 (a reservation of one token's block) and 10·W (capped at
+  // the window's).
+  for (const int64_t max_tokens : {int64_t{0}, len}) {
+    SCOPED_TRACE(max_tokens);
+    auto pool = KvBlockPool::Create(1 << 24, 16 << 10);
+    ASSERT_OK(pool);
+    auto session = DecodeSession::Create(m, 2, max_tokens, pool->get());
+    ASSERT_OK(session);
+    const PagedKvCache& cache = (*session)->cache();
+    const KvBlockPlan& plan = cache.plan();
+    ASSERT_EQ(plan.chunk_tokens, 64);
+    const int64_t own = max_tokens == 0 ? 1 : plan.WindowBlocks(w, 64);
+    EXPECT_EQ((*pool)->used_blocks(), own);
+    const int64_t row_bytes = cache.layout().HeadRowBytes();
+    int64_t t0 = 0, most = 0, working = 0;
+    for (int64_t n : chunks) {
+      auto step = (*session)->Step(Slice(x, t0, n));
+      ASSERT_OK(step);
+      ASSERT_LT(RelError(step->output, Slice(full->output, t0, n)), 1e-4) << t0 << "+" << n;
+      t0 += n;
+      EXPECT_EQ((*session)->cached_tokens(), t0);
+      EXPECT_EQ(cache.first_kept(), std::max<int64_t>(0, t0 - w + 1));
+      ASSERT_LE(cache.blocks_held(), plan.WindowBlocks(w, 0)) << t0;
+      ASSERT_EQ((*pool)->used_blocks(), std::max(cache.blocks_held(), own)) << t0;
+      most = std::max(most, cache.blocks_held());
+      // What is held, not what was appended: at least the window's W - 1
+      // tokens, at most the blocks'.
+      EXPECT_EQ((*session)->kv_cache_bytes(), cache.head_rows_held() * row_bytes);
+      EXPECT_GE((*session)->kv_cache_bytes(),
+                std::min(t0, w - 1) * 2 * KvCacheBytesPerToken(c));
+      EXPECT_LE((*session)->kv_cache_bytes(),
+                cache.blocks_held() * plan.rows_per_block * row_bytes);
+      if (t0 >= 2 * w) {  // the scores span the window, wherever the stream is
+        if (working == 0) working = (*session)->StepWorkingBytes(1);
+        ASSERT_EQ((*session)->StepWorkingBytes(1), working) << t0;
+      }
+    }
+    EXPECT_EQ(t0, len);
+    EXPECT_GT(working, 0);
+    EXPECT_LT(most, plan.BlocksFor(len) / 4);
+    session->reset();
+    EXPECT_EQ((*pool)->used_blocks(), 0);
+  }
+}
+
+TEST(Decode, PagedAttentionRefusesTokensTheCacheDropped) {
+  KvLayout layout;
+  layout.heads = 1;
+  layout.k_width = layout.v_width = 8;
+  auto pool = KvBlockPool::Create(1 << 20, 4096);
+  ASSERT_OK(pool);
+  auto cache = PagedKvCache::Create(layout, 1, 0, pool->get());
+  ASSERT_OK(cache);
+  PagedKvCache& c = **cache;
+  ASSERT_OK(c.Reserve(200));
+  const Tensor kv = RandomTensor({200, 8}, 1);
+  for (int64_t t = 0; t < 200; ++t) {
+    c.StoreK(0, 0, t, kv.data() + t * 8);
+    c.StoreV(0, 0, t, kv.data() + t * 8);
+  }
+  c.Advance(200);
+  c.DropBefore(150);
+  const Tensor q = RandomTensor({1, 1, 1, 8}, 2);
+  Tensor out({1, 1, 1, 8});
+  const View4 qv = View4::Dense(q.data(), 1, 1, 1, 8);
+  const MutView4 ov = MutView4::Dense(out.data(), 1, 1, 1, 8);
+  // The last token with a window of 50 sees 150 .. 199: kept.
+  EXPECT_OK(PagedSdpa(qv, c, 0.3f, ov, DType::kFloat32, 50));
+  const absl::Status wider = PagedSdpa(qv, c, 0.3f, ov, DType::kFloat32, 51);
+  EXPECT_EQ(wider.code(), absl::StatusCode::kInternal) << wider;
+  EXPECT_TRUE(absl::StrContains(wider.message(), "dropped")) << wider;
+  EXPECT_EQ(PagedSdpa(qv, c, 0.3f, ov).code(), absl::StatusCode::kInternal);
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, DecodeVariants,

@@ -73,6 +73,26 @@ TEST(PlanKvBlocks, BlocksForSaturates) {
   auto plan = PlanKvBlocks(Heads(8, 64), int64_t{1} << 20, 1024);
   ASSERT_OK(plan);
   EXPECT_EQ(plan->BlocksFor(INT64_MAX), INT64_MAX);
+  EXPECT_EQ(plan->WindowBlocks(INT64_MAX, 0), INT64_MAX);
+  EXPECT_EQ(plan->WindowBlocks(1, INT64_MAX), INT64_MAX);
+}
+
+TEST(PlanKvBlocks, AWindowTakesTheBlocksOfItsTokensAndAChunkPlusOne) {
+  // 8 heads of 64 + 64 floats in 64 KiB blocks: 128 head rows (16 tokens)
+  // a block, chunks of 64 tokens. W + R - 2 + T tokens, and one block.
+  auto plan = PlanKvBlocks(Heads(8, 64), 1, 64 << 10);
+  ASSERT_OK(plan);
+  EXPECT_EQ(plan->WindowBlocks(4096, 0), plan->BlocksFor(4096 + 62) + 1);
+  EXPECT_EQ(plan->WindowBlocks(4096, 0), 261);
+  EXPECT_EQ(plan->WindowBlocks(4096, 1), 261);
+  EXPECT_EQ(plan->WindowBlocks(4096, 3), 262);
+  // Chunks of one token (one head row a block): the window's W - 1 tokens
+  // and the chunk's, plus one block.
+  auto wide = PlanKvBlocks(Heads(2, 384), 3, 4096);
+  ASSERT_OK(wide);
+  EXPECT_EQ(wide->WindowBlocks(1, 0), 1);
+  EXPECT_EQ(wide->WindowBlocks(2, 1), wide->BlocksFor(2) + 1);
+  EXPECT_EQ(wide->WindowBlocks(INT64_MAX, 0), INT64_MAX);
 }
 
 TEST(KvBlockPool, ReservationsCountWithoutMemoryAndNameTheBudget) {
@@ -138,89 +158,132 @@ std::vector<float> Stored(DType dtype, std::vector<float> values) {
   return values;
 }
 
+// Distinct rows of varied magnitude: (b, h, t, K or V) in the values.
+std::vector<float> TestRow(int64_t heads, int64_t b, int64_t h, int64_t t, int64_t kv,
+                           int64_t width) {
+  std::vector<float> r(static_cast<size_t>(width));
+  for (int64_t x = 0; x < width; ++x) {
+    r[x] = static_cast<float>((((b * heads + h) * 1000 + t) * 2 + kv) % 997 + 1) *
+           (x % 2 == 0 ? 0.01f : -0.003f) * static_cast<float>(x + 1);
+  }
+  return r;
+}
+
+// Reserves, stores TestRow rows for and declares `n` more tokens, as a
+// decode step does.
+void Append(PagedKvCache& c, int64_t n) {
+  const KvLayout& layout = c.layout();
+  const int64_t l0 = c.length();
+  ASSERT_OK(c.Reserve(n));
+  for (int64_t b = 0; b < c.batch(); ++b) {
+    for (int64_t h = 0; h < layout.heads; ++h) {
+      for (int64_t t = l0; t < l0 + n; ++t) {
+        c.StoreK(b, h, t, TestRow(layout.heads, b, h, t, 0, layout.k_width).data());
+        if (!layout.v_in_k) {
+          c.StoreV(b, h, t, TestRow(layout.heads, b, h, t, 1, layout.v_width).data());
+        }
+      }
+    }
+  }
+  c.Advance(n);
+}
+
+// Checks that the rows of tokens t0 .. length() - 1 read back as stored by
+// Append (LoadK / LoadV and through their runs), and that runs cover the
+// rows they claim.
+void CheckRows(const PagedKvCache& c, int64_t t0) {
+  const KvLayout& layout = c.layout();
+  const DType dtype = layout.dtype;
+  const int64_t heads = layout.heads, kw = layout.k_width, vw = layout.v_width, len = c.length();
+  auto row = [&](int64_t b, int64_t h, int64_t t, int64_t kv, int64_t width) {
+    return TestRow(heads, b, h, t, kv, width);
+  };
+  std::vector<float> got(static_cast<size_t>(std::max(kw, vw)));
+  for (int64_t b = 0; b < c.batch(); ++b) {
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t t = t0; t < len; ++t) {
+        const std::vector<float> k = Stored(dtype, row(b, h, t, 0, kw));
+        c.LoadK(b, h, t, got.data());
+        for (int64_t x = 0; x < kw; ++x) {
+          ASSERT_EQ(got[x], k[x]) << b << " " << h << " " << t << " " << x;
+        }
+        const std::vector<float> v = layout.v_in_k ? k : Stored(dtype, row(b, h, t, 1, vw));
+        c.LoadV(b, h, t, got.data());
+        for (int64_t x = 0; x < vw; ++x) {
+          ASSERT_EQ(got[x], v[x]) << b << " " << h << " " << t << " " << x;
+        }
+      }
+      // Runs from every token cover the lane's rows in order.
+      for (int64_t t = t0; t < len;) {
+        const KvRun k = c.KRun(b, h, t), v = c.VRun(b, h, t);
+        ASSERT_GE(k.count, 1);
+        ASSERT_EQ(k.count, v.count);
+        if (t < c.sealed_tokens()) {  // sealed: contiguous runs
+          EXPECT_EQ(k.stride, kw);
+        }
+        EXPECT_EQ(k.scales != nullptr, dtype == DType::kInt8);
+        for (int64_t i = 0; i < k.count && t + i < len; ++i) {
+          const int64_t es = DTypeSize(dtype);
+          std::vector<float> expect(static_cast<size_t>(kw));
+          c.LoadK(b, h, t + i, expect.data());
+          RowToFloat(dtype, static_cast<const uint8_t*>(k.data) + i * k.stride * es,
+                     k.scales != nullptr ? k.scales[i * k.scale_stride] : 1.0f, kw, got.data());
+          ASSERT_EQ(std::vector<float>(got.begin(), got.begin() + kw), expect) << t << "+" << i;
+          c.LoadV(b, h, t + i, expect.data());
+          RowToFloat(dtype, static_cast<const uint8_t*>(v.data) + i * v.stride * es,
+                     v.scales != nullptr ? v.scales[i * v.scale_stride] : 1.0f, vw, got.data());
+          ASSERT_EQ(std::vector<float>(got.begin(), got.begin() + vw),
+                    std::vector<float>(expect.begin(), expect.begin() + vw))
+              << t << "+" << i;
+        }
+        t += k.count;
+      }
+    }
+  }
+}
+
 // Writes tokens in chunks of the given sizes, as a decode session does
 // (Reserve, store, Advance), and checks after each that every row stored
-// so far still reads back (LoadK / LoadV and through its run), that runs
-// cover the rows they claim, and that the cache holds exactly the blocks of
-// its bytes.
+// so far still reads back (CheckRows) and that the cache holds exactly the
+// blocks of its bytes. With a window W > 0, each chunk ends with
+// DropBefore(length - W + 1), as a windowed layer's step does: then only
+// the kept rows are checked, and the cache holds at most WindowBlocks(W, n)
+// blocks while a chunk of n is added and WindowBlocks(W, 0) after it, with
+// nothing reserved past them.
 void WriteAndCheck(KvLayout layout, int64_t batch, int64_t block_bytes,
-                   const std::vector<int64_t>& chunks) {
+                   const std::vector<int64_t>& chunks, int64_t window = 0) {
   for (DType dtype : {DType::kFloat32, DType::kBfloat16, DType::kFloat16, DType::kInt8}) {
     SCOPED_TRACE(DTypeName(dtype));
     layout.dtype = dtype;
     auto pool = KvBlockPool::Create(64 << 20, block_bytes);
     ASSERT_OK(pool);
-    auto cache = PagedKvCache::Create(layout, batch, 0, pool->get());
+    auto cache = PagedKvCache::Create(layout, batch, 0, pool->get(), window);
     ASSERT_OK(cache);
     PagedKvCache& c = **cache;
-    const int64_t heads = layout.heads, kw = layout.k_width, vw = layout.v_width;
-    // Distinct rows of varied magnitude: (b, h, t, K or V) in the values.
-    auto row = [&](int64_t b, int64_t h, int64_t t, int64_t kv, int64_t width) {
-      std::vector<float> r(static_cast<size_t>(width));
-      for (int64_t x = 0; x < width; ++x) {
-        r[x] = static_cast<float>((((b * heads + h) * 1000 + t) * 2 + kv) % 997 + 1) *
-               (x % 2 == 0 ? 0.01f : -0.003f) * static_cast<float>(x + 1);
-      }
-      return r;
-    };
-    std::vector<float> got(static_cast<size_t>(std::max(kw, vw)));
+    const KvBlockPlan& plan = c.plan();
+    const int64_t own = c.blocks_reserved();  // the first token's blocks
     for (int64_t n : chunks) {
-      const int64_t l0 = c.length();
-      ASSERT_OK(c.Reserve(n));
-      for (int64_t b = 0; b < batch; ++b) {
-        for (int64_t h = 0; h < heads; ++h) {
-          for (int64_t t = l0; t < l0 + n; ++t) {
-            c.StoreK(b, h, t, row(b, h, t, 0, kw).data());
-            if (!layout.v_in_k) c.StoreV(b, h, t, row(b, h, t, 1, vw).data());
-          }
-        }
+      if (window > 0) {  // the most blocks held during the chunk: after its Reserve
+        ASSERT_OK(c.Reserve(n));  // (Append's Reserve then changes nothing)
+        EXPECT_LE(c.blocks_held(), plan.WindowBlocks(window, n)) << c.length() << "+" << n;
       }
-      c.Advance(n);
+      ASSERT_NO_FATAL_FAILURE(Append(c, n));
       const int64_t len = c.length();
-      EXPECT_EQ(c.sealed_tokens() % c.plan().chunk_tokens, 0);
+      EXPECT_EQ(c.sealed_tokens() % plan.chunk_tokens, 0);
       EXPECT_LE(c.sealed_tokens(), len);
-      EXPECT_EQ(c.blocks_held(), c.plan().BlocksFor(len)) << len;
-      for (int64_t b = 0; b < batch; ++b) {
-        for (int64_t h = 0; h < heads; ++h) {
-          for (int64_t t = 0; t < len; ++t) {
-            const std::vector<float> k = Stored(dtype, row(b, h, t, 0, kw));
-            c.LoadK(b, h, t, got.data());
-            for (int64_t x = 0; x < kw; ++x) {
-              ASSERT_EQ(got[x], k[x]) << b << " " << h << " " << t << " " << x;
-            }
-            const std::vector<float> v = layout.v_in_k ? k : Stored(dtype, row(b, h, t, 1, vw));
-            c.LoadV(b, h, t, got.data());
-            for (int64_t x = 0; x < vw; ++x) {
-              ASSERT_EQ(got[x], v[x]) << b << " " << h << " " << t << " " << x;
-            }
-          }
-          // Runs from every token cover the lane's rows in order.
-          for (int64_t t = 0; t < len;) {
-            const KvRun k = c.KRun(b, h, t), v = c.VRun(b, h, t);
-            ASSERT_GE(k.count, 1);
-            ASSERT_EQ(k.count, v.count);
-            if (t < c.sealed_tokens()) {  // sealed: contiguous runs
-              EXPECT_EQ(k.stride, kw);
-            }
-            EXPECT_EQ(k.scales != nullptr, dtype == DType::kInt8);
-            for (int64_t i = 0; i < k.count && t + i < len; ++i) {
-              const int64_t es = DTypeSize(dtype);
-              std::vector<float> expect(static_cast<size_t>(kw));
-              c.LoadK(b, h, t + i, expect.data());
-              RowToFloat(dtype, static_cast<const uint8_t*>(k.data) + i * k.stride * es,
-                         k.scales != nullptr ? k.scales[i * k.scale_stride] : 1.0f, kw, got.data());
-              ASSERT_EQ(std::vector<float>(got.begin(), got.begin() + kw), expect) << t << "+" << i;
-              c.LoadV(b, h, t + i, expect.data());
-              RowToFloat(dtype, static_cast<const uint8_t*>(v.data) + i * v.stride * es,
-                         v.scales != nullptr ? v.scales[i * v.scale_stride] : 1.0f, vw, got.data());
-              ASSERT_EQ(std::vector<float>(got.begin(), got.begin() + vw),
-                        std::vector<float>(expect.begin(), expect.begin() + vw))
-                  << t << "+" << i;
-            }
-            t += k.count;
-          }
-        }
+      if (window > 0) {
+        c.DropBefore(len - window + 1);
+        EXPECT_EQ(c.first_kept(), std::max<int64_t>(0, len - window + 1));
+        EXPECT_LE(c.blocks_held(), plan.WindowBlocks(window, 0)) << len;
+        EXPECT_EQ(c.blocks_reserved(), std::max(c.blocks_held(), own));
+        EXPECT_EQ((*pool)->used_blocks(), c.blocks_reserved());
+      } else {
+        EXPECT_EQ(c.blocks_held(), plan.BlocksFor(len)) << len;
       }
+      // The blocks before the held ones were given back, P rows each.
+      EXPECT_EQ(c.head_rows_held(),
+                len * plan.lanes - (plan.BlocksFor(len) - c.blocks_held()) * plan.rows_per_block);
+      ASSERT_NO_FATAL_FAILURE(CheckRows(c, c.first_kept()));
     }
   }
 }
@@ -244,6 +307,135 @@ TEST(PagedKvCache, LatentRowsAreTheirOwnValues) {
   latent.v_width = 8;
   latent.v_in_k = true;
   WriteAndCheck(latent, 2, 2048, {1, 30, 42, 1, 1, 64});
+}
+
+TEST(PagedKvCache, DropBeforeGivesBlocksBackAndKeepsLaterRows) {
+  // 3 rows × 1 head of 8 + 8 in 8 KiB blocks: in float32 128 head rows a
+  // block and chunks of 64 tokens (192 rows), so chunks straddle blocks
+  // (bf16, f16: 256 rows; int8: 341 rows, chunks of 68 tokens).
+  for (DType dtype : {DType::kFloat32, DType::kBfloat16, DType::kFloat16, DType::kInt8}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    KvLayout layout = Heads(1, 8);
+    layout.dtype = dtype;
+    auto pool = KvBlockPool::Create(1 << 20, 8192);
+    ASSERT_OK(pool);
+    auto cache = PagedKvCache::Create(layout, 3, 0, pool->get());
+    ASSERT_OK(cache);
+    PagedKvCache& c = **cache;
+    const KvBlockPlan& plan = c.plan();
+    // Blocks wholly inside the chunks that end by `token`.
+    auto blocks_before = [&](int64_t token) {
+      return token / plan.chunk_tokens * plan.chunk_tokens * plan.lanes / plan.rows_per_block;
+    };
+    ASSERT_NO_FATAL_FAILURE(Append(c, 300));
+    const int64_t used = (*pool)->used_blocks();
+    EXPECT_EQ(used, plan.BlocksFor(300));
+    EXPECT_EQ(c.first_kept(), 0);
+
+    c.DropBefore(200);  // memory and reservation of the blocks before go back
+    const int64_t gone = blocks_before(200);
+    EXPECT_GT(gone, 0);
+    EXPECT_EQ(c.first_kept(), 200);
+    EXPECT_EQ(c.blocks_held(), used - gone);
+    EXPECT_EQ(c.blocks_reserved(), c.blocks_held());
+    EXPECT_EQ((*pool)->used_blocks(), used - gone);
+    EXPECT_EQ(c.head_rows_held(), 300 * plan.lanes - gone * plan.rows_per_block);
+    ASSERT_NO_FATAL_FAILURE(CheckRows(c, 200));
+
+    c.DropBefore(100);  // an earlier point changes nothing
+    EXPECT_EQ(c.first_kept(), 200);
+    EXPECT_EQ(c.blocks_held(), used - gone);
+
+    // Growth reserves only the new blocks; old and new rows read back.
+    ASSERT_NO_FATAL_FAILURE(Append(c, 150));
+    EXPECT_EQ(c.blocks_held(), plan.BlocksFor(450) - gone);
+    EXPECT_EQ((*pool)->used_blocks(), c.blocks_held());
+    ASSERT_NO_FATAL_FAILURE(CheckRows(c, 200));
+
+    c.DropBefore(1000);  // past the length: up to it
+    EXPECT_EQ(c.first_kept(), 450);
+    EXPECT_EQ(c.blocks_held(), plan.BlocksFor(450) - blocks_before(450));
+    EXPECT_EQ((*pool)->used_blocks(), c.blocks_held());
+    ASSERT_NO_FATAL_FAILURE(Append(c, 10));
+    ASSERT_NO_FATAL_FAILURE(CheckRows(c, 450));
+    cache->reset();
+    EXPECT_EQ((*pool)->used_blocks(), 0);
+  }
+}
+
+TEST(PagedKvCache, AWindowedStreamHoldsAtMostItsWindowsBlocks) {
+  // Each chunk followed by DropBefore(length - W + 1), as a windowed
+  // layer's step: token by token, and in chunks (some longer than W).
+  // Chunks of 64 tokens in 6 blocks of 64 rows.
+  WriteAndCheck(Heads(2, 8), 3, 4096, std::vector<int64_t>(400, 1), 100);
+  WriteAndCheck(Heads(2, 8), 3, 4096, {5, 59, 1, 70, 200, 3, 1, 1, 64, 130}, 100);
+  // Chunks of 1.5 blocks (float32), straddling them.
+  WriteAndCheck(Heads(1, 8), 3, 8192, std::vector<int64_t>(500, 1), 70);
+  WriteAndCheck(Heads(1, 8), 3, 8192, {40, 47, 1, 90, 7, 64, 1, 200}, 64);
+  // Rows that do not tile a block (85 per 4 KiB).
+  WriteAndCheck(Heads(1, 6), 2, 4096, {40, 47, 1, 90, 7, 1, 1, 100}, 30);
+  // One head row per block, chunks of one token; windows of one and two.
+  WriteAndCheck(Heads(2, 384), 3, 4096, {1, 2, 3, 1, 1}, 1);
+  WriteAndCheck(Heads(2, 384), 3, 4096, {1, 2, 3, 1, 1}, 2);
+  KvLayout latent;
+  latent.k_width = 12;
+  latent.v_width = 8;
+  latent.v_in_k = true;
+  WriteAndCheck(latent, 2, 2048, {1, 30, 42, 1, 1, 64, 1, 1, 100}, 40);
+}
+
+TEST(PagedKvCache, AWindowedStreamReservesItsWindowAndLastsToMaxTokensOnIt) {
+  // 2 rows × 2 heads of 8 + 8 floats in 4 KiB blocks: 64 rows a block,
+  // chunks of 64 tokens (4 blocks); W = 100, max_tokens 10·W.
+  const KvLayout layout = Heads(2, 8);
+  const int64_t w = 100, max_tokens = 10 * w;
+  auto plan = PlanKvBlocks(layout, 2, 4096);
+  ASSERT_OK(plan);
+  const int64_t own = plan->WindowBlocks(w, plan->chunk_tokens);
+  EXPECT_EQ(own, plan->BlocksFor(w + 2 * plan->chunk_tokens - 2) + 1);
+  EXPECT_LT(own, plan->BlocksFor(max_tokens));
+  // A budget of exactly that reservation: chunks of up to R tokens reach
+  // max_tokens on it alone.
+  auto pool = KvBlockPool::Create(own * 4096, 4096);
+  ASSERT_OK(pool);
+  auto cache = PagedKvCache::Create(layout, 2, max_tokens, pool->get(), w);
+  ASSERT_OK(cache);
+  PagedKvCache& c = **cache;
+  EXPECT_EQ(c.blocks_reserved(), own);
+  EXPECT_EQ((*pool)->used_blocks(), own);
+  const int64_t chunks[] = {1, 64, 3, 1, 17, 64, 1};
+  for (int64_t i = 0; c.length() < max_tokens; ++i) {
+    ASSERT_NO_FATAL_FAILURE(Append(c, std::min(chunks[i % 7], max_tokens - c.length())));
+    c.DropBefore(c.length() - w + 1);
+    ASSERT_EQ(c.blocks_reserved(), own) << c.length();
+    ASSERT_EQ((*pool)->used_blocks(), own);
+  }
+  ASSERT_NO_FATAL_FAILURE(CheckRows(c, c.first_kept()));
+  // A longer chunk needs more: refused by the full budget, the cache as
+  // it was.
+  const int64_t held = c.blocks_held();
+  const absl::Status over = c.Reserve(2 * w);
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  EXPECT_EQ(c.length(), max_tokens);
+  EXPECT_EQ(c.blocks_held(), held);
+  EXPECT_EQ(c.blocks_reserved(), own);
+  EXPECT_EQ((*pool)->used_blocks(), own);
+  ASSERT_NO_FATAL_FAILURE(CheckRows(c, c.first_kept()));
+
+  // Refused at the start, the message names the window.
+  auto refused = PagedKvCache::Create(layout, 2, max_tokens, pool->get(), w);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(),
+                                "2 rows x 1000 tokens in a sliding window of 100 need 16 blocks"))
+      << refused.status();
+  // A max_tokens below the window reserves its own tokens' blocks.
+  auto other = KvBlockPool::Create(1 << 20, 4096);
+  ASSERT_OK(other);
+  auto small = PagedKvCache::Create(layout, 2, 10, other->get(), w);
+  ASSERT_OK(small);
+  EXPECT_EQ((*small)->blocks_reserved(), plan->BlocksFor(10));
+  EXPECT_EQ(PagedKvCache::Create(layout, 2, 0, other->get(), -1).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(PagedKvCache, NarrowTypesHoldMoreTokensInABudget) {
