@@ -1,5 +1,6 @@
 #include "core/cost_model.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
@@ -8,13 +9,24 @@
 namespace attention {
 
 double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int64_t dv,
-                 bool causal) {
+                 bool causal, int64_t window) {
   const double q = static_cast<double>(lq), k = static_cast<double>(lk);
   // Causal, bottom-right: query i sees min(i + Lk - Lq + 1, Lk) keys, at
   // least 0; in closed form (no loop over Lq, no int64 products).
-  const double pairs = !causal    ? q * k
-                       : lq <= lk ? q * (k - q + 1) + q * (q - 1) / 2
-                                  : k * (k + 1) / 2;
+  double pairs = !causal    ? q * k
+                 : lq <= lk ? q * (k - q + 1) + q * (q - 1) / 2
+                            : k * (k + 1) / 2;
+  if (window > 0) {
+    // The query at position p (0 <= p < Lk; those before 0 see nothing)
+    // sees min(p + 1, W) keys: p + 1 up to W - 1, then W each.
+    const double w = static_cast<double>(window);
+    const double first = std::max(0.0, k - q), last = k - 1;  // positions
+    const double ramp_end = std::min(last, w - 1);
+    pairs = 0;
+    if (ramp_end >= first) pairs += (first + 1 + ramp_end + 1) * (ramp_end - first + 1) / 2;
+    const double flat_start = std::max(first, w);
+    if (last >= flat_start) pairs += w * (last - flat_start + 1);
+  }
   return 2.0 * static_cast<double>(b) * static_cast<double>(hq) * pairs *
          (static_cast<double>(dk) + static_cast<double>(dv));
 }
@@ -29,7 +41,7 @@ double LayerFlops(const ModuleConfig& c, int64_t b, int64_t lq, int64_t lk, int6
     const int64_t dqk = HeadDimK(c), dv = HeadDimV(c);
     double f = 2.0 * rows_q * d * static_cast<double>(hq) * static_cast<double>(dqk) +
                2.0 * rows_kv * d * static_cast<double>(hkv) * static_cast<double>(dqk + dv) +
-               SdpaFlops(b, hq, lq, lk, dqk, dv, causal);
+               SdpaFlops(b, hq, lq, lk, dqk, dv, causal, c.sliding_window);
     if (c.variant != Variant::kSelfAttention) {
       f += 2.0 * rows_q * static_cast<double>(hq) * static_cast<double>(dv) * d;
     }

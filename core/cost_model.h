@@ -13,14 +13,16 @@
 namespace attention {
 
 // FLOPs of attention (core/sdpa.h): 2·B·Hq·Lq·Lk·(Dk + Dv), causal counts the
-// visible half (exactly: the number of visible (i, j) pairs).
+// visible half (exactly: the number of visible (i, j) pairs), and a sliding
+// window W > 0 (causal too) the at most W keys each query sees.
 double SdpaFlops(int64_t b, int64_t hq, int64_t lq, int64_t lk, int64_t dk, int64_t dv,
-                 bool causal);
+                 bool causal, int64_t window = 0);
 
 // FLOPs (2 × multiply-adds of the matrix products; norms and RoPE are not
 // counted) of one layer call: B rows of Lq queries against Lk keys, of which
 // `kv_projected` per row are projected in this call (Forward: Lk; a decode
-// step: the new tokens only). Causal counts visible pairs only.
+// step: the new tokens only). Causal counts visible pairs only, and a
+// layer's sliding_window (causal or not) those within its window.
 double LayerFlops(const ModuleConfig& config, int64_t b, int64_t lq, int64_t lk,
                   int64_t kv_projected, bool causal, MlaForm form);
 

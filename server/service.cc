@@ -418,7 +418,8 @@ grpc::ServerUnaryReactor* AttentionServiceImpl::Attend(grpc::CallbackServerConte
         resp->mutable_timing()->set_compute_us(Micros(Clock::now() - start));
         resp->mutable_timing()->set_queue_us(queue_us);
         resp->mutable_timing()->set_flops(SdpaFlops(q.dims[0], q.dims[1], q.dims[2], k.dims[2],
-                                                    q.dims[3], v.dims[3], mask.causal));
+                                                    q.dims[3], v.dims[3], mask.causal,
+                                                    mask.has_keep() ? 0 : mask.sliding_window));
         resp->set_variant(VariantName(q.dims[1], k.dims[1]));
         return absl::OkStatus();
       });

@@ -285,5 +285,26 @@ TEST(SdpaTerms, BadTermsAreInvalidArgumentNamingTheField) {
   }
 }
 
+// Timing.flops of a windowed call counts the pairs the window lets through.
+TEST(SdpaTerms, FlopsCountTheWindowsPairs) {
+  EXPECT_DOUBLE_EQ(SdpaFlops(1, 1, 4, 4, 8, 8, true, 2), 2.0 * (1 + 2 + 2 + 2) * 16);
+  EXPECT_DOUBLE_EQ(SdpaFlops(1, 1, 1, 10, 4, 4, false, 4), 2.0 * 4 * 8);
+  for (int64_t lq : {1, 3, 9, 20}) {
+    for (int64_t lk : {1, 5, 9, 20}) {
+      for (int64_t w : {1, 2, 7, 30}) {
+        int64_t pairs = 0;
+        MaskSpec mask;
+        mask.sliding_window = w;
+        for (int64_t i = 0; i < lq; ++i) {
+          const int64_t p = i + lk - lq;
+          for (int64_t j = 0; j < lk; ++j) pairs += j <= p && j > p - w;
+        }
+        EXPECT_DOUBLE_EQ(SdpaFlops(2, 3, lq, lk, 5, 6, true, w), 2.0 * 2 * 3 * pairs * 11)
+            << lq << " " << lk << " " << w;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace attention
