@@ -29,6 +29,7 @@ const std::vector<std::string>& ModuleConfigFlags() {
                                                           "rotary_dim",
                                                           "compute_dtype",
                                                           "kv_cache_dtype",
+                                                          "head_dim",
                                                           "sliding_window",
                                                           "logit_softcap",
                                                           "attention_sinks",

@@ -95,6 +95,8 @@ ABSL_FLAG(double, rope_theta, 0, "RoPE base of mla, and of --rope (0: 10000)");
 ABSL_FLAG(std::string, rope, "none",
           "mha, gqa, mqa: rotary embeddings of q and k, none, neox (rotate-half) or gptj");
 ABSL_FLAG(int64_t, rotary_dim, 0, "--rope: rotated dims of each head (0: all)");
+ABSL_FLAG(int64_t, head_dim, 0,
+          "load, estimate: mha, gqa, mqa: the width of each head (0: d_model / heads)");
 ABSL_FLAG(bool, attention_sinks, false,
           "load, estimate: mha, gqa, mqa: learned attention sinks (weight 'sinks' [heads])");
 ABSL_FLAG(bool, rope_interleave, false,
@@ -298,6 +300,7 @@ absl::StatusOr<pb::ModuleConfig> ConfigFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--rope_interleave: only for --variant=mla, got '", v, "'"));
   }
+  c.head_dim = absl::GetFlag(FLAGS_head_dim);
   c.sliding_window = absl::GetFlag(FLAGS_sliding_window);
   c.logit_softcap = absl::GetFlag(FLAGS_logit_softcap);
   c.attention_sinks = absl::GetFlag(FLAGS_attention_sinks);

@@ -50,7 +50,7 @@ const char* VariantFieldName(Variant variant) {
 
 namespace {
 
-// config.rope of an mha, gqa or mqa layer (d_head = d_model / num_heads).
+// config.rope of an mha, gqa or mqa layer.
 absl::Status CheckRope(const ModuleConfig& c) {
   const RopeConfig& r = c.rope;
   if (r.style == RopeStyle::kNone) return absl::OkStatus();
@@ -58,12 +58,12 @@ absl::Status CheckRope(const ModuleConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("config.rope.theta: expected a finite value >= 0 (0: 10000), got ", r.theta));
   }
-  const int64_t d_head = c.d_model / c.num_heads;
+  const int64_t d_head = HeadDimK(c);
   if (r.rotary_dim < 0 || r.rotary_dim > d_head || r.rotary_dim % 2 != 0 ||
       (r.rotary_dim == 0 && d_head % 2 != 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config.rope.rotary_dim: expected an even number in 0..", d_head,
-        " (the head width d_model / heads; 0: all of it, which must be even), got ", r.rotary_dim));
+        " (the head width d_head; 0: all of it, which must be even), got ", r.rotary_dim));
   }
   return absl::OkStatus();
 }
@@ -92,6 +92,17 @@ absl::Status ValidateConfig(const ModuleConfig& c) {
   if (c.scale != 0.0 && !projected) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config.scale: only mha, gqa and mqa layers take it, not ", VariantFieldName(c.variant)));
+  }
+  if (c.head_dim != 0 && !projected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.head_dim: only mha, gqa and mqa layers take it, not ", VariantFieldName(c.variant),
+        c.variant == Variant::kMla ? " (its own qk_nope_head_dim, qk_rope_head_dim, v_head_dim)"
+                                   : " (its d_k and d_v)"));
+  }
+  if (c.head_dim < 0 || c.head_dim > kMaxConfigDim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.head_dim: expected 0 (d_model / heads) or 1..", kMaxConfigDim, ", got ",
+        c.head_dim));
   }
   if (c.sliding_window != 0 && !projected) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -140,12 +151,17 @@ absl::Status ValidateConfig(const ModuleConfig& c) {
     case Variant::kMha:
     case Variant::kMqa:
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_heads"), c.num_heads, 1));
-      ATTN_RETURN_IF_ERROR(CheckDivides(Field(c, "num_heads"), c.num_heads, "d_model", c.d_model));
+      if (c.head_dim == 0) {
+        ATTN_RETURN_IF_ERROR(
+            CheckDivides(Field(c, "num_heads"), c.num_heads, "d_model", c.d_model));
+      }
       return CheckRope(c);
     case Variant::kGqa:
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_q_heads"), c.num_heads, 1));
-      ATTN_RETURN_IF_ERROR(
-          CheckDivides(Field(c, "num_q_heads"), c.num_heads, "d_model", c.d_model));
+      if (c.head_dim == 0) {
+        ATTN_RETURN_IF_ERROR(
+            CheckDivides(Field(c, "num_q_heads"), c.num_heads, "d_model", c.d_model));
+      }
       ATTN_RETURN_IF_ERROR(CheckRange(Field(c, "num_kv_heads"), c.num_kv_heads, 1));
       ATTN_RETURN_IF_ERROR(
           CheckDivides(Field(c, "num_kv_heads"), c.num_kv_heads, "num_q_heads", c.num_heads));
@@ -201,7 +217,7 @@ int64_t HeadDimK(const ModuleConfig& c) {
     case Variant::kMla:
       return c.qk_nope_head_dim + c.qk_rope_head_dim;
     default:
-      return c.d_model / c.num_heads;
+      return c.head_dim != 0 ? c.head_dim : c.d_model / c.num_heads;
   }
 }
 
@@ -212,7 +228,7 @@ int64_t HeadDimV(const ModuleConfig& c) {
     case Variant::kMla:
       return c.v_head_dim;
     default:
-      return c.d_model / c.num_heads;
+      return c.head_dim != 0 ? c.head_dim : c.d_model / c.num_heads;
   }
 }
 
@@ -236,11 +252,11 @@ std::vector<WeightSpec> ExpectedWeights(const ModuleConfig& c) {
     case Variant::kMha:
     case Variant::kGqa:
     case Variant::kMqa: {
-      const int64_t kv = NumKvHeads(c) * HeadDimK(c);
-      linear("W_q", d, d, c.bias);
+      const int64_t q = NumQueryHeads(c) * HeadDimK(c), kv = NumKvHeads(c) * HeadDimK(c);
+      linear("W_q", q, d, c.bias);
       linear("W_k", kv, d, c.bias);
       linear("W_v", kv, d, c.bias);
-      linear("W_o", d, d, HasOutputBias(c));
+      linear("W_o", d, q, HasOutputBias(c));
       if (c.qk_norm) {
         specs.push_back({"q_norm.weight", {HeadDimK(c)}});
         specs.push_back({"k_norm.weight", {HeadDimK(c)}});

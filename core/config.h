@@ -5,10 +5,11 @@
 //
 //   self_attention  one head, d_k != d_v allowed, no output projection:
 //                   w_q [d_k, d_model], w_k [d_k, d_model], w_v [d_v, d_model]
-//   mha             W_q, W_k, W_v, W_o [d_model, d_model]; H heads of
-//                   d_head = d_model / H (lower-case w_q... accepted on load)
-//   gqa             W_q, W_o [d_model, d_model]; W_k, W_v [Hkv·d_head, d_model];
-//                   d_head = d_model / Hq; query head h uses kv head h/(Hq/Hkv)
+//   mha             W_q [H·d_head, d_model], W_k, W_v [H·d_head, d_model],
+//                   W_o [d_model, H·d_head]; H heads of d_head = head_dim, or
+//                   d_model / H (lower-case w_q... accepted on load)
+//   gqa             as mha with W_k, W_v [Hkv·d_head, d_model]; query head h
+//                   uses kv head h/(Hq/Hkv)
 //   mqa             gqa with Hkv = 1
 //   mla             DeepSeek-V2 multi-head latent attention, no biases:
 //                   q_proj [H·(dn+dr), d_model], or q_a_proj [qr, d_model],
@@ -62,6 +63,10 @@ struct ModuleConfig {
   // mha, mqa: num_heads; gqa: num_heads is num_q_heads, plus num_kv_heads.
   int64_t num_heads = 0;
   int64_t num_kv_heads = 0;
+  // mha, gqa, mqa: the width of each head, d_head; 0: d_model / num_heads
+  // (which must then divide). Gemma 2, Qwen3 and gpt-oss checkpoints have
+  // H · d_head != d_model: W_q [H·d_head, d_model], W_o [d_model, H·d_head].
+  int64_t head_dim = 0;
   // mla
   int64_t q_lora_rank = 0;  // 0: q_proj, no query compression
   int64_t kv_lora_rank = 0;

@@ -30,7 +30,7 @@ KvLayout CacheLayout(const ModuleConfig& c, DType kv_dtype) {
       break;
     default:
       l.heads = NumKvHeads(c);
-      l.k_width = l.v_width = c.d_model / NumQueryHeads(c);
+      l.k_width = l.v_width = HeadDimK(c);
       break;
   }
   return l;

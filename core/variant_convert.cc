@@ -74,7 +74,7 @@ absl::StatusOr<DerivedModule> PoolKvHeads(const AttentionModule& mha, int64_t kv
   out.config = c;
   out.config.variant = kv_heads == 1 ? Variant::kMqa : Variant::kGqa;
   out.config.num_kv_heads = kv_heads == 1 ? 0 : kv_heads;
-  const int64_t d = c.d_model, dh = d / c.num_heads, group = c.num_heads / kv_heads;
+  const int64_t d = c.d_model, dh = HeadDimK(c), group = c.num_heads / kv_heads;
   for (const auto& [name, t] : mha.weights()) {
     const bool kv = name.rfind("W_k.", 0) == 0 || name.rfind("W_v.", 0) == 0;
     if (!kv) {
@@ -107,6 +107,11 @@ absl::StatusOr<DerivedModule> LowRankMla(const AttentionModule& mha, int64_t r, 
     return absl::InvalidArgumentError("module: the mha layer must have no biases (MLA has none)");
   }
   const int64_t d = c.d_model, h = c.num_heads, dh = d / h;
+  if (c.head_dim != 0 && c.head_dim * h != d) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "module: the mha layer's heads must span d_model (head_dim ", c.head_dim, " x ", h,
+        " heads != d_model ", d, ")"));
+  }
   if (r < 1 || r > d) {
     return absl::InvalidArgumentError(
         absl::StrCat("kv_lora_rank: expected 1..d_model = ", d, ", got ", r));

@@ -259,6 +259,7 @@ absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
   config.norm_eps = c.norm_eps();
   config.scale = c.scale();
   if (c.has_output_bias()) config.output_bias = c.output_bias();
+  config.head_dim = c.head_dim();
   config.sliding_window = c.sliding_window();
   config.logit_softcap = c.logit_softcap();
   config.attention_sinks = c.attention_sinks();
@@ -312,6 +313,7 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
   if (c.norm_eps != 0.0) out->set_norm_eps(static_cast<float>(c.norm_eps));
   if (c.scale != 0.0) out->set_scale(static_cast<float>(c.scale));
   if (c.output_bias.has_value()) out->set_output_bias(*c.output_bias);
+  if (c.head_dim != 0) out->set_head_dim(c.head_dim);
   if (c.sliding_window != 0) out->set_sliding_window(c.sliding_window);
   if (c.logit_softcap != 0.0) out->set_logit_softcap(static_cast<float>(c.logit_softcap));
   if (c.attention_sinks) out->set_attention_sinks(true);

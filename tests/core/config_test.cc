@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "tests/core/test_configs.h"
@@ -35,6 +37,21 @@ TEST(ConfigSizes, ParameterCountsMatchHandCounts) {
                 int64_t{128} * 128 * 5120);
   EXPECT_EQ(ParameterCount(Mla(64, 4, 0, 16, 8, 4, 6)),
             64 * 4 * 12 + 64 * 20 + 16 + 16 * 4 * 14 + 4 * 6 * 64);
+}
+
+// Gemma 2 2B's attention: 8 query heads of 256 over d_model 2304, 4 kv heads.
+TEST(ConfigSizes, AHeadWidthApartFromDModelShapesTheProjections) {
+  ModuleConfig c = Gqa(2304, 8, 4);
+  c.bias = false;
+  c.head_dim = 256;
+  ASSERT_TRUE(ValidateConfig(c).ok()) << ValidateConfig(c);
+  EXPECT_EQ(HeadDimK(c), 256);
+  const std::vector<WeightSpec> w = ExpectedWeights(c);
+  EXPECT_EQ(w[0].shape, (std::vector<int64_t>{8 * 256, 2304}));  // W_q
+  EXPECT_EQ(w[1].shape, (std::vector<int64_t>{4 * 256, 2304}));  // W_k
+  EXPECT_EQ(w[3].shape, (std::vector<int64_t>{2304, 8 * 256}));  // W_o
+  EXPECT_EQ(ParameterCount(c), 2 * 2304 * 2048 + 2 * 2304 * 1024);
+  EXPECT_EQ(KvCacheBytesPerToken(c), 2 * 4 * 256 * 4);
 }
 
 struct BadConfig {
@@ -77,6 +94,24 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"NoLatent", Mla(32, 4, 0, 0, 8, 4, 6), "config.mla.kv_lora_rank", "got 0"},
         BadConfig{"NegativeQLora", Mla(32, 4, -1, 16, 8, 4, 6), "config.mla.q_lora_rank",
                   "got -1"},
+        BadConfig{"HeadDimOnMla",
+                  With(Mla(32, 4, 0, 16, 8, 4, 6), [](ModuleConfig& c) { c.head_dim = 8; }),
+                  "config.head_dim", "not mla"},
+        BadConfig{"NegativeHeadDim", With(Mha(32, 4), [](ModuleConfig& c) { c.head_dim = -8; }),
+                  "config.head_dim", "got -8"},
+        BadConfig{"WindowOnSelfAttention",
+                  With(SelfAttn(16, 4, 4), [](ModuleConfig& c) { c.sliding_window = 4; }),
+                  "config.sliding_window", "not self_attention"},
+        BadConfig{"NegativeWindow", With(Gqa(32, 8, 2), [](ModuleConfig& c) { c.sliding_window = -1; }),
+                  "config.sliding_window", "got -1"},
+        BadConfig{"NanSoftcap", With(Mqa(32, 4), [](ModuleConfig& c) { c.logit_softcap = NAN; }),
+                  "config.logit_softcap", "finite"},
+        BadConfig{"SinksOnMla",
+                  With(Mla(32, 4, 0, 16, 8, 4, 6), [](ModuleConfig& c) { c.attention_sinks = true; }),
+                  "config.attention_sinks", "not mla"},
+        BadConfig{"InterleaveOnGqa",
+                  With(Gqa(32, 8, 2), [](ModuleConfig& c) { c.mla_rope_interleave = true; }),
+                  "config.mla.rope_interleave", "not gqa"},
         BadConfig{"NegativeTheta",
                   With(Mla(32, 4, 0, 16, 8, 4, 6), [](ModuleConfig& c) { c.rope_theta = -1; }),
                   "config.mla.rope_theta", "got -1"}),

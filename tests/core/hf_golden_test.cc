@@ -74,6 +74,7 @@ ModuleConfig ConfigOf(const HfCase& c) {
   m.variant = variant == "mha" ? Variant::kMha : variant == "gqa" ? Variant::kGqa : Variant::kMqa;
   m.num_heads = c.Int("num_q_heads");
   if (m.variant == Variant::kGqa) m.num_kv_heads = c.Int("num_kv_heads");
+  m.head_dim = c.Int("head_dim");  // Gemma 2, Qwen3, gpt-oss: heads · head_dim != d_model
   m.bias = c.Int("bias") != 0;
   m.output_bias = c.Int("output_bias") != 0;
   m.rope.style = c.Str("rope") == "gptj" ? RopeStyle::kGptj : RopeStyle::kNeox;

@@ -166,9 +166,10 @@ TEST_F(ServerTest, WindowedCappedLayerWithSinksForwardsAndDecodesAsTheCore) {
   EXPECT_OK((*stream)->Close());
 }
 
-// A Hugging Face Gemma 2 local layer (tests/golden/hf), its tensors sent as
-// they are in the file with weights_prefix picking the layer: the output
-// transformers recorded.
+// A Hugging Face Gemma 2 local layer (tests/golden/hf; heads · head_dim !=
+// d_model), its tensors sent as they are in the file with weights_prefix
+// picking the layer: the output transformers recorded. ModuleInfo shows the
+// head width.
 TEST_F(ServerTest, AHuggingFaceLayerSentByPrefixComputesAsTransformers) {
   auto file = ReadSafetensors(std::string(ATTN_HF_GOLDEN_DIR) + "/gemma2_local.safetensors");
   ASSERT_OK(file);
@@ -178,6 +179,7 @@ TEST_F(ServerTest, AHuggingFaceLayerSentByPrefixComputesAsTransformers) {
   config.bias = false;
   config.num_heads = 4;
   config.num_kv_heads = 2;
+  config.head_dim = 16;  // 4 heads of 16 on a d_model of 32, as Gemma 2's own sizes do
   config.rope.style = RopeStyle::kNeox;
   config.scale = 0.28867513459481287;  // query_pre_attn_scalar 12
   config.sliding_window = 4;
@@ -193,7 +195,9 @@ TEST_F(ServerTest, AHuggingFaceLayerSentByPrefixComputesAsTransformers) {
     out.mutable_shape()->Assign(t.shape().begin(), t.shape().end());
     out.set_data(std::string(reinterpret_cast<const char*>(t.data()), t.size() * 4));
   }
-  ASSERT_OK(client_->LoadModule(req));
+  auto info = client_->LoadModule(req);
+  ASSERT_OK(info);
+  EXPECT_EQ(info->config().head_dim(), 16);
   ForwardOptions o;
   o.mask.causal = true;
   auto got = client_->Forward("gemma2-local", file->at("hidden_states"), o);

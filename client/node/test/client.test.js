@@ -382,7 +382,7 @@ test('loadModule + forward: MHA (d_model 16, 2 heads) with JS-built weights', as
     d_model: dModel, mha: { num_heads: heads },
     kv_cache_dtype: 'DTYPE_UNSPECIFIED', compute_dtype: 'DTYPE_UNSPECIFIED',
     qk_norm: false, norm_eps: 0, scale: 0,
-    sliding_window: 0, logit_softcap: 0, attention_sinks: false,
+    sliding_window: 0, logit_softcap: 0, attention_sinks: false, head_dim: 0,
   });
   assert.equal(info.parameterCount, 4 * (dModel * dModel + dModel));
   assert.equal(info.kvCacheBytesPerToken, 2 * dModel * 4);

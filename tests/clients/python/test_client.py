@@ -342,7 +342,8 @@ def test_random_init_and_estimate(client, rng):
     assert info.config == {**config, "kv_cache_dtype": "DTYPE_UNSPECIFIED",
                            "compute_dtype": "DTYPE_UNSPECIFIED",  # float32
                            "qk_norm": False, "norm_eps": 0.0, "scale": 0.0,
-                           "sliding_window": 0, "logit_softcap": 0.0, "attention_sinks": False}
+                           "sliding_window": 0, "logit_softcap": 0.0, "attention_sinks": False,
+                           "head_dim": 0}
     est = client.estimate(config, batch=2, seq_len=10)
     assert est.parameters == info.parameter_count
     assert est.kv_cache_bytes_per_token == info.kv_cache_bytes_per_token
