@@ -48,6 +48,41 @@ const char* VariantFieldName(Variant variant) {
   return "?";
 }
 
+absl::Status CheckRopeScaling(const RopeScaling& s, absl::string_view field) {
+  if (s.type == RopeScalingType::kNone) return absl::OkStatus();
+  auto finite_at_least = [&](const char* name, double v, double min) -> absl::Status {
+    if (std::isfinite(v) && v >= min) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".", name, ": expected a finite value >= ", min, ", got ", v));
+  };
+  if (!(std::isfinite(s.factor) && s.factor > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".factor: expected a finite value > 0, got ", s.factor));
+  }
+  ATTN_RETURN_IF_ERROR(finite_at_least("low_freq_factor", s.low_freq_factor, 0));
+  ATTN_RETURN_IF_ERROR(finite_at_least("high_freq_factor", s.high_freq_factor, 0));
+  ATTN_RETURN_IF_ERROR(finite_at_least("beta_fast", s.beta_fast, 0));
+  ATTN_RETURN_IF_ERROR(finite_at_least("beta_slow", s.beta_slow, 0));
+  ATTN_RETURN_IF_ERROR(finite_at_least("attention_factor", s.attention_factor, 0));
+  ATTN_RETURN_IF_ERROR(finite_at_least("mscale", s.mscale, 0));
+  ATTN_RETURN_IF_ERROR(finite_at_least("mscale_all_dim", s.mscale_all_dim, 0));
+  if (s.type == RopeScalingType::kLinear) return absl::OkStatus();
+  if (s.original_max_position < 1 || s.original_max_position > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".original_max_position: expected 1..2^40 for llama3 and yarn, got ",
+                     s.original_max_position));
+  }
+  if (s.type == RopeScalingType::kLlama3) {
+    const double low = s.low_freq_factor == 0 ? 1.0 : s.low_freq_factor;
+    const double high = s.high_freq_factor == 0 ? 4.0 : s.high_freq_factor;
+    if (!(high > low)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".high_freq_factor: expected more than low_freq_factor (", low, "), got ", high));
+    }
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 // config.rope of an mha, gqa or mqa layer.
@@ -65,7 +100,7 @@ absl::Status CheckRope(const ModuleConfig& c) {
         "config.rope.rotary_dim: expected an even number in 0..", d_head,
         " (the head width d_head; 0: all of it, which must be even), got ", r.rotary_dim));
   }
-  return absl::OkStatus();
+  return CheckRopeScaling(r.scaling, "config.rope.scaling");
 }
 
 }  // namespace
@@ -122,6 +157,11 @@ absl::Status ValidateConfig(const ModuleConfig& c) {
   if (!(c.logit_softcap >= 0.0) || !std::isfinite(c.logit_softcap)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config.logit_softcap: expected a finite value >= 0 (0: none), got ", c.logit_softcap));
+  }
+  if (c.mla_rope_scaling.type != RopeScalingType::kNone && c.variant != Variant::kMla) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.mla.rope_scaling: only mla layers take it, not ",
+                     VariantFieldName(c.variant), " (config.rope.scaling)"));
   }
   if (c.mla_rope_interleave && c.variant != Variant::kMla) {
     return absl::InvalidArgumentError(
@@ -183,6 +223,7 @@ absl::Status ValidateConfig(const ModuleConfig& c) {
             absl::StrCat(Field(c, "rope_theta"), ": expected a finite value >= 0 (0: 10000), got ",
                          c.rope_theta));
       }
+      ATTN_RETURN_IF_ERROR(CheckRopeScaling(c.mla_rope_scaling, "config.mla.rope_scaling"));
       // Per-head products must stay far from int64 overflow.
       if (c.num_heads * (c.qk_nope_head_dim + c.v_head_dim) > kMaxConfigDim * 64) {
         return absl::InvalidArgumentError(absl::StrCat(

@@ -48,10 +48,43 @@ const char* VariantFieldName(Variant variant);
 // fields): NeoX rotate-half (Llama, Qwen, Mistral) or GPT-J interleaved
 // pairs, over the first rotary_dim dims of each query and key head.
 enum class RopeStyle { kNone, kNeox, kGptj };
+
+// Frequency scaling of long-context checkpoints, as Hugging Face's
+// rope_parameters (rope_type linear, llama3 or yarn) compute it from the
+// base frequencies inv_freq[k] = theta^(-2k/d):
+//   linear  inv_freq / factor
+//   llama3  wavelengths above original_max_position / low_freq_factor
+//           divided by factor, below original_max_position /
+//           high_freq_factor kept, smoothed in between (Llama 3.1+)
+//   yarn    interpolation (inv_freq / factor) and extrapolation blended by a
+//           linear ramp between the correction dims of beta_fast and
+//           beta_slow rotations over original_max_position (floored and
+//           ceiled when truncate), and cos, sin multiplied by
+//           attention_factor (0: 0.1·mscale·ln(factor) + 1 over the same
+//           with mscale_all_dim when both are set, else 0.1·ln(factor) +
+//           1); gpt-oss, Qwen2.5, DeepSeek-V2/V3. An mla layer's softmax
+//           scale is also multiplied by (0.1·mscale_all_dim·ln(factor) +
+//           1)² when mscale_all_dim is set, as DeepSeek's.
+enum class RopeScalingType { kNone, kLinear, kLlama3, kYarn };
+struct RopeScaling {
+  RopeScalingType type = RopeScalingType::kNone;
+  double factor = 0.0;                // > 0
+  int64_t original_max_position = 0;  // llama3, yarn: >= 1
+  double low_freq_factor = 0.0;       // llama3 (0: 1)
+  double high_freq_factor = 0.0;      // llama3 (0: 4)
+  double beta_fast = 0.0;             // yarn (0: 32)
+  double beta_slow = 0.0;             // yarn (0: 1)
+  double attention_factor = 0.0;      // yarn (0: from mscale and mscale_all_dim)
+  double mscale = 0.0;                // yarn (0: unset)
+  double mscale_all_dim = 0.0;        // yarn (0: unset)
+  bool truncate = true;               // yarn
+};
+
 struct RopeConfig {
   RopeStyle style = RopeStyle::kNone;
   double theta = 0.0;      // 0: 10000
   int64_t rotary_dim = 0;  // 0: the head width; else even and <= it
+  RopeScaling scaling;
 };
 
 struct ModuleConfig {
@@ -81,6 +114,8 @@ struct ModuleConfig {
   // rows to evens then odds on creation, after which rotate-half RoPE gives
   // the same scores.
   bool mla_rope_interleave = false;
+  // mla: frequency scaling of its RoPE (see RopeScaling).
+  RopeScaling mla_rope_scaling;
   // How Decode caches K and V (mla: the latent): kFloat32, kBfloat16,
   // kFloat16 or kInt8 (kv_cache.h).
   DType kv_cache_dtype = DType::kFloat32;
@@ -159,6 +194,9 @@ int64_t ParameterBytes(const ModuleConfig& config);
 int64_t KvCacheBytesPerToken(const ModuleConfig& config, DType kv_dtype);
 // In config.kv_cache_dtype.
 int64_t KvCacheBytesPerToken(const ModuleConfig& config);
+// OK for a valid RopeScaling (see there), else INVALID_ARGUMENT naming
+// `field` and the member ("config.rope.scaling.factor: ...").
+absl::Status CheckRopeScaling(const RopeScaling& scaling, absl::string_view field);
 // OK if `dtype` is a KV-cache storage type (FLOAT32, BFLOAT16, FLOAT16,
 // INT8), else INVALID_ARGUMENT naming `field`.
 absl::Status CheckKvCacheDType(DType dtype, absl::string_view field);

@@ -228,6 +228,61 @@ absl::StatusOr<DType> ComputeDTypeFromProto(pb::DType d, absl::string_view field
   return dtype;
 }
 
+namespace {
+
+absl::StatusOr<RopeScaling> RopeScalingFromProto(const pb::RopeScaling& p,
+                                                 absl::string_view field) {
+  RopeScaling s;
+  switch (p.type()) {
+    case pb::ROPE_SCALING_NONE:
+      s.type = RopeScalingType::kNone;
+      break;
+    case pb::ROPE_SCALING_LINEAR:
+      s.type = RopeScalingType::kLinear;
+      break;
+    case pb::ROPE_SCALING_LLAMA3:
+      s.type = RopeScalingType::kLlama3;
+      break;
+    case pb::ROPE_SCALING_YARN:
+      s.type = RopeScalingType::kYarn;
+      break;
+    default:
+      return Invalid(absl::StrCat(field, ".type"),
+                     absl::StrCat("expected ROPE_SCALING_NONE, ROPE_SCALING_LINEAR, "
+                                  "ROPE_SCALING_LLAMA3 or ROPE_SCALING_YARN, got ",
+                                  static_cast<int>(p.type())));
+  }
+  s.factor = p.factor();
+  s.original_max_position = p.original_max_position();
+  s.low_freq_factor = p.low_freq_factor();
+  s.high_freq_factor = p.high_freq_factor();
+  s.beta_fast = p.beta_fast();
+  s.beta_slow = p.beta_slow();
+  s.attention_factor = p.attention_factor();
+  s.mscale = p.mscale();
+  s.mscale_all_dim = p.mscale_all_dim();
+  s.truncate = p.has_truncate() ? p.truncate() : true;
+  return s;
+}
+
+void RopeScalingToProto(const RopeScaling& s, pb::RopeScaling* p) {
+  static constexpr pb::RopeScalingType kTypes[] = {pb::ROPE_SCALING_NONE, pb::ROPE_SCALING_LINEAR,
+                                                   pb::ROPE_SCALING_LLAMA3, pb::ROPE_SCALING_YARN};
+  p->set_type(kTypes[static_cast<int>(s.type)]);
+  p->set_factor(s.factor);
+  p->set_original_max_position(s.original_max_position);
+  p->set_low_freq_factor(s.low_freq_factor);
+  p->set_high_freq_factor(s.high_freq_factor);
+  p->set_beta_fast(s.beta_fast);
+  p->set_beta_slow(s.beta_slow);
+  p->set_attention_factor(s.attention_factor);
+  p->set_mscale(s.mscale);
+  p->set_mscale_all_dim(s.mscale_all_dim);
+  if (!s.truncate) p->set_truncate(false);
+}
+
+}  // namespace
+
 absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
   ModuleConfig config;
   config.d_model = c.d_model();
@@ -254,6 +309,10 @@ absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
     }
     config.rope.theta = c.rope().theta();
     config.rope.rotary_dim = c.rope().rotary_dim();
+    if (c.rope().has_scaling()) {
+      ATTN_ASSIGN_OR_RETURN(config.rope.scaling,
+                            RopeScalingFromProto(c.rope().scaling(), "config.rope.scaling"));
+    }
   }
   config.qk_norm = c.qk_norm();
   config.norm_eps = c.norm_eps();
@@ -293,6 +352,10 @@ absl::StatusOr<ModuleConfig> ConfigFromProto(const pb::ModuleConfig& c) {
       config.v_head_dim = m.v_head_dim();
       config.rope_theta = m.rope_theta();
       config.mla_rope_interleave = m.rope_interleave();
+      if (m.has_rope_scaling()) {
+        ATTN_ASSIGN_OR_RETURN(config.mla_rope_scaling,
+                              RopeScalingFromProto(m.rope_scaling(), "config.mla.rope_scaling"));
+      }
       break;
     }
     default:
@@ -322,6 +385,9 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
     r->set_style(c.rope.style == RopeStyle::kNeox ? pb::ROPE_NEOX : pb::ROPE_GPTJ);
     r->set_theta(c.rope.theta);
     r->set_rotary_dim(c.rope.rotary_dim);
+    if (c.rope.scaling.type != RopeScalingType::kNone) {
+      RopeScalingToProto(c.rope.scaling, r->mutable_scaling());
+    }
   }
   switch (c.variant) {
     case Variant::kSelfAttention:
@@ -348,6 +414,9 @@ void ConfigToProto(const ModuleConfig& c, pb::ModuleConfig* out) {
       m->set_v_head_dim(c.v_head_dim);
       m->set_rope_theta(c.rope_theta);
       if (c.mla_rope_interleave) m->set_rope_interleave(true);
+      if (c.mla_rope_scaling.type != RopeScalingType::kNone) {
+        RopeScalingToProto(c.mla_rope_scaling, m->mutable_rope_scaling());
+      }
       break;
     }
   }

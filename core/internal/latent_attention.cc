@@ -39,7 +39,7 @@ class LatentAttention final : public AttentionModule {
     // Queries: [B·Lq, H, dn + dr], RoPE on each head's last dr.
     Tensor q({mq, h * dq});
     ATTN_RETURN_IF_ERROR(ProjectQuery(*in.query, q));
-    ApplyRope(q.data() + dn, in.batch, in.lq, h, dq, h * dq, dr, Theta(), 0);
+    ApplyRope(q.data() + dn, in.batch, in.lq, h, dq, h * dq, Frequencies(), 0);
     Round(q);
 
     // Latent: [B·Lk, r + dr] = [RMSNorm(c_KV) | RoPE(k_rope)].
@@ -47,7 +47,7 @@ class LatentAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(Linear(in.key->data, mk, d, d, Matrix("kv_a_proj_with_mqa.weight"), r + dr,
                                 nullptr, latent.data(), r + dr));
     RmsNormRows(latent.data(), mk, r, r + dr, W("kv_a_layernorm.weight").data());
-    ApplyRope(latent.data() + r, in.batch, in.lk, 1, 0, r + dr, dr, Theta(), 0);
+    ApplyRope(latent.data() + r, in.batch, in.lk, 1, 0, r + dr, Frequencies(), 0);
     Round(latent);
 
     ATTN_RETURN_IF_ERROR(PollCancellation(CurrentCancellation()));
@@ -87,7 +87,11 @@ class LatentAttention final : public AttentionModule {
     return transposed ? Mat::Transposed(p, rows, cols, r) : Mat::RowMajor(p, rows, cols, r);
   }
 
-  float Theta() const { return config().rope_theta == 0 ? 10000.0f : config().rope_theta; }
+  // RoPE of q_rope and k_rope: rope_theta (0: 10000) and mla_rope_scaling.
+  RopeFrequencies Frequencies() const {
+    return ComputeRopeFrequencies(config().rope_theta == 0 ? 10000.0 : config().rope_theta,
+                                  config().qk_rope_head_dim, config().mla_rope_scaling);
+  }
 
   absl::Status ProjectQuery(const ConstTensorRef& x, Tensor& q) const {
     const ModuleConfig& c = config();
@@ -161,13 +165,13 @@ class LatentAttention final : public AttentionModule {
     ATTN_RETURN_IF_ERROR(cache.Reserve(t_new));
     Tensor q({m, h * dq});
     ATTN_RETURN_IF_ERROR(ProjectQuery(&x, q));
-    ApplyRope(q.data() + dn, batch, t_new, h, dq, h * dq, dr, Theta(), l0);
+    ApplyRope(q.data() + dn, batch, t_new, h, dq, h * dq, Frequencies(), l0);
     Round(q);
     Tensor latent({m, dl});
     ATTN_RETURN_IF_ERROR(Linear(x.data(), m, d, d, Matrix("kv_a_proj_with_mqa.weight"), dl, nullptr,
                                 latent.data(), dl));
     RmsNormRows(latent.data(), m, r, dl, W("kv_a_layernorm.weight").data());
-    ApplyRope(latent.data() + r, batch, t_new, 1, 0, dl, dr, Theta(), l0);
+    ApplyRope(latent.data() + r, batch, t_new, 1, 0, dl, Frequencies(), l0);
     Round(latent);
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t t = 0; t < t_new; ++t) {
@@ -232,9 +236,12 @@ class LatentAttention final : public AttentionModule {
     return absl::OkStatus();
   }
 
+  // 1/sqrt(qk_nope_head_dim + qk_rope_head_dim), times DeepSeek's yarn
+  // mscale² (MlaSoftmaxScaleFactor).
   float Scale() const {
-    return 1.0f /
-           std::sqrt(static_cast<float>(config().qk_nope_head_dim + config().qk_rope_head_dim));
+    return static_cast<float>(
+        MlaSoftmaxScaleFactor(config().mla_rope_scaling) /
+        std::sqrt(static_cast<double>(config().qk_nope_head_dim + config().qk_rope_head_dim)));
   }
 
   static View4 Strided(const float* data, int64_t d0, int64_t d1, int64_t d2, int64_t d3,

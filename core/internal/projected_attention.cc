@@ -136,9 +136,10 @@ class ProjectedAttention final : public AttentionModule {
   void Rotate(Tensor& x, int64_t batch, int64_t len, int64_t heads, int64_t pos0) const {
     const RopeConfig& r = config().rope;
     if (r.style == RopeStyle::kNone) return;
-    ApplyRope(
-        x.data(), batch, len, heads, dqk_, heads * dqk_, r.rotary_dim == 0 ? dqk_ : r.rotary_dim,
-        static_cast<float>(r.theta == 0.0 ? 10000.0 : r.theta), pos0, r.style == RopeStyle::kGptj);
+    ApplyRope(x.data(), batch, len, heads, dqk_, heads * dqk_,
+              ComputeRopeFrequencies(r.theta == 0.0 ? 10000.0 : r.theta,
+                                     r.rotary_dim == 0 ? dqk_ : r.rotary_dim, r.scaling),
+              pos0, r.style == RopeStyle::kGptj);
     if (bf16_compute()) RoundToBfloat16(x.data(), x.size());
   }
 

@@ -112,6 +112,26 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"InterleaveOnGqa",
                   With(Gqa(32, 8, 2), [](ModuleConfig& c) { c.mla_rope_interleave = true; }),
                   "config.mla.rope_interleave", "not gqa"},
+        BadConfig{"YarnWithoutFactor", With(Gqa(32, 8, 2),
+                                            [](ModuleConfig& c) {
+                                              c.rope.style = RopeStyle::kNeox;
+                                              c.rope.scaling.type = RopeScalingType::kYarn;
+                                              c.rope.scaling.original_max_position = 4096;
+                                            }),
+                  "config.rope.scaling.factor", "got 0"},
+        BadConfig{"Llama3WithoutContext", With(Mha(32, 4),
+                                               [](ModuleConfig& c) {
+                                                 c.rope.style = RopeStyle::kNeox;
+                                                 c.rope.scaling.type = RopeScalingType::kLlama3;
+                                                 c.rope.scaling.factor = 8;
+                                               }),
+                  "config.rope.scaling.original_max_position", "got 0"},
+        BadConfig{"MlaScalingOnGqa", With(Gqa(32, 8, 2),
+                                          [](ModuleConfig& c) {
+                                            c.mla_rope_scaling.type = RopeScalingType::kLinear;
+                                            c.mla_rope_scaling.factor = 2;
+                                          }),
+                  "config.mla.rope_scaling", "not gqa"},
         BadConfig{"NegativeTheta",
                   With(Mla(32, 4, 0, 16, 8, 4, 6), [](ModuleConfig& c) { c.rope_theta = -1; }),
                   "config.mla.rope_theta", "got -1"}),

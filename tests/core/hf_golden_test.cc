@@ -6,6 +6,7 @@
 // its .safetensors by prefix, as a server loads a checkpoint.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -17,77 +18,11 @@
 #include "core/decode.h"
 #include "core/module.h"
 #include "core/safetensors.h"
+#include "tests/core/hf_cases.h"
 #include "tests/core/test_util.h"
 
 namespace attention {
 namespace {
-
-struct HfCase {
-  std::string name;
-  std::map<std::string, std::string> kv;
-
-  const std::string& Str(const std::string& k) const { return kv.at(k); }
-  int64_t Int(const std::string& k) const { return std::stoll(kv.at(k)); }
-  double Double(const std::string& k) const { return std::stod(kv.at(k)); }
-  std::string Path() const { return std::string(ATTN_HF_GOLDEN_DIR) + "/" + name + ".safetensors"; }
-};
-
-void PrintTo(const HfCase& c, std::ostream* os) { *os << c.name; }
-
-std::vector<HfCase> LoadCases() {
-  std::vector<HfCase> cases;
-  std::ifstream in(std::string(ATTN_HF_GOLDEN_DIR) + "/manifest.txt");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream words(line);
-    HfCase c;
-    words >> c.name;
-    std::string word;
-    while (words >> word) {
-      const size_t eq = word.find('=');
-      c.kv[word.substr(0, eq)] = word.substr(eq + 1);
-    }
-    cases.push_back(std::move(c));
-  }
-  return cases;
-}
-
-// Our ModuleConfig of the recorded layer.
-ModuleConfig ConfigOf(const HfCase& c) {
-  ModuleConfig m;
-  m.d_model = c.Int("d_model");
-  const std::string& variant = c.Str("variant");
-  if (variant == "mla") {
-    m.variant = Variant::kMla;
-    m.num_heads = c.Int("num_heads");
-    m.q_lora_rank = c.Int("q_lora_rank");
-    m.kv_lora_rank = c.Int("kv_lora_rank");
-    m.qk_nope_head_dim = c.Int("qk_nope_head_dim");
-    m.qk_rope_head_dim = c.Int("qk_rope_head_dim");
-    m.v_head_dim = c.Int("v_head_dim");
-    m.rope_theta = c.Double("rope_theta");
-    m.mla_rope_interleave = c.Int("rope_interleave") != 0;
-    m.bias = false;
-    return m;
-  }
-  m.variant = variant == "mha" ? Variant::kMha : variant == "gqa" ? Variant::kGqa : Variant::kMqa;
-  m.num_heads = c.Int("num_q_heads");
-  if (m.variant == Variant::kGqa) m.num_kv_heads = c.Int("num_kv_heads");
-  m.head_dim = c.Int("head_dim");  // Gemma 2, Qwen3, gpt-oss: heads · head_dim != d_model
-  m.bias = c.Int("bias") != 0;
-  m.output_bias = c.Int("output_bias") != 0;
-  m.rope.style = c.Str("rope") == "gptj" ? RopeStyle::kGptj : RopeStyle::kNeox;
-  m.rope.theta = c.Double("rope_theta");
-  m.rope.rotary_dim = c.Int("rotary_dim");
-  m.qk_norm = c.Int("qk_norm") != 0;
-  m.norm_eps = c.Double("norm_eps");
-  m.scale = c.Double("scale");
-  m.sliding_window = c.Int("sliding_window");
-  m.logit_softcap = c.Double("logit_softcap");
-  m.attention_sinks = c.Int("attention_sinks") != 0;
-  return m;
-}
 
 class HfGolden : public testing::TestWithParam<HfCase> {};
 
@@ -114,7 +49,13 @@ TEST_P(HfGolden, ForwardMatchesTransformersAndDecodeMatchesForward) {
     in.mask.causal = true;
     auto got = m->Forward(in);
     ASSERT_OK(got);
-    const double bound = compute == DType::kFloat32 ? 1e-4 : 1e-2;
+    // bf16: the precision issue's 1e-2 at the recorded layers' usual weight
+    // scale (0.2). bf16 rounds q and k to 8 significant bits, so a score's
+    // error grows with the score, which grows as the square of the weights'
+    // scale: the llama3/yarn layers (scale 0.5, for their scaling to show
+    // within 11 tokens) get (0.5 / 0.2)² times as much.
+    const double init = c.Double("init") / 0.2;
+    const double bound = compute == DType::kFloat32 ? 1e-4 : 1e-2 * std::max(1.0, init * init);
     EXPECT_LT(RelError(got->output, want), bound);
     // MLA decodes in the absorbed form: its Forward in that form is the
     // one Decode equals (in bf16 the two forms round at other places).
@@ -149,6 +90,9 @@ TEST(HfGoldenData, EveryFamilyIsRecorded) {
   for (const char* f : {"llama", "qwen2", "qwen3", "mistral", "gemma2", "gpt_oss", "deepseek_v2"}) {
     EXPECT_GE(families[f], 1) << f;
   }
+  std::map<std::string, int> scalings;
+  for (const HfCase& c : LoadCases()) ++scalings[c.Str("rope_scaling")];
+  for (const char* s : {"linear", "llama3", "yarn"}) EXPECT_GE(scalings[s], 1) << s;
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, HfGolden, testing::ValuesIn(LoadCases()),

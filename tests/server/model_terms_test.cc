@@ -5,12 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "core/module.h"
 #include "core/safetensors.h"
 #include "core/sdpa.h"
+#include "tests/core/hf_cases.h"
 #include "tests/core/test_util.h"
 #include "tests/server/test_server.h"
 
@@ -166,43 +168,45 @@ TEST_F(ServerTest, WindowedCappedLayerWithSinksForwardsAndDecodesAsTheCore) {
   EXPECT_OK((*stream)->Close());
 }
 
-// A Hugging Face Gemma 2 local layer (tests/golden/hf; heads · head_dim !=
-// d_model), its tensors sent as they are in the file with weights_prefix
-// picking the layer: the output transformers recorded. ModuleInfo shows the
-// head width.
-TEST_F(ServerTest, AHuggingFaceLayerSentByPrefixComputesAsTransformers) {
-  auto file = ReadSafetensors(std::string(ATTN_HF_GOLDEN_DIR) + "/gemma2_local.safetensors");
-  ASSERT_OK(file);
-  ModuleConfig config;
-  config.variant = Variant::kGqa;
-  config.d_model = 32;
-  config.bias = false;
-  config.num_heads = 4;
-  config.num_kv_heads = 2;
-  config.head_dim = 16;  // 4 heads of 16 on a d_model of 32, as Gemma 2's own sizes do
-  config.rope.style = RopeStyle::kNeox;
-  config.scale = 0.28867513459481287;  // query_pre_attn_scalar 12
-  config.sliding_window = 4;
-  config.logit_softcap = 2.0;
-  pb::LoadModuleRequest req;
-  req.set_name("gemma2-local");
-  *req.mutable_config() = client::ConfigToProto(config);
-  req.set_weights_prefix("model.layers.0.self_attn.");
-  for (const auto& [name, t] : *file) {
-    if (!absl::StartsWith(name, "model.layers.0.self_attn.")) continue;
-    pb::Tensor& out = (*req.mutable_weights())[name];
-    out.set_dtype(pb::DTYPE_FLOAT32);
-    out.mutable_shape()->Assign(t.shape().begin(), t.shape().end());
-    out.set_data(std::string(reinterpret_cast<const char*>(t.data()), t.size() * 4));
+// Hugging Face layers (tests/golden/hf) sent as they are in their files,
+// weights_prefix picking the layer, configs through the wire: Gemma 2's
+// local layer (heads · head_dim != d_model, a window and a soft-cap),
+// gpt-oss with yarn and sinks, Llama 3's scaled rope and DeepSeek-V2 with
+// interleaved yarn rope. Each gives the output transformers recorded.
+TEST_F(ServerTest, HuggingFaceLayersSentByPrefixComputeAsTransformers) {
+  std::map<std::string, HfCase> cases;
+  for (HfCase& c : LoadCases()) cases.emplace(c.name, std::move(c));
+  for (const char* name : {"gemma2_local", "gpt_oss_yarn", "llama3_scaled", "deepseek_v2_yarn"}) {
+    SCOPED_TRACE(name);
+    const HfCase& c = cases.at(name);
+    auto file = ReadSafetensors(c.Path());
+    ASSERT_OK(file);
+    pb::LoadModuleRequest req;
+    req.set_name(name);
+    *req.mutable_config() = client::ConfigToProto(ConfigOf(c));
+    req.set_weights_prefix(c.Str("prefix"));
+    for (const auto& [tensor, t] : *file) {
+      if (!absl::StartsWith(tensor, c.Str("prefix"))) continue;
+      pb::Tensor& out = (*req.mutable_weights())[tensor];
+      out.set_dtype(pb::DTYPE_FLOAT32);
+      out.mutable_shape()->Assign(t.shape().begin(), t.shape().end());
+      out.set_data(std::string(reinterpret_cast<const char*>(t.data()), t.size() * 4));
+    }
+    auto info = client_->LoadModule(req);
+    ASSERT_OK(info);
+    if (c.Str("variant") != "mla") {
+      EXPECT_EQ(info->config().head_dim(), c.Int("head_dim"));
+      EXPECT_EQ(info->config().rope().scaling().type() != pb::ROPE_SCALING_NONE,
+                c.Str("rope_scaling") != "none");
+    } else {
+      EXPECT_EQ(info->config().mla().rope_scaling().type(), pb::ROPE_SCALING_YARN);
+    }
+    ForwardOptions o;
+    o.mask.causal = true;
+    auto got = client_->Forward(name, file->at("hidden_states"), o);
+    ASSERT_OK(got);
+    EXPECT_LT(RelError(got->output, file->at("output")), 1e-4);
   }
-  auto info = client_->LoadModule(req);
-  ASSERT_OK(info);
-  EXPECT_EQ(info->config().head_dim(), 16);
-  ForwardOptions o;
-  o.mask.causal = true;
-  auto got = client_->Forward("gemma2-local", file->at("hidden_states"), o);
-  ASSERT_OK(got);
-  EXPECT_LT(RelError(got->output, file->at("output")), 1e-4);
 }
 
 }  // namespace
