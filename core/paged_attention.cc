@@ -141,7 +141,6 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
         kmax = std::max(kmax, visible[i]);
         kmin = std::min(kmin, first[i]);
       }
-      const bool row_terms = sliding_window > 0 || terms.logit_softcap > 0.0f || terms.sinks != nullptr;
       absl::Status status;
       if (!internal::TakesFewRows(t_new, nr)) {
         // Many new tokens: a GEMM per run of cached rows for scores and for
@@ -159,14 +158,10 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
         float sums[kPagedRowTile];
         for (int64_t i = 0; i < nr && status.ok(); ++i) {
           float* row = scores.data() + i * span;  // key kmin first
-          if (row_terms) {
-            float m;
-            internal::StartOnlineRow(sinks[i], m, sums[i]);
-            internal::OnlineRowTile(row, kmin, kmax - kmin, scale, terms.logit_softcap, first[i],
-                                    visible[i], nullptr, 0, m, sums[i]);
-          } else {  // kmin = 0
-            sums[i] = internal::UnnormalizedSoftmaxRow(row, kmax, scale, visible[i], nullptr, 0);
-          }
+          float m;
+          internal::StartOnlineRow(sinks[i], m, sums[i]);
+          internal::OnlineRowTile(row, kmin, kmax - kmin, scale, terms.logit_softcap, first[i],
+                                  visible[i], nullptr, 0, m, sums[i]);
           if (round_p) RoundToBfloat16(row, kmax - kmin);
         }
         std::fill(acc.begin(), acc.begin() + nr * dv, 0.0f);
@@ -210,9 +205,8 @@ absl::Status PagedSdpa(const View4& q, const PagedKvCache& cache, float scale, c
                                       run.scale_stride};
             },
             s_rows, acc.data(), o_rows, /*weights_out=*/false, ElemOf(layout.dtype), round_p,
-            row_terms ? internal::FewRowsTerms{first, kmin, terms.sinks != nullptr ? sinks : nullptr,
-                                               terms.logit_softcap, nullptr}
-                      : internal::FewRowsTerms{});
+            internal::FewRowsTerms{first, kmin, terms.sinks != nullptr ? sinks : nullptr,
+                                   terms.logit_softcap, nullptr});
       }
       if (!status.ok()) {
         std::lock_guard<std::mutex> lock(error_mu);

@@ -1,7 +1,8 @@
 // Private: the vector kernels of attention that are ours rather than
-// oneDNN's (row softmax, online-softmax tiles, and the few-rows score and
-// value loops of decode), compiled twice, for AVX2 and for AVX-512, and
-// chosen once at start from the CPU (ATTN_ISA=avx2 forces AVX2). oneDNN
+// oneDNN's (online-softmax tiles, a whole score row being one tile, and the
+// few-rows score and value loops of decode), compiled twice, for AVX2 and
+// for AVX-512, and chosen once at start from the CPU (ATTN_ISA=avx2 forces
+// AVX2). oneDNN
 // dispatches its own GEMMs to AVX-512 where the CPU has it; kernels left at
 // AVX2 beside them would run at half its width. The decode loops also read
 // K and V rows stored as bfloat16, float16 or int8 (KvRows), widened to
@@ -30,15 +31,8 @@ struct KvRows {
 struct KernelTable {
   const char* isa;  // "avx2" or "avx512"
 
-  // Softmax in place over s[0, n) of a score row: s[j] · scale, masked
-  // (j >= visible, or keep != nullptr and keep[j · keep_stride] == 0) to
-  // kMaskedScore, exponentiated against the row maximum. Returns the sum of
-  // the exponentials (>= 1); divides by it when `normalize` (else the caller
-  // scales what it computes from the row). `visible` is clamped to [0, n].
-  float (*softmax_row)(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
-                       int64_t keep_stride, bool normalize);
-
-  // One key tile of an online (flash) softmax row; see OnlineSoftmaxTile.
+  // One key tile of an online (flash) softmax row; see OnlineSoftmaxTile
+  // (softmax.h). A whole row is one tile.
   float (*online_softmax_tile)(float* s, int64_t n, float scale, int64_t visible,
                                const uint8_t* keep, int64_t keep_stride, float* m, float* l);
 

@@ -73,9 +73,6 @@ struct FewRowsTerms {
   float softcap = 0.0f;            // > 0: s <- c·tanh(s / c) before masking
   float* lse = nullptr;            // row i's log-sum-exp written to lse[i]
 
-  bool any() const {
-    return first != nullptr || kmin > 0 || sink != nullptr || softcap > 0.0f || lse != nullptr;
-  }
   int64_t First(int64_t i) const { return first != nullptr ? first[i] : 0; }
   float Sink(int64_t i) const { return sink != nullptr ? sink[i] : -INFINITY; }
 };
@@ -91,9 +88,12 @@ struct FewRowsTerms {
 // The runs' rows are of type `elem`. With `round_p` (bf16 compute) and
 // without weights_out, the probabilities are rounded to bf16 before P·V
 // (their sums are not), as the bf16 GEMM paths round them. `terms`: keys
-// before terms.kmin are neither scored nor read (their weights are 0), and
-// each row goes through OnlineRowTile (softmax.h) with its window start,
-// sink and soft-cap.
+// before terms.kmin are neither scored nor read (their weights are 0). Each
+// row goes through OnlineRowTile (softmax.h) with its window start, sink and
+// soft-cap: key blocks with an online softmax (the K and V streams advance
+// together, two streams for the prefetchers instead of one after the other,
+// and a block's scores are still in L1 when used), or with weights_out one
+// tile of whole rows, normalised.
 template <typename KeyRuns, typename ValueRuns>
 void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, int64_t kmax,
                    const int64_t* visible, const uint8_t* const* keep, int64_t keep_stride,
@@ -143,74 +143,36 @@ void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, in
   };
   std::fill(acc, acc + nr * dv, 0.0f);
   float m[kMaxFewRows], l[kMaxFewRows];
-  if (terms.any()) {
-    const int64_t kmin = std::min(terms.kmin, kmax);
-    for (int64_t i = 0; i < nr; ++i) StartOnlineRow(terms.Sink(i), m[i], l[i]);
-    auto row_tile = [&](int64_t i, int64_t b0, int64_t n, float* row) {
-      return OnlineRowTile(row, b0, n, scale, terms.softcap, terms.First(i), visible[i],
-                           keep != nullptr ? keep[i] : nullptr, keep_stride, m[i], l[i]);
-    };
-    if (weights_out) {
-      // Whole rows as one tile, then normalised: s[i] are weights rows.
-      score_keys(kmin, kmax, 0);
-      for (int64_t i = 0; i < nr; ++i) {
-        std::fill(s[i], s[i] + kmin, 0.0f);
-        row_tile(i, kmin, kmax - kmin, s[i] + kmin);
-        const float inv = 1.0f / l[i];
-        for (int64_t j = kmin; j < kmax; ++j) s[i][j] *= inv;
-        // A NaN row is NaN in every weight, the keys before kmin too.
-        if (kmin < kmax) std::fill(s[i], s[i] + kmin, 0.0f * s[i][kmin]);
-      }
-      accumulate_values(kmin, kmax, 0);
-      for (int64_t i = 0; i < nr; ++i) {
-        std::copy_n(acc + i * dv, dv, out[i]);
-        if (terms.lse != nullptr) terms.lse[i] = RowLse(m[i], l[i]);
-      }
-      return;
-    }
-    const int64_t block = FewRowsKeyBlock(nr, dk, dv);
-    for (int64_t b0 = kmin; b0 < kmax; b0 += block) {
-      const int64_t b1 = std::min(kmax, b0 + block);
-      score_keys(b0, b1, b0);
-      for (int64_t i = 0; i < nr; ++i) {
-        const float alpha = row_tile(i, b0, b1 - b0, s[i]);
-        if (alpha != 1.0f) {
-          for (int64_t x = 0; x < dv; ++x) acc[i * dv + x] *= alpha;
-        }
-        if (round_p) RoundToBfloat16(s[i], b1 - b0);
-      }
-      accumulate_values(b0, b1, b0);
-    }
+  const int64_t kmin = std::min(terms.kmin, kmax);
+  for (int64_t i = 0; i < nr; ++i) StartOnlineRow(terms.Sink(i), m[i], l[i]);
+  auto row_tile = [&](int64_t i, int64_t b0, int64_t n, float* row) {
+    return OnlineRowTile(row, b0, n, scale, terms.softcap, terms.First(i), visible[i],
+                         keep != nullptr ? keep[i] : nullptr, keep_stride, m[i], l[i]);
+  };
+  if (weights_out) {
+    // Whole rows as one tile, then normalised: s[i] are weights rows.
+    score_keys(kmin, kmax, 0);
     for (int64_t i = 0; i < nr; ++i) {
+      std::fill(s[i], s[i] + kmin, 0.0f);
+      row_tile(i, kmin, kmax - kmin, s[i] + kmin);
       const float inv = 1.0f / l[i];
-      for (int64_t x = 0; x < dv; ++x) out[i][x] = acc[i * dv + x] * inv;
+      for (int64_t j = kmin; j < kmax; ++j) s[i][j] *= inv;
+      // A NaN row is NaN in every weight, the keys before kmin too.
+      if (kmin < kmax) std::fill(s[i], s[i] + kmin, 0.0f * s[i][kmin]);
+    }
+    accumulate_values(kmin, kmax, 0);
+    for (int64_t i = 0; i < nr; ++i) {
+      std::copy_n(acc + i * dv, dv, out[i]);
       if (terms.lse != nullptr) terms.lse[i] = RowLse(m[i], l[i]);
     }
     return;
   }
-  if (weights_out) {
-    // The caller keeps the normalised weights: one softmax over whole rows.
-    score_keys(0, kmax, 0);
-    for (int64_t i = 0; i < nr; ++i) {
-      kernels.softmax_row(s[i], kmax, scale, visible[i], keep != nullptr ? keep[i] : nullptr,
-                          keep_stride, /*normalize=*/true);
-    }
-    accumulate_values(0, kmax, 0);
-    for (int64_t i = 0; i < nr; ++i) std::copy_n(acc + i * dv, dv, out[i]);
-    return;
-  }
-  // Blocks of keys with an online softmax: the K and V streams advance
-  // together (two streams for the prefetchers instead of one after the
-  // other), and the scores of a block are still in L1 when used.
-  for (int64_t i = 0; i < nr; ++i) m[i] = -INFINITY, l[i] = 0.0f;
   const int64_t block = FewRowsKeyBlock(nr, dk, dv);
-  for (int64_t b0 = 0; b0 < kmax; b0 += block) {
+  for (int64_t b0 = kmin; b0 < kmax; b0 += block) {
     const int64_t b1 = std::min(kmax, b0 + block);
     score_keys(b0, b1, b0);
     for (int64_t i = 0; i < nr; ++i) {
-      const uint8_t* keep_row = keep != nullptr ? keep[i] + b0 * keep_stride : nullptr;
-      const float alpha = kernels.online_softmax_tile(s[i], b1 - b0, scale, visible[i] - b0,
-                                                      keep_row, keep_stride, &m[i], &l[i]);
+      const float alpha = row_tile(i, b0, b1 - b0, s[i]);
       if (alpha != 1.0f) {
         for (int64_t x = 0; x < dv; ++x) acc[i * dv + x] *= alpha;
       }
@@ -221,6 +183,7 @@ void AttendFewRows(int64_t nr, const float* const* q, int64_t dk, int64_t dv, in
   for (int64_t i = 0; i < nr; ++i) {
     const float inv = 1.0f / l[i];
     for (int64_t x = 0; x < dv; ++x) out[i][x] = acc[i * dv + x] * inv;
+    if (terms.lse != nullptr) terms.lse[i] = RowLse(m[i], l[i]);
   }
 }
 

@@ -134,13 +134,11 @@ absl::Status RunFewRows(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
     }
   }
   FewRowsTerms terms;
-  if (c.row_terms()) {
-    terms.first = first;
-    terms.kmin = job.kmin;
-    terms.sink = c.terms.sinks != nullptr ? sinks : nullptr;
-    terms.softcap = c.terms.logit_softcap;
-    terms.lse = c.terms.lse != nullptr ? lse : nullptr;
-  }
+  terms.first = first;
+  terms.kmin = job.kmin;
+  terms.sink = c.terms.sinks != nullptr ? sinks : nullptr;
+  terms.softcap = c.terms.logit_softcap;
+  terms.lse = c.terms.lse != nullptr ? lse : nullptr;
   const View4& k = c.k;
   const View4& v = c.v;
   const bool bf16 = c.is_bf16();
@@ -210,7 +208,6 @@ struct GroupRows {
   KeyRange Range(int64_t row) const {
     return VisibleRange(*c.mask, job.b, job.i0 + row % rows, c.q.dims[2], c.k.dims[2]);
   }
-  int64_t Visible(int64_t row) const { return Range(row).end; }
   float Sink(int64_t row) const { return c.Sink(Head(row)); }
   void StoreLse(int64_t row, float max, float sum) const {
     c.StoreLse(job.b, Head(row), job.i0 + row % rows, max, sum);
@@ -245,16 +242,11 @@ absl::Status RunWholeRows(const SdpaCall& c, const Job& job, SdpaScratch& scratc
   float* s = scratch.scores.data();
   ATTN_RETURN_IF_ERROR(Matmul(rows.q, KeysT(c, job, job.kmin, job.keys()), s, lk));
   for (int64_t row = 0; row < rows.m; ++row) {
-    if (c.row_terms()) {
-      float m, l;
-      StartOnlineRow(rows.Sink(row), m, l);
-      rows.RowTile(row, s + row * lk, job.kmin, job.keys(), m, l);
-      scratch.row_sum[row] = l;
-      rows.StoreLse(row, m, l);
-      continue;
-    }
-    scratch.row_sum[row] = UnnormalizedSoftmaxRow(
-        s + row * lk, job.kmax, c.scale, rows.Visible(row), rows.Keep(row), c.keep.strides[3]);
+    float m, l;
+    StartOnlineRow(rows.Sink(row), m, l);
+    rows.RowTile(row, s + row * lk, job.kmin, job.keys(), m, l);  // one tile of whole rows
+    scratch.row_sum[row] = l;
+    rows.StoreLse(row, m, l);
   }
   ATTN_RETURN_IF_ERROR(Matmul(ProbRows(c, s, rows.m, job.keys(), lk, scratch),
                               Values(c, job, job.kmin, job.keys()), scratch.acc.data(), dv));
@@ -278,13 +270,8 @@ absl::Status RunFlash(const SdpaCall& c, const Job& job, SdpaScratch& scratch) {
     const int64_t n = std::min(tile, job.kmax - k0);
     ATTN_RETURN_IF_ERROR(Matmul(rows.q, KeysT(c, job, k0, n), s, tile));
     for (int64_t row = 0; row < rows.m; ++row) {
-      const uint8_t* keep_row = rows.Keep(row);
       const float alpha =
-          c.row_terms()
-              ? rows.RowTile(row, s + row * tile, k0, n, scratch.row_max[row], scratch.row_sum[row])
-              : OnlineSoftmaxTile(s + row * tile, n, c.scale, rows.Visible(row) - k0,
-                                  keep_row != nullptr ? keep_row + k0 * c.keep.strides[3] : nullptr,
-                                  c.keep.strides[3], scratch.row_max[row], scratch.row_sum[row]);
+          rows.RowTile(row, s + row * tile, k0, n, scratch.row_max[row], scratch.row_sum[row]);
       if (alpha != 1.0f) {
         for (int64_t x = 0; x < dv; ++x) acc[row * dv + x] *= alpha;
       }
@@ -325,34 +312,21 @@ absl::Status RunWeights(const SdpaCall& c, const Job& job, SdpaScratch& scratch)
   // bf16: P rounded before its division by the row's sum, as on the other
   // GEMM paths; the output and weights rows are divided after P·V.
   const bool bf16 = c.rounds_p();
-  if (bf16 && scratch.row_sum.size() < static_cast<size_t>(m)) scratch.row_sum.resize(m);
-  if (c.row_terms() && scratch.row_sum.size() < static_cast<size_t>(m)) scratch.row_sum.resize(m);
+  if (scratch.row_sum.size() < static_cast<size_t>(m)) scratch.row_sum.resize(m);
   for (int64_t row = 0; row < m; ++row) {
     const int64_t h = job.g * group + row / rows, i = job.i0 + row % rows;
-    if (c.row_terms()) {
-      const KeyRange range = VisibleRange(*c.mask, job.b, i, lq, lk);
-      float mx, l;
-      StartOnlineRow(c.Sink(h), mx, l);
-      OnlineRowTile(s_row(row) + kmin, kmin, n, c.scale, c.terms.logit_softcap, range.first,
-                    range.end, c.keep.Row(job.b, h, i), c.keep.strides[3], mx, l);
-      c.StoreLse(job.b, h, i, mx, l);
-      scratch.row_sum[row] = l;
-      if (!bf16) {
-        float* w = s_row(row);
-        const float inv = 1.0f / l;
-        for (int64_t j = kmin; j < job.kmax; ++j) w[j] *= inv;
-        FillSkippedWeights(w, kmin, job.kmax, lk);
-      }
-      continue;
-    }
-    const int64_t visible = VisibleRange(*c.mask, job.b, i, lq, lk).end;
-    if (bf16) {
-      scratch.row_sum[row] = UnnormalizedSoftmaxRow(s_row(row), job.kmax, c.scale, visible,
-                                                    c.keep.Row(job.b, h, i), c.keep.strides[3]);
-    } else {
-      MaskedSoftmaxRow(s_row(row), job.kmax, c.scale, visible, c.keep.Row(job.b, h, i),
-                       c.keep.strides[3]);
-      FillSkippedWeights(s_row(row), 0, job.kmax, lk);
+    const KeyRange range = VisibleRange(*c.mask, job.b, i, lq, lk);
+    float mx, l;
+    StartOnlineRow(c.Sink(h), mx, l);
+    OnlineRowTile(s_row(row) + kmin, kmin, n, c.scale, c.terms.logit_softcap, range.first,
+                  range.end, c.keep.Row(job.b, h, i), c.keep.strides[3], mx, l);
+    c.StoreLse(job.b, h, i, mx, l);
+    scratch.row_sum[row] = l;
+    if (!bf16) {
+      float* w = s_row(row);
+      const float inv = 1.0f / l;
+      for (int64_t j = kmin; j < job.kmax; ++j) w[j] *= inv;
+      FillSkippedWeights(w, kmin, job.kmax, lk);
     }
   }
   if (merged) {

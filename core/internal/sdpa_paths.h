@@ -71,9 +71,6 @@ struct SdpaCall {
            const MaskSpec& mask, float scale, const SdpaPlan& plan, Bf16Operands bf16 = {});
 
   bool is_bf16() const { return bf16.k != nullptr; }
-  // Whether rows take OnlineRowTile (softmax.h): a window, a soft-cap, sinks
-  // or the LSE; else the plain softmax of each path.
-  bool row_terms() const { return !terms.empty() || mask->sliding_window > 0; }
   float Sink(int64_t h) const { return terms.sinks != nullptr ? terms.sinks[h] : -INFINITY; }
   // Writes row (b, h, i)'s log-sum-exp when asked for.
   void StoreLse(int64_t b, int64_t h, int64_t i, float m, float l) const {

@@ -12,16 +12,6 @@ float OnlineSoftmaxTile(float* s, int64_t n, float scale, int64_t visible, const
   return Kernels().online_softmax_tile(s, n, scale, visible, keep, keep_stride, &m, &l);
 }
 
-void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
-                      int64_t keep_stride) {
-  Kernels().softmax_row(s, n, scale, visible, keep, keep_stride, /*normalize=*/true);
-}
-
-float UnnormalizedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
-                             int64_t keep_stride) {
-  return Kernels().softmax_row(s, n, scale, visible, keep, keep_stride, /*normalize=*/false);
-}
-
 void SoftcapRow(float* s, int64_t n, float scale, float cap) {
   const float inv = scale / cap;
   for (int64_t j = 0; j < n; ++j) s[j] = cap * std::tanh(s[j] * inv);

@@ -11,12 +11,6 @@ namespace attention::internal {
 // masked_fill(mask == 0, -1e9): a fully masked row averages all values.
 inline constexpr float kMaskedScore = -1e9f;
 
-// In place over s[0, n): s[j] = s[j] * scale, then s[j] = kMaskedScore for
-// j >= visible or (keep != nullptr and keep[j * keep_stride] == 0), then
-// softmax. `visible` is clamped to [0, n].
-void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
-                      int64_t keep_stride);
-
 // One key tile of an online (flash) softmax row. In place over s[0, n):
 // scale, mask (j >= visible or keep[j·keep_stride] == 0 -> kMaskedScore),
 // then s[j] = exp(s[j] − m') with m' = max(m, max_j s[j]); updates the
@@ -25,12 +19,6 @@ void MaskedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const u
 // Start a row with m = -infinity, l = 0.
 float OnlineSoftmaxTile(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
                         int64_t keep_stride, float& m, float& l);
-
-// MaskedSoftmaxRow without the division: returns the sum of the
-// exponentials (>= 1), by which whatever is computed from the row (P·V) is
-// then divided, a row of Dv instead of Lk.
-float UnnormalizedSoftmaxRow(float* s, int64_t n, float scale, int64_t visible, const uint8_t* keep,
-                             int64_t keep_stride);
 
 // s[j] = cap · tanh(s[j] · scale / cap) over [0, n): the logit soft-cap
 // (cap > 0) of the scaled scores, which are then softmaxed with scale 1.
