@@ -313,8 +313,9 @@ absl::Status SdpaBf16(const Bf16View4& q, const Bf16View4& k, const Bf16View4& v
                                                    ": no data"));
   }
   const internal::SdpaPlan plan = PlanFor(qs, ks, vs, weights != nullptr);
-  if (!internal::Bf16MatmulAvailable() && !FewRowsOnly(plan)) {
-    // No bf16 GEMM here: the float32 one on the widened (exact) operands.
+  if (!internal::Bf16MatmulPreferred() && !FewRowsOnly(plan)) {
+    // No bf16 GEMM here, or a slower one than sgemm: the float32 one on the
+    // widened (exact) operands.
     const std::vector<float> qw = WidenedCopy(q), kw = WidenedCopy(k), vw = WidenedCopy(v);
     return SdpaF32(DenseOf(qw, q.dims), DenseOf(kw, k.dims), DenseOf(vw, v.dims), mask, scale, out,
                    weights, /*round_p=*/true, terms);
@@ -331,7 +332,7 @@ absl::Status Sdpa(const View4& q, const View4& k, const View4& v, const MaskSpec
   ATTN_RETURN_IF_ERROR(CheckSdpaComputeDType(compute));
   if (compute == DType::kFloat32) return Sdpa(q, k, v, mask, scale, out, weights, terms);
   ATTN_RETURN_IF_ERROR(ValidateSdpa(q, k, v, mask));
-  if (internal::Bf16MatmulAvailable() || FewRowsOnly(PlanFor(q, k, v, weights != nullptr))) {
+  if (internal::Bf16MatmulPreferred() || FewRowsOnly(PlanFor(q, k, v, weights != nullptr))) {
     const std::vector<uint16_t> q16 = Bf16Copy(q), k16 = Bf16Copy(k), v16 = Bf16Copy(v);
     return SdpaBf16(DenseOf(q16, q.dims), DenseOf(k16, k.dims), DenseOf(v16, v.dims), mask, scale,
                     out, weights, terms);

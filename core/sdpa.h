@@ -132,8 +132,9 @@ absl::Status Sdpa(const View4& query, const View4& key, const View4& value, cons
 // softmax in float32, and the probabilities rounded to bf16 before P·V
 // (before their division by the row's sum; not on the few-rows loops when
 // weights are asked for). Without a native bf16 matmul (an AVX2-only CPU,
-// or ATTN_ISA=avx2) the float32 kernel runs on widened copies, rounding P
-// the same way, except for decode's few rows. Output and weights (not
+// or ATTN_ISA=avx2), or with one slower than sgemm (Bf16MatmulPreferred in
+// core/internal/gemm.h), the float32 kernel runs on widened copies,
+// rounding P the same way, except for decode's few rows. Output and weights (not
 // rounded) are float32. Same contract as Sdpa.
 absl::Status SdpaBf16(const Bf16View4& query, const Bf16View4& key, const Bf16View4& value,
                       const MaskSpec& mask, float scale, const MutView4& output, float* weights,

@@ -51,13 +51,14 @@ struct WeightRef {
 // `accumulate` C += A · B. C is row-major with leading dimension ldc.
 // A bfloat16 B makes it a bf16 product: A's elements are rounded to
 // bfloat16 first (as a bf16 GEMM's source), products accumulate in
-// float32. Where oneDNN has a native bf16 matmul (Bf16MatmulAvailable) it
-// runs that, except for a few rows (decode) against an nn.Linear weight,
-// which a kernel of ours reads once (multiplying bf16 pairs with vdpbf16ps
-// there, else widening in registers); elsewhere B is
-// widened to float32 a panel at a time for the float32 matmul. A may be
-// bf16 too (then B must be): both go to oneDNN as they are where it has the
-// native matmul, else A is widened as above.
+// float32. A few rows (decode) against an nn.Linear weight go through a
+// kernel of ours that reads it once (multiplying bf16 pairs with vdpbf16ps
+// where oneDNN has a native bf16 matmul, Bf16MatmulAvailable, else
+// widening in registers). Other products run oneDNN's bf16 matmul where it
+// is preferred (Bf16MatmulPreferred), else B is widened to float32 a panel
+// at a time for the float32 matmul. A may be bf16 too (then B must be):
+// both go to oneDNN as they are where its bf16 matmul is available (a few
+// rows) or preferred, else A is widened as above.
 absl::Status Matmul(const Mat& a, const Mat& b, float* c, int64_t ldc, const float* bias = nullptr,
                     bool accumulate = false);
 
@@ -72,6 +73,17 @@ absl::Status Linear(const float* x, int64_t m, int64_t k, int64_t ldx, WeightRef
 // Whether oneDNN runs bf16 matmuls natively here (avx512_core_bf16 or AMX,
 // and the kernels not forced to AVX2 by ATTN_ISA=avx2). Decided once.
 bool Bf16MatmulAvailable();
+
+// Whether bf16 products of many rows (prefill's GEMMs) take oneDNN's native
+// bf16 matmul rather than the float32 matmul on operands widened from
+// bf16 (the same products: bf16 × bf16 is exact in float32, accumulation is
+// float32 either way). Available, and at least as fast as sgemm: some CPUs
+// (an Intel Xeon without AMX) run oneDNN 2.6's bf16 matmul at half the
+// sgemm rate. Decided once, by timing both on a 256×512×512 product (best of
+// five, a few milliseconds) at the first bf16 product; ATTN_BF16_GEMM=native
+// or =widened decides it instead. Decode's few rows keep their vdpbf16ps
+// kernel wherever it is available.
+bool Bf16MatmulPreferred();
 
 // The implementation oneDNN picked for a problem, e.g. "gemm:jit" (for
 // benchmarks and diagnostics).
