@@ -3,13 +3,16 @@
 //   attention_loadtest --target host:port[,host:port...] [--rpc attend|forward|decode|health]
 //       [--concurrency N | --rps R] [--connections M] [--duration S] [--requests N]
 //       [--warmup S] [--deadline_ms D] [--token T] [--metadata k=v,...]
-//       [--mix FILE] [--sweep concurrency=1,2,4,8 | --sweep rps=50,100]
+//       [--mix FILE] [--sweep concurrency=1,2,4,8 | --sweep rps=50,100 | --sweep streams=1,4,16]
 //       [--json FILE] [--html FILE] [--max_error_rate F] [shape flags: --b --hq --hkv --lq --lk --dk --dv
-//        --causal --module --decode_steps --dtype]
+//        --causal --module --decode_steps --shared_prefix --dtype]
 //
 // Closed loop (default): N virtual users, each with one request outstanding.
 // Open loop (--rps): a fixed timetable; latency counts from the scheduled
 // send time, so queueing in a slow server shows (no coordinated omission).
+// Decode (--rpc decode): --concurrency streams at once, each a prompt of --lq
+// tokens then --decode_steps one-token steps; reports time to first token,
+// inter-token latency and tokens/s per stream and in total.
 // Exit status: 0, or 1 when the load could not run, or 2 when a run's
 // failed requests pass --max_error_rate (default 0: any failure).
 #include <cstdio>
@@ -18,12 +21,12 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/attention_client.h"
 #include "client/loadtest/report.h"
 #include "client/loadtest/runner.h"
+#include "client/loadtest/sweep.h"
 #include "client/loadtest/workload.h"
 #include "core/process.h"
 #include "core/status_macros.h"
@@ -45,7 +48,8 @@ ABSL_FLAG(std::string, tls_key, "", "PEM client key file (mutual TLS)");
 ABSL_FLAG(std::string, tls_server_name, "", "name to check the server certificate against");
 ABSL_FLAG(std::string, rpc, "attend", "attend, forward, decode or health");
 ABSL_FLAG(std::string, mix, "", "mix file: lines 'WEIGHT RPC key=value ...'");
-ABSL_FLAG(std::string, sweep, "", "concurrency=1,2,4,... or rps=10,20,...: one run per value");
+ABSL_FLAG(std::string, sweep, "",
+          "concurrency=1,2,4,..., rps=10,20,... or (decode) streams=1,4,16,...: one run per value");
 ABSL_FLAG(std::string, json, "", "write the JSON report here");
 ABSL_FLAG(std::string, html, "", "write the HTML report here");
 ABSL_FLAG(double, max_error_rate, 0,
@@ -61,6 +65,9 @@ ABSL_FLAG(int64_t, dv, 64, "attend: Dv");
 ABSL_FLAG(bool, causal, true, "causal mask");
 ABSL_FLAG(std::string, module, "demo-gqa", "forward/decode: module");
 ABSL_FLAG(int64_t, decode_steps, 16, "decode: one-token steps per stream");
+ABSL_FLAG(int64_t, shared_prefix, 0,
+          "decode: the first P tokens (0..lq) of every stream's prompt are the same in every "
+          "stream; the rest differ per stream");
 ABSL_FLAG(std::string, dtype, "f32", "wire dtype of inputs: f32, f16, bf16");
 ABSL_FLAG(int64_t, heap_retain_mb, 1024,
           "freed heap kept for reuse, MiB, so large responses do not page-fault in on every "
@@ -127,6 +134,7 @@ absl::StatusOr<std::vector<RunResult>> Main() {
   defaults.causal = absl::GetFlag(FLAGS_causal);
   defaults.module = absl::GetFlag(FLAGS_module);
   defaults.decode_steps = absl::GetFlag(FLAGS_decode_steps);
+  defaults.shared_prefix = absl::GetFlag(FLAGS_shared_prefix);
   defaults.dtype = absl::GetFlag(FLAGS_dtype);
   std::vector<WorkloadSpec> specs;
   if (!absl::GetFlag(FLAGS_mix).empty()) {
@@ -146,36 +154,13 @@ absl::StatusOr<std::vector<RunResult>> Main() {
     workloads.push_back(std::move(w));
   }
 
-  std::vector<RunConfig> runs;
-  const std::string sweep = absl::GetFlag(FLAGS_sweep);
-  std::vector<std::string> labels;
-  if (sweep.empty()) {
-    runs.push_back(config);
-    labels.push_back("");
-  } else {
-    std::pair<std::string, std::string> kv = absl::StrSplit(sweep, absl::MaxSplits('=', 1));
-    for (absl::string_view v : absl::StrSplit(kv.second, ',', absl::SkipEmpty())) {
-      RunConfig c = config;
-      double value = 0;
-      if (!absl::SimpleAtod(v, &value) || value <= 0) {
-        return absl::InvalidArgumentError(absl::StrCat("--sweep: bad value '", v, "'"));
-      }
-      if (kv.first == "concurrency") {
-        c.concurrency = static_cast<int>(value);
-        c.rps = 0;
-      } else if (kv.first == "rps") {
-        c.rps = value;
-      } else {
-        return absl::InvalidArgumentError("--sweep: expected concurrency=... or rps=...");
-      }
-      runs.push_back(c);
-      labels.push_back(absl::StrCat(kv.first, "=", v));
-    }
-  }
+  const bool decode = workloads.size() == 1 && workloads[0].rpc == RpcKind::kDecode;
+  ATTN_ASSIGN_OR_RETURN(const std::vector<SweepRun> runs,
+                        ParseSweep(absl::GetFlag(FLAGS_sweep), config, decode));
   std::vector<RunResult> results;
-  for (size_t i = 0; i < runs.size(); ++i) {
-    ATTN_ASSIGN_OR_RETURN(RunResult r, RunLoad(runs[i], workloads));
-    r.label = labels[i];
+  for (const SweepRun& run : runs) {
+    ATTN_ASSIGN_OR_RETURN(RunResult r, RunLoad(run.config, workloads));
+    r.label = run.label;
     std::printf("%s\n", SummaryText(r).c_str());
     std::fflush(stdout);
     results.push_back(std::move(r));

@@ -3,6 +3,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/generic/generic_stub.h>
+#include <google/protobuf/descriptor.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/proto_buffer_reader.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "attention/v1/attention.grpc.pb.h"
+#include "client/loadtest/recorder.h"
 
 namespace attention::loadtest {
 namespace {
@@ -25,85 +27,31 @@ namespace {
 namespace pb = ::attention::v1;
 using Clock = std::chrono::steady_clock;
 
+int64_t Nanos(Clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+}
+
+// DecodeResponse.reused_tokens when the contract has it (found by name, so
+// this compiles with and without it); null otherwise.
+const google::protobuf::FieldDescriptor* ReusedTokensField() {
+  const google::protobuf::FieldDescriptor* f =
+      pb::DecodeResponse::descriptor()->FindFieldByName("reused_tokens");
+  return f != nullptr && f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT64 ? f
+                                                                                            : nullptr;
+}
+
+// The number of the next decode stream, its prompt's seed: it counts on over
+// the phases and runs of the process, so that no two streams of a sweep share
+// more than the shared prefix (a server's prefix cache sees no repeats).
+std::atomic<uint64_t> next_stream{0};
+
+int64_t ReusedTokens(const pb::DecodeResponse& r, const google::protobuf::FieldDescriptor* f) {
+  return f == nullptr ? 0 : r.GetReflection()->GetInt64(r, f);
+}
+
 std::string CodeName(grpc::StatusCode code) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
 }
-
-// Thread-safe collection of one phase's outcomes.
-class Recorder {
- public:
-  Recorder(Clock::time_point start, bool enabled) : start_(start), enabled_(enabled) {}
-
-  // `message` is the failure's reason (unused when `code` is "OK").
-  void Record(Clock::time_point from, const std::string& code, const std::string& message,
-              const Workload& w, int64_t server_compute_us = -1) {
-    const Clock::time_point now = Clock::now();
-    if (!enabled_) return;
-    const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - from).count();
-    const size_t second = static_cast<size_t>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::seconds>(now - start_).count()));
-    std::lock_guard<std::mutex> lock(mu_);
-    ++result_.codes[code];
-    while (seconds_.size() <= second) seconds_.emplace_back();
-    Second& s = seconds_[second];
-    if (code == "OK") {
-      ++result_.succeeded;
-      result_.latency.Record(ns);
-      if (server_compute_us >= 0) result_.server_compute.Record(server_compute_us * 1000);
-      result_.tokens += w.tokens;
-      result_.flops += w.flops;
-      if (s.hist == nullptr) s.hist = std::make_unique<Histogram>();
-      s.hist->Record(ns);
-    } else {
-      ++result_.failed;
-      ++s.errors;
-      result_.first_errors.emplace(code, message);
-    }
-    last_ = now;
-  }
-
-  int64_t done() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return result_.succeeded + result_.failed;
-  }
-  int64_t errors() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return result_.failed;
-  }
-
-  RunResult Take(Clock::time_point end) {
-    std::lock_guard<std::mutex> lock(mu_);
-    RunResult r = std::move(result_);
-    r.sent = r.succeeded + r.failed;
-    r.duration_s = std::chrono::duration<double>(std::max(end, last_) - start_).count();
-    for (size_t i = 0; i < seconds_.size(); ++i) {
-      SecondStats st;
-      st.t = static_cast<double>(i);
-      st.errors = seconds_[i].errors;
-      if (seconds_[i].hist != nullptr) {
-        const Histogram& h = *seconds_[i].hist;
-        st.completed = h.count();
-        st.p50_ns = h.Percentile(50);
-        st.p99_ns = h.Percentile(99);
-        st.max_ns = h.max();
-      }
-      r.series.push_back(st);
-    }
-    return r;
-  }
-
- private:
-  struct Second {
-    std::unique_ptr<Histogram> hist;
-    int64_t errors = 0;
-  };
-  const Clock::time_point start_;
-  const bool enabled_;
-  std::mutex mu_;
-  RunResult result_;
-  std::vector<Second> seconds_;
-  Clock::time_point last_;
-};
 
 // timing.compute_us of a serialised Attend/Forward response, read without
 // parsing (or copying) its tensors: the wire format is scanned and every
@@ -155,7 +103,8 @@ class Runner {
                           : Clock::time_point::max();
     max_requests_ = requests;
     tickets_ = 0;
-    recorder_ = std::make_unique<Recorder>(start_, record);
+    recorder_ = std::make_unique<Recorder>(start_, record, workloads_[0].rpc == RpcKind::kDecode,
+                                           ReusedTokensField() != nullptr);
     std::atomic<bool> finished{false};
     std::thread progress;
     if (record && config_.progress && isatty(STDERR_FILENO)) {
@@ -179,6 +128,15 @@ class Runner {
     if (Clock::now() >= end_) return false;
     ticket = tickets_++;
     return max_requests_ == 0 || ticket < max_requests_;
+  }
+
+  // Decode: the steps of a stream about to open (up to `steps`, fewer when
+  // the request bound leaves fewer); 0 once the run's bound is reached.
+  int64_t TakeSteps(int64_t steps) {
+    if (Clock::now() >= end_) return 0;
+    const int64_t first = tickets_.fetch_add(steps);
+    if (max_requests_ == 0) return steps;
+    return std::clamp<int64_t>(max_requests_ - first, 0, steps);
   }
 
   void Prepare(grpc::ClientContext& ctx) const {
@@ -261,51 +219,69 @@ class Runner {
     cv.wait(lock, [&] { return outstanding == 0; });
   }
 
-  // Decode: each virtual user runs streams back to back: start, prefill
-  // (not recorded), then decode_steps one-token chunks, each recorded.
+  // Decode: each virtual user runs streams back to back until the bound.
   void DecodeClosedLoop() {
     const Workload& w = workloads_[0];
-    pb::DecodeRequest start, prefill, token;
+    pb::DecodeRequest start, token;
     start.ParseFromString(w.decode_start);
-    prefill.ParseFromString(w.decode_prefill);
     token.ParseFromString(w.decode_token);
     std::vector<std::thread> users;
     for (int u = 0; u < config_.concurrency; ++u) {
       users.emplace_back([&, u] {
         Connection& c = connections_[static_cast<size_t>(u) % connections_.size()];
-        bool more = true;
-        while (more) {
-          grpc::ClientContext ctx;
-          Prepare(ctx);
-          auto stream = c.stub->Decode(&ctx);
-          pb::DecodeResponse resp;
-          bool ok = stream->Write(start) && stream->Write(prefill) && stream->Read(&resp);
-          for (int64_t s = 0; ok && s < w.decode_steps; ++s) {
-            int64_t ticket;
-            if (!Take(ticket)) {
-              more = false;
-              break;
-            }
-            const Clock::time_point from = Clock::now();
-            ok = stream->Write(token) && stream->Read(&resp);
-            if (ok) recorder_->Record(from, "OK", "", w);
-          }
-          if (ok) {
-            stream->WritesDone();
-          } else {
-            ctx.TryCancel();
-          }
-          const grpc::Status st = stream->Finish();
-          if (!ok) {
-            recorder_->Record(
-                Clock::now(), CodeName(st.ok() ? grpc::StatusCode::UNKNOWN : st.error_code()),
-                st.ok() ? "the stream ended before its response" : st.error_message(), w);
-            if (Clock::now() >= end_) more = false;
-          }
+        while (DecodeStream(c, w, start, token)) {
         }
       });
     }
     for (auto& t : users) t.join();
+  }
+
+  // One stream: start, the prompt (time to first token), then its steps,
+  // each recorded as a request, the gaps between their responses as
+  // inter-token latencies. False when the run's bound is reached.
+  bool DecodeStream(Connection& c, const Workload& w, const pb::DecodeRequest& start,
+                    const pb::DecodeRequest& token) {
+    const int64_t steps = TakeSteps(w.decode_steps);
+    if (steps == 0) return false;
+    pb::DecodeRequest prompt;
+    DecodePromptRequest(w, next_stream.fetch_add(1), &prompt);
+    static const google::protobuf::FieldDescriptor* const reused = ReusedTokensField();
+    grpc::ClientContext ctx;
+    Prepare(ctx);
+    auto stream = c.stub->Decode(&ctx);
+    pb::DecodeResponse resp;
+    bool ok = stream->Write(start);
+    const Clock::time_point sent = Clock::now();
+    ok = ok && stream->Write(prompt) && stream->Read(&resp);
+    const Clock::time_point first = Clock::now();
+    if (ok) recorder_->RecordFirstToken(Nanos(first - sent), ReusedTokens(resp, reused));
+    Clock::time_point last = first;
+    int64_t done = 0;
+    for (; ok && done < steps && Clock::now() < end_; ++done) {
+      const Clock::time_point from = Clock::now();
+      ok = stream->Write(token) && stream->Read(&resp);
+      if (!ok) break;
+      const Clock::time_point now = Clock::now();
+      recorder_->Record(from, "OK", "", w);
+      if (done > 0) recorder_->RecordInterToken(Nanos(now - last));
+      last = now;
+    }
+    if (done > 0 && last > first) {
+      recorder_->RecordStreamRate(static_cast<double>(w.decode_b * done) /
+                                  std::chrono::duration<double>(last - first).count());
+    }
+    if (ok) {
+      stream->WritesDone();
+    } else {
+      ctx.TryCancel();
+    }
+    const grpc::Status st = stream->Finish();
+    if (!ok) {
+      recorder_->Record(Clock::now(),
+                        CodeName(st.ok() ? grpc::StatusCode::UNKNOWN : st.error_code()),
+                        st.ok() ? "the stream ended before its response" : st.error_message(), w);
+    }
+    return Clock::now() < end_;
   }
 
   void Progress(const std::atomic<bool>& finished) {

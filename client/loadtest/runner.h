@@ -7,13 +7,17 @@
 // the *scheduled* time, so a slow server cannot hide its queueing behind a
 // client that waits (no coordinated omission). Unary calls use gRPC's
 // asynchronous callback API over `connections` channels (one TCP connection
-// each); decode streams run one per virtual user. Every run is bounded by
-// duration and/or a request count.
+// each); decode streams run one per virtual user (`concurrency` streams at
+// once, each opened when the last one of its user ends). Every run is
+// bounded by duration and/or a request count; for decode a request is a
+// one-token step, and a stream takes its steps from the count when it opens
+// (so a bound of k x decode_steps runs k whole streams).
 #ifndef ATTENTION_CLIENT_LOADTEST_RUNNER_H_
 #define ATTENTION_CLIENT_LOADTEST_RUNNER_H_
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,6 +50,29 @@ struct SecondStats {
   int64_t p50_ns = 0, p99_ns = 0, max_ns = 0;
 };
 
+// Decode streams as a user of a generative model sees them. A stream sends
+// `start`, then its prompt chunk of Lq tokens, then one-token steps.
+struct DecodeStats {
+  int64_t streams = 0;  // streams whose prompt was answered
+  // ns from writing the prompt chunk to reading its response (time to first
+  // token), one per answered prompt.
+  Histogram ttft;
+  // ns between successive step responses of a stream (inter-token latency):
+  // steps - 1 per stream.
+  Histogram itl;
+  // Per stream with >= 1 step: B x steps / (its last response - its prompt's
+  // response), summed (mean = stream_tokens_per_s_sum / rate_streams).
+  double stream_tokens_per_s_sum = 0;
+  int64_t rate_streams = 0;
+  // Sum of DecodeResponse.reused_tokens (prefix-cache hits), when the
+  // contract has that field; absent otherwise.
+  std::optional<int64_t> reused_tokens;
+
+  double stream_tokens_per_s() const {
+    return rate_streams > 0 ? stream_tokens_per_s_sum / rate_streams : 0;
+  }
+};
+
 struct RunResult {
   std::string label;  // e.g. "concurrency=4"
   RunConfig config;
@@ -61,6 +88,9 @@ struct RunResult {
   Histogram server_compute;
   double tokens = 0, flops = 0;          // served by successful requests
   std::vector<SecondStats> series;
+  std::optional<DecodeStats> decode;  // decode runs only
+
+  double tokens_per_s() const { return duration_s > 0 ? tokens / duration_s : 0; }
 
   double rps() const { return duration_s > 0 ? succeeded / duration_s : 0; }
 };

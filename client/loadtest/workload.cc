@@ -32,7 +32,35 @@ absl::Status SetInt(const std::string& key, absl::string_view value, int64_t& ou
   return absl::OkStatus();
 }
 
+// The seed of a prompt's tokens: shared ones by row only, the others by
+// stream and row.
+uint64_t PromptSeed(bool shared, uint64_t stream, int64_t row) {
+  const uint64_t base = shared ? 0x5eed5eed5eed5eedULL : 0x9e3779b97f4a7c15ULL * (stream + 1);
+  return base ^ (static_cast<uint64_t>(row) * 0xbf58476d1ce4e5b9ULL + 3);
+}
+
 }  // namespace
+
+Tensor DecodePrompt(int64_t b, int64_t lq, int64_t d_model, int64_t shared_prefix,
+                    uint64_t stream) {
+  Tensor t({b, lq, d_model});
+  float* x = t.values().data();
+  for (int64_t row = 0; row < b; ++row) {
+    // A distribution each: one keeps a drawn value for its next call.
+    std::mt19937_64 shared_gen(PromptSeed(true, stream, row));
+    std::mt19937_64 own_gen(PromptSeed(false, stream, row));
+    std::normal_distribution<float> shared, own;
+    for (int64_t i = 0; i < shared_prefix * d_model; ++i) *x++ = shared(shared_gen);
+    for (int64_t i = shared_prefix * d_model; i < lq * d_model; ++i) *x++ = own(own_gen);
+  }
+  return t;
+}
+
+void DecodePromptRequest(const Workload& w, uint64_t stream, pb::DecodeRequest* out) {
+  client::TensorToProto(
+      DecodePrompt(w.decode_b, w.decode_lq, w.decode_d_model, w.decode_shared_prefix, stream),
+      w.decode_dtype, out->mutable_tokens());
+}
 
 const char* RpcName(RpcKind rpc) {
   switch (rpc) {
@@ -75,6 +103,7 @@ absl::Status ParseSpec(const std::string& text, WorkloadSpec& spec) {
     else if (k == "dk") ATTN_RETURN_IF_ERROR(SetInt(k, v, spec.dk));
     else if (k == "dv") ATTN_RETURN_IF_ERROR(SetInt(k, v, spec.dv));
     else if (k == "decode_steps") ATTN_RETURN_IF_ERROR(SetInt(k, v, spec.decode_steps));
+    else if (k == "shared_prefix") ATTN_RETURN_IF_ERROR(SetInt(k, v, spec.shared_prefix));
     else if (k == "causal") spec.causal = v == "1" || v == "true";
     else if (k == "module") spec.module = v;
     else if (k == "dtype") spec.dtype = v;
@@ -169,18 +198,28 @@ absl::StatusOr<Workload> BuildWorkload(const WorkloadSpec& spec, client::Attenti
                              MlaForm::kNaive);
         return w;
       }
-      pb::DecodeRequest start, prefill, token;
+      if (spec.shared_prefix < 0 || spec.shared_prefix > spec.lq) {
+        return absl::InvalidArgumentError(absl::StrCat("shared_prefix: expected 0..lq (",
+                                                       spec.lq, "), got ", spec.shared_prefix));
+      }
+      pb::DecodeRequest start, token;
       start.mutable_start()->set_module(spec.module);
       start.mutable_start()->set_batch(spec.b);
-      client::TensorToProto(Random({spec.b, spec.lq, d}, 1), wire_dtype, prefill.mutable_tokens());
       client::TensorToProto(Random({spec.b, 1, d}, 2), wire_dtype, token.mutable_tokens());
-      w.name = absl::StrCat("decode ", spec.module, " b", spec.b, " prefill ", spec.lq, " then ",
-                            spec.decode_steps, " tokens/stream ", spec.dtype);
+      w.name = absl::StrCat("decode ", spec.module, " b", spec.b, " prefill ", spec.lq,
+                            spec.shared_prefix > 0
+                                ? absl::StrCat(" (shared prefix ", spec.shared_prefix, ")")
+                                : "",
+                            " then ", spec.decode_steps, " tokens/stream ", spec.dtype);
       w.method = "/attention.v1.AttentionService/Decode";
       w.decode_start = start.SerializeAsString();
-      w.decode_prefill = prefill.SerializeAsString();
       w.decode_token = token.SerializeAsString();
       w.decode_steps = std::max<int64_t>(1, spec.decode_steps);
+      w.decode_b = spec.b;
+      w.decode_lq = spec.lq;
+      w.decode_d_model = d;
+      w.decode_shared_prefix = spec.shared_prefix;
+      w.decode_dtype = wire_dtype;
       w.tokens = static_cast<double>(spec.b);
       w.flops = LayerFlops(config, spec.b, 1, spec.lq + w.decode_steps / 2, 1, true,
                            config.variant == Variant::kMla ? MlaForm::kAbsorbed : MlaForm::kNaive);

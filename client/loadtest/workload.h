@@ -25,6 +25,9 @@ struct WorkloadSpec {
   // forward / decode: a loaded module; input [b, lq, d_model]
   std::string module = "demo-gqa";
   int64_t decode_steps = 16;  // decode: tokens per stream after a prefill of lq
+  // decode: the first shared_prefix tokens (0..lq) of every stream's prompt
+  // are the same in every stream; the rest differ per stream.
+  int64_t shared_prefix = 0;
   std::string dtype = "f32";   // wire dtype of inputs: f32, f16, bf16
 };
 
@@ -35,9 +38,12 @@ struct Workload {
   std::string method;          // full gRPC method path (unary kinds)
   int timing_field = 0;        // field number of the response's Timing (0: none)
   std::string request;         // serialized request (unary kinds)
-  // decode: the serialized start, prefill and one-token chunk messages
-  std::string decode_start, decode_prefill, decode_token;
+  // decode: the serialized start and one-token chunk messages; each
+  // stream's prompt comes from DecodePromptRequest
+  std::string decode_start, decode_token;
   int64_t decode_steps = 0;
+  int64_t decode_b = 0, decode_lq = 0, decode_d_model = 0, decode_shared_prefix = 0;
+  DType decode_dtype = DType::kFloat32;
   double tokens = 0;  // tokens per request (forward: B·Lq; decode step: B)
   double flops = 0;   // attention FLOPs per request (forward: the whole layer)
 };
@@ -50,9 +56,20 @@ absl::Status ParseSpec(const std::string& text, WorkloadSpec& spec);
 absl::StatusOr<Workload> BuildWorkload(const WorkloadSpec& spec,
                                        client::AttentionClient& client);
 
+// The prompt of decode stream number `stream`, [b, lq, d_model] of N(0, 1)
+// values: in every batch row its first `shared_prefix` tokens are the same in
+// every stream (the same values, so the same bytes on the wire), the rest are
+// drawn from a seed of (stream, row). Deterministic; 0 <= shared_prefix <= lq.
+Tensor DecodePrompt(int64_t b, int64_t lq, int64_t d_model, int64_t shared_prefix,
+                    uint64_t stream);
+
+// The prompt chunk of decode stream number `stream` of `w` (a decode
+// workload): DecodePrompt in w's wire dtype, as the `tokens` of `out`.
+void DecodePromptRequest(const Workload& w, uint64_t stream, ::attention::v1::DecodeRequest* out);
+
 // A mix file: one request kind per line, "WEIGHT RPC key=value ...", '#'
 // comments; keys are those of WorkloadSpec (b, hq, hkv, lq, lk, dk, dv,
-// causal, module, decode_steps, dtype).
+// causal, module, decode_steps, shared_prefix, dtype).
 absl::StatusOr<std::vector<WorkloadSpec>> ReadMixFile(const std::string& path,
                                                       const WorkloadSpec& defaults);
 

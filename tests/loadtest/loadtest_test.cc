@@ -1,6 +1,8 @@
 // attention_loadtest's engine against a real server on loopback: counts add
-// up, percentiles are ordered, and open-loop mode exposes queueing in a slow
-// server that closed-loop mode hides.
+// up, percentiles are ordered, open-loop mode exposes queueing in a slow
+// server that closed-loop mode hides, and decode streams report time to
+// first token, inter-token latency and tokens/s; plus the decode prompts'
+// shared prefix and the sweep's runs.
 #include "client/loadtest/runner.h"
 
 #include <gtest/gtest.h>
@@ -8,7 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "client/loadtest/report.h"
+#include "client/loadtest/sweep.h"
 #include "tests/core/test_util.h"
 #include "tests/server/test_server.h"
 
@@ -38,6 +42,179 @@ Workload Forward(client::AttentionClient& client, const std::string& module, int
   spec.module = module;
   spec.lq = lq;
   return BuildWorkload(spec, client).value();
+}
+
+Workload Decode(client::AttentionClient& client, int64_t lq, int64_t steps) {
+  WorkloadSpec spec;
+  spec.rpc = RpcKind::kDecode;
+  spec.module = "demo-gqa";
+  spec.lq = lq;
+  spec.decode_steps = steps;
+  return BuildWorkload(spec, client).value();
+}
+
+// The markers of the chart `id` in `html`.
+int Markers(const std::string& html, const std::string& id) {
+  const size_t at = html.find(absl::StrCat("data-chart=\"", id, "\""));
+  if (at == std::string::npos) return -1;
+  const std::string svg = html.substr(at, html.find("</svg>", at) - at);
+  int n = 0;
+  for (size_t i = svg.find("class=\"marker\""); i != std::string::npos;
+       i = svg.find("class=\"marker\"", i + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+TEST(DecodePrompt, StreamsShareExactlyTheirFirstSharedPrefixTokens) {
+  const int64_t b = 2, lq = 6, d = 8, prefix = 4;
+  const Tensor a = DecodePrompt(b, lq, d, prefix, 0);
+  ASSERT_EQ(a.values().size(), static_cast<size_t>(b * lq * d));
+  EXPECT_EQ(DecodePrompt(b, lq, d, prefix, 0).values(), a.values());  // seeded
+  for (uint64_t stream : {1, 7, 1000}) {
+    const Tensor other = DecodePrompt(b, lq, d, prefix, stream);
+    for (int64_t row = 0; row < b; ++row) {
+      for (int64_t t = 0; t < lq; ++t) {
+        const auto first = a.values().begin() + (row * lq + t) * d;
+        const std::vector<float> mine(first, first + d);
+        const auto theirs_first = other.values().begin() + (row * lq + t) * d;
+        const std::vector<float> theirs(theirs_first, theirs_first + d);
+        if (t < prefix) {
+          EXPECT_EQ(mine, theirs) << "stream " << stream << " row " << row << " token " << t;
+        } else {
+          EXPECT_NE(mine, theirs) << "stream " << stream << " row " << row << " token " << t;
+        }
+      }
+    }
+    // The same bytes on the wire, in every dtype.
+    for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBfloat16}) {
+      ::attention::v1::Tensor wa, wo;
+      client::TensorToProto(a, dtype, &wa);
+      client::TensorToProto(other, dtype, &wo);
+      const size_t token_bytes = static_cast<size_t>(d * DTypeSize(dtype));
+      for (int64_t row = 0; row < b; ++row) {
+        const size_t at = static_cast<size_t>(row * lq) * token_bytes;
+        EXPECT_EQ(wa.data().substr(at, prefix * token_bytes),
+                  wo.data().substr(at, prefix * token_bytes));
+        EXPECT_NE(wa.data().substr(at + prefix * token_bytes, token_bytes),
+                  wo.data().substr(at + prefix * token_bytes, token_bytes));
+      }
+    }
+  }
+  // No shared prefix: streams differ from their first token; all shared: equal.
+  EXPECT_NE(DecodePrompt(1, lq, d, 0, 0).values()[0], DecodePrompt(1, lq, d, 0, 1).values()[0]);
+  EXPECT_EQ(DecodePrompt(b, lq, d, lq, 0).values(), DecodePrompt(b, lq, d, lq, 5).values());
+}
+
+TEST(ParseSweep, StreamsGiveOneDecodeRunPerCount) {
+  RunConfig base;
+  base.concurrency = 3;
+  auto runs = ParseSweep("streams=1,4,16,32", base, /*decode=*/true);
+  ASSERT_OK(runs);
+  ASSERT_EQ(runs->size(), 4u);
+  const int expected[] = {1, 4, 16, 32};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ((*runs)[i].config.concurrency, expected[i]);
+    EXPECT_EQ((*runs)[i].label, absl::StrCat("streams=", expected[i]));
+  }
+  auto one = ParseSweep("", base, true);
+  ASSERT_OK(one);
+  ASSERT_EQ(one->size(), 1u);
+  EXPECT_EQ((*one)[0].config.concurrency, 3);
+  EXPECT_EQ((*one)[0].label, "");
+  for (const char* bad : {"streams=1,x", "streams=0", "streams=1.5", "streams=", "width=1,2"}) {
+    EXPECT_EQ(ParseSweep(bad, base, true).status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  EXPECT_EQ(ParseSweep("streams=1,2", base, /*decode=*/false).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServerTest, SharedPrefixMustLieWithinThePrompt) {
+  WorkloadSpec spec;
+  spec.rpc = RpcKind::kDecode;
+  spec.lq = 16;
+  spec.shared_prefix = 17;
+  EXPECT_EQ(BuildWorkload(spec, *client_).status().code(), absl::StatusCode::kInvalidArgument);
+  spec.shared_prefix = 16;
+  EXPECT_OK(BuildWorkload(spec, *client_));
+}
+
+TEST_F(ServerTest, DecodeReportsTimeToFirstTokenInterTokenLatencyAndTokensPerSecond) {
+  const int64_t steps = 5;
+  RunConfig c = Config(address());
+  c.concurrency = 2;
+  c.requests = 3 * c.concurrency * steps;  // each stream takes its steps when it opens: 6 streams
+  c.duration_s = 60;
+  auto r = RunLoad(c, {Decode(*client_, 16, steps)});
+  ASSERT_OK(r);
+  ASSERT_EQ(r->succeeded, c.requests);
+  ASSERT_TRUE(r->decode.has_value());
+  const DecodeStats& d = *r->decode;
+  const int64_t streams = c.requests / steps;
+  EXPECT_EQ(d.streams, streams);
+  EXPECT_EQ(d.ttft.count(), streams);
+  EXPECT_GT(d.ttft.min(), 0);
+  EXPECT_LE(d.ttft.Percentile(50), d.ttft.Percentile(99));
+  EXPECT_EQ(d.itl.count(), streams * (steps - 1));
+  EXPECT_GT(d.itl.min(), 0);
+  EXPECT_LE(d.itl.Percentile(50), d.itl.Percentile(99));
+  // A stream's `steps` tokens take at least its steps - 1 inter-token gaps.
+  EXPECT_EQ(d.rate_streams, streams);
+  EXPECT_GT(d.stream_tokens_per_s(), 0);
+  const double fastest = steps * 1e9 / ((steps - 1) * static_cast<double>(d.itl.min()));
+  EXPECT_LE(d.stream_tokens_per_s(), fastest * 1.01);
+  // Totals: a token per step of each stream (B = 1), over the run.
+  EXPECT_EQ(r->tokens, static_cast<double>(streams * steps));
+  EXPECT_DOUBLE_EQ(r->tokens_per_s(), r->tokens / r->duration_s);
+  EXPECT_LE(r->tokens_per_s(), c.concurrency * fastest * 1.01);
+  // The contract has no reused_tokens yet: the figure is left out.
+  const bool reused_field =
+      ::attention::v1::DecodeResponse::descriptor()->FindFieldByName("reused_tokens") != nullptr;
+  EXPECT_EQ(d.reused_tokens.has_value(), reused_field);
+
+  const std::string text = SummaryText(*r);
+  EXPECT_TRUE(absl::StrContains(text, absl::StrCat("decode      ", streams, " streams answered")))
+      << text;
+  EXPECT_TRUE(absl::StrContains(text, "ttft ms     p50")) << text;
+  EXPECT_TRUE(absl::StrContains(text, absl::StrCat("(", streams * (steps - 1), " gaps)"))) << text;
+  const nlohmann::json json = nlohmann::json::parse(ReportJson({*r}))["runs"][0]["decode"];
+  EXPECT_EQ(json["streams"], streams);
+  EXPECT_EQ(json["ttft_ms"]["count"], streams);
+  EXPECT_EQ(json["itl_ms"]["count"], streams * (steps - 1));
+  EXPECT_EQ(json["itl_ms"]["p99"], d.itl.Percentile(99) / 1e6);
+  EXPECT_EQ(json["tokens_per_s"]["total"], r->tokens_per_s());
+  EXPECT_EQ(json["tokens_per_s"]["per_stream_mean"], d.stream_tokens_per_s());
+  EXPECT_EQ(json.contains("reused_tokens"), reused_field);
+  EXPECT_TRUE(absl::StrContains(ReportHtml({*r}), "<table class=\"decode\">"));
+}
+
+TEST_F(ServerTest, DecodeSweepDrawsOnePointPerStreamCount) {
+  const int64_t steps = 3;
+  const Workload w = Decode(*client_, 8, steps);
+  RunConfig base = Config(address());
+  base.duration_s = 60;
+  auto runs = ParseSweep("streams=1,2,3", base, /*decode=*/true);
+  ASSERT_OK(runs);
+  std::vector<RunResult> results;
+  for (const SweepRun& run : *runs) {
+    RunConfig c = run.config;
+    c.requests = 2 * c.concurrency * steps;
+    auto r = RunLoad(c, {w});
+    ASSERT_OK(r);
+    r->label = run.label;
+    EXPECT_EQ(r->decode->streams, 2 * c.concurrency);
+    results.push_back(std::move(*r));
+  }
+  const std::string html = ReportHtml(results);
+  EXPECT_EQ(Markers(html, "sweep"), 2 * 3);                     // ITL p50, p99 by tokens/s
+  EXPECT_EQ(Markers(html, "decode-tokens-by-streams"), 2 * 3);  // total, per stream
+  EXPECT_EQ(Markers(html, "decode-itl-by-streams"), 3);
+  const std::string text = SweepText(results);
+  for (int streams : {1, 2, 3}) {
+    EXPECT_TRUE(absl::StrContains(text, absl::StrCat("| streams=", streams, " | ", streams, " | ")))
+        << text;
+  }
 }
 
 TEST_F(ServerTest, BoundedRunCountsEveryRequestOnce) {
